@@ -1,0 +1,206 @@
+"""The study's parameters: one schema, read from YAML and validated before any work starts.
+
+Every number the study uses lives here with its default, its type and its allowed range.
+A params file only needs the fields it changes; anything it gets wrong (an unknown key, a
+wrong type, a value out of range, a path that does not exist) is reported in one
+`ParamsError` that lists every bad field and what it expects.
+
+Relative paths in a params file are relative to the project root, so the same file works
+from `./run_all.sh` and from a notebook opened in Jupyter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lib.paths import PROJECT_ROOT
+
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+UnitInterval = Annotated[float, Field(ge=0.0, lt=1.0)]
+RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message lists every problem found."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors, not silently ignored: a typo must never fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class GroceryStoreParams(_Section):
+    """Which part of the Grocery Store dataset (Klasson et al., 2019) to study."""
+
+    label_level: Literal["coarse", "fine"] = "coarse"
+    classes: list[str] | None = Field(
+        default=None, description="Class names to keep; null keeps every class."
+    )
+    max_per_class: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Sample these classes down to at most this many images (seeded).",
+    )
+
+    @model_validator(mode="after")
+    def _capped_classes_are_kept(self) -> GroceryStoreParams:
+        if self.classes is not None:
+            unknown = sorted(set(self.max_per_class) - set(self.classes))
+            if unknown:
+                raise ValueError(f"max_per_class names classes not in 'classes': {unknown}")
+        return self
+
+
+class DataParams(_Section):
+    """Where the images come from.
+
+    - ``grocery_store``: the Grocery Store dataset, downloaded or found offline.
+    - ``folder``: any directory with one sub-folder per class.
+    - ``manifest``: a CSV with ``path, label, split`` columns, used as-is (no re-split).
+    """
+
+    source: Literal["grocery_store", "folder", "manifest"] = "grocery_store"
+    directory: Path | None = None
+    manifest: Path | None = None
+    grocery_store: GroceryStoreParams = GroceryStoreParams()
+    sample_seed: int = Field(default=42, description="Seed of the class sub-sampling.")
+    image_size: tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)]] = (
+        224,
+        224,
+    )
+
+    @field_validator("directory", "manifest")
+    @classmethod
+    def _resolve(cls, value: Path | None) -> Path | None:
+        return None if value is None else (PROJECT_ROOT / value).resolve()
+
+    @model_validator(mode="after")
+    def _source_has_its_path(self) -> DataParams:
+        if self.source == "folder":
+            if self.directory is None:
+                raise ValueError("source 'folder' needs 'directory': the folder of class sub-folders")
+            if not self.directory.is_dir():
+                raise ValueError(f"directory {self.directory} does not exist or is not a folder")
+        if self.source == "manifest":
+            if self.manifest is None:
+                raise ValueError("source 'manifest' needs 'manifest': a CSV with path, label, split")
+            if not self.manifest.is_file():
+                raise ValueError(f"manifest {self.manifest} does not exist")
+        return self
+
+
+class SplitParams(_Section):
+    """The one stratified train/validation/test split that every later step reads."""
+
+    train: Fraction = 0.70
+    val: Fraction = 0.15
+    test: Fraction = 0.15
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        return self
+
+
+class AugmentationParams(_Section):
+    """The study's training-time augmentation, in Keras' ``ImageDataGenerator`` terms."""
+
+    rotation_degrees: Annotated[float, Field(ge=0.0, le=180.0)] = 20.0
+    width_shift: UnitInterval = 0.1
+    height_shift: UnitInterval = 0.1
+    shear: UnitInterval = Field(default=0.1, description="Shear intensity (fraction).")
+    zoom: UnitInterval = 0.1
+    horizontal_flip: bool = True
+
+
+class AuditParams(_Section):
+    """Thresholds of the data audit."""
+
+    phash_max_distance: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=8, description="Hamming distance at or below which two 64-bit pHashes are near-duplicates."
+    )
+    max_image_pixels: Annotated[int, Field(ge=1)] = Field(
+        default=89_478_485,
+        description="Images declaring more pixels than this are refused (decompression bombs).",
+    )
+    samples_per_class: Annotated[int, Field(ge=1, le=20)] = 6
+
+
+class Params(_Section):
+    """All parameters of one run of the study."""
+
+    run_name: RunName = "default"
+    reports_dir: Path = Path("reports")
+    seed: int = Field(default=42, description="Global seed: Python, NumPy and TensorFlow.")
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    augmentation: AugmentationParams = AugmentationParams()
+    audit: AuditParams = AuditParams()
+
+    @field_validator("reports_dir")
+    @classmethod
+    def _resolve_reports(cls, value: Path) -> Path:
+        return (PROJECT_ROOT / value).resolve()
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values, e.g. for the report's appendix."""
+        return json.loads(self.model_dump_json())
+
+    def fingerprint(self) -> str:
+        """A short hash of every value: two runs with the same fingerprint used the same params."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:12]
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid parameter(s):"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and section)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or item["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  - {field}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(values: dict | None, source: str = "params") -> Params:
+    """Validate a dict of parameters (missing fields take their defaults)."""
+    try:
+        return Params.model_validate(values or {})
+    except ValidationError as error:
+        raise ParamsError(_format_errors(error, source)) from None
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a YAML params file (with a safe loader: YAML cannot run code)."""
+    path = Path(path)
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    if not path.is_file():
+        raise ParamsError(f"params file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    if values is not None and not isinstance(values, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameters, got {type(values).__name__}")
+    return parse_params(values, source=str(path))

@@ -1,0 +1,57 @@
+"""Where every artefact of a run lives, computed in one place and never typed twice.
+
+    reports/<run_name>/
+        data/split.csv          the one split every later step reads
+        data/images.csv         every file the audit looked at, with its checks and hashes
+        data/excluded.csv       files left out, each with the reason
+        data/audit.json         the audit's summary numbers
+        notebooks/*.ipynb       executed copies of the notebooks
+        <model>/...             one folder per model (written by the model notebooks)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The artefact layout of one run, rooted at ``reports/<run_name>``."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def split_manifest(self) -> Path:
+        return self.data_dir / "split.csv"
+
+    @property
+    def image_table(self) -> Path:
+        return self.data_dir / "images.csv"
+
+    @property
+    def excluded(self) -> Path:
+        return self.data_dir / "excluded.csv"
+
+    @property
+    def audit_summary(self) -> Path:
+        return self.data_dir / "audit.json"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    def model_dir(self, model_name: str) -> Path:
+        return self.root / model_name
+
+
+def run_paths(params) -> RunPaths:
+    """The layout for a validated `lib.config.Params`."""
+    return RunPaths(params.reports_dir / params.run_name)

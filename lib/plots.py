@@ -1,0 +1,95 @@
+"""Every figure of the study, one function each, shared by all notebooks.
+
+Each function takes plain data (tables, arrays), draws on a new figure and returns it,
+so a notebook shows it and a test can check it without a screen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from lib.sources import SPLITS
+
+sns.set_theme(context="notebook", style="whitegrid")
+
+
+def class_counts_bar(counts: pd.Series, title: str = "Images per class") -> plt.Figure:
+    """Horizontal bars, one per class, with the count written at the end of each bar."""
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(counts) + 1.2))
+    sns.barplot(x=counts.to_numpy(), y=counts.index.astype(str), ax=ax, color="tab:blue", orient="h")
+    for y, value in enumerate(counts.to_numpy()):
+        ax.text(value, y, f" {value:,}", va="center")
+    ax.set(xlabel="images", ylabel="", title=title)
+    ax.set_xlim(0, counts.max() * 1.15)
+    fig.tight_layout()
+    return fig
+
+
+def split_counts_bar(split_table: pd.DataFrame) -> plt.Figure:
+    """Stacked bars of train / val / test images per class."""
+    parts = split_table[list(SPLITS)]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(parts) + 1.2))
+    parts.plot.barh(stacked=True, ax=ax, color=["tab:blue", "tab:orange", "tab:green"])
+    ax.invert_yaxis()
+    ax.set(xlabel="images", ylabel="", title="Split sizes per class")
+    fig.tight_layout()
+    return fig
+
+
+def image_size_scatter(images: pd.DataFrame) -> plt.Figure:
+    """Width against height of every usable image, coloured by class."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sns.scatterplot(data=images, x="width", y="height", hue="label", alpha=0.6, ax=ax, s=18)
+    ax.set(title="Image sizes (pixels)")
+    ax.legend(title="class", fontsize="small", loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def colour_mode_bar(images: pd.DataFrame) -> plt.Figure:
+    """Counts of PIL colour modes (RGB, L, RGBA, CMYK, P, ...) per class."""
+    table = pd.crosstab(images["mode"], images["label"])
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(table) + 1.5))
+    table.plot.barh(stacked=True, ax=ax)
+    ax.set(xlabel="images", ylabel="colour mode", title="Colour modes")
+    ax.legend(title="class", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(
+    images: list[np.ndarray], titles: list[str], columns: int, row_labels: list[str] | None = None
+) -> plt.Figure:
+    """A grid of images with a title each; optional labels at the start of each row."""
+    rows = max(1, math.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=8)
+    if row_labels:
+        for row, label in enumerate(row_labels):
+            axes[row, 0].text(
+                -0.08, 0.5, label, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=9
+            )
+    fig.tight_layout()
+    return fig
+
+
+def duplicate_pairs_grid(pairs: pd.DataFrame, load, max_pairs: int = 6) -> plt.Figure | None:
+    """Side-by-side thumbnails of duplicate pairs (``load`` maps a row's path to an image)."""
+    shown = pairs.head(max_pairs)
+    if shown.empty:
+        return None
+    images, titles = [], []
+    for _, pair in shown.iterrows():
+        for side in ("a", "b"):
+            images.append(load(pair[f"path_{side}"]))
+            titles.append(f"{pair[f'label_{side}']} ({pair[f'split_{side}']})")
+    return image_grid(images, titles, columns=4)

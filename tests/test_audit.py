@@ -1,0 +1,145 @@
+import struct
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageEnhance
+
+from conftest import random_image
+from lib import audit, sources
+
+MAX_PIXELS = 10_000_000
+
+
+def _png_declaring(path, width, height):
+    """A tiny PNG file whose header declares a huge image (a decompression bomb's signature)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_a_good_image_is_described(tmp_path, rng):
+    path = tmp_path / "ok.jpg"
+    random_image(rng, size=(30, 50)).save(path)
+    found = audit.inspect_image(str(path), MAX_PIXELS)
+    assert found["error"] == ""
+    assert (found["width"], found["height"], found["mode"], found["format"]) == (50, 30, "RGB", "JPEG")
+    assert len(found["sha256"]) == 64 and len(found["phash"]) == 16
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p, rng: p.write_bytes(b""), "empty file (0 bytes)"),
+        (lambda p, rng: p.write_text("hello, I am text"), "not a readable image (UnidentifiedImageError"),
+        (lambda p, rng: (random_image(rng, (64, 64)).save(p), p.write_bytes(p.read_bytes()[:300])),
+         "not a readable image (OSError"),
+        (lambda p, rng: _png_declaring(p, 50_000, 50_000), "refused as a possible decompression bomb"),
+    ],
+    ids=["empty", "text", "truncated", "bomb"],
+)
+def test_unusable_files_get_a_reason(tmp_path, rng, make, reason):
+    path = tmp_path / "bad.jpg"
+    make(path, rng)
+    assert reason in audit.inspect_image(str(path), MAX_PIXELS)["error"]
+
+
+def test_a_dangling_link_is_unreadable_not_fatal(tmp_path):
+    link = tmp_path / "gone.jpg"
+    link.symlink_to(tmp_path / "missing.jpg")
+    assert audit.inspect_image(str(link), MAX_PIXELS)["error"].startswith("cannot read file")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_unusual_modes_become_rgb(tmp_path, rng, mode):
+    source = random_image(rng, (20, 24))
+    converted = source.convert(mode) if mode != "I;16" else Image.fromarray(
+        np.asarray(source.convert("L"), dtype=np.uint16) * 256
+    )
+    path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
+    converted.save(path)
+    rgb = audit.load_rgb(str(path))
+    assert rgb.mode == "RGB" and rgb.size == (24, 20)
+    if mode == "I;16":  # scaled to 8 bits, not clipped to white
+        assert 0 < np.asarray(rgb).mean() < 250
+
+
+def test_exif_rotated_photos_are_upright(tmp_path, rng):
+    image = random_image(rng, (20, 40))  # 40 wide, 20 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif)
+    assert audit.load_rgb(str(path)).size == (20, 40)
+
+
+def test_inspect_records_combines_scan_skips_and_decode_errors(image_folder):
+    (image_folder / "beta" / "broken.jpg").write_text("no")
+    (image_folder / "beta" / "readme.md").write_text("no")
+    records = sources.scan_class_folders(image_folder)
+    table = audit.inspect_records(records, MAX_PIXELS, workers=2)
+    assert len(table) == len(records)
+    bad = table.loc[~table["usable"]].set_index("relpath")["reason"]
+    assert set(bad.index) == {"beta/broken.jpg", "beta/readme.md"}
+    assert bad["beta/readme.md"] == "not an image file extension (.md)"
+    assert bad["beta/broken.jpg"].startswith("not a readable image")
+    assert table["usable"].sum() == 30
+
+
+@pytest.fixture
+def duplicated_folder(image_folder):
+    original = image_folder / "alpha" / "img_000.jpg"
+    (image_folder / "alpha" / "copy.jpg").write_bytes(original.read_bytes())
+    ImageEnhance.Brightness(Image.open(image_folder / "beta" / "img_000.jpg")).enhance(1.05).save(
+        image_folder / "beta" / "brighter.jpg", quality=95
+    )
+    return image_folder
+
+
+def test_duplicates_are_found_and_cross_split_pairs_flagged(duplicated_folder):
+    table = audit.inspect_records(sources.scan_class_folders(duplicated_folder), MAX_PIXELS)
+    by_path = {rel: i for i, rel in enumerate(table["relpath"])}
+    exact = audit.exact_duplicate_pairs(table)
+    assert {(table["relpath"][a], table["relpath"][b]) for a, b in zip(exact["a"], exact["b"])} == {
+        ("alpha/copy.jpg", "alpha/img_000.jpg")
+    }
+    near = audit.near_duplicate_pairs(table, max_distance=4)
+    near_pairs = {frozenset((a, b)) for a, b in zip(near["a"], near["b"])}
+    assert frozenset((by_path["beta/brighter.jpg"], by_path["beta/img_000.jpg"])) in near_pairs
+
+    table["split"] = "train"
+    table.loc[by_path["beta/brighter.jpg"], "split"] = "test"
+    pairs = audit.describe_pairs(pd.concat([exact, near], ignore_index=True), table)
+    crossing = pairs[pairs["cross_split"]]
+    assert set(crossing["relpath_a"]) | set(crossing["relpath_b"]) >= {"beta/brighter.jpg"}
+    summary = audit.leak_summary(pairs)
+    assert summary.loc[summary["kind"] == "near", "splits"].tolist() == ["test / train"]
+    assert audit.summarize(table.assign(usable=True), pairs)["test_images_with_a_train_duplicate"] == 1
+
+
+def test_class_balance_numbers(image_folder):
+    table = audit.inspect_records(sources.scan_class_folders(image_folder), MAX_PIXELS)
+    counts = audit.class_counts(table)
+    assert counts.to_dict() == {"alpha": 12, "beta": 10, "gamma": 8}
+    assert audit.imbalance_ratio(counts) == 1.5
+
+
+def test_findings_escape_class_names():
+    summary = {
+        "images_usable": 3, "files_excluded": 0, "classes": {"<b>bold</b>": 2, "plain": 1},
+        "imbalance_ratio": 2.0, "exact_duplicate_pairs": 0, "exact_duplicate_pairs_across_splits": 0,
+        "near_duplicate_pairs": 0, "near_duplicate_pairs_across_splits": 0,
+        "test_images_with_a_train_duplicate": 0, "split_sizes": {"test": 1},
+    }
+    text = audit.findings_markdown(summary)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>" not in text

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from lib.config import ParamsError, load_params, parse_params
+from lib.paths import PROJECT_ROOT, run_paths
+
+
+def test_default_params_file_is_the_replication_subset():
+    params = load_params("params/default.yaml")
+    grocery = params.data.grocery_store
+    assert params.data.source == "grocery_store"
+    assert grocery.classes == ["Apple", "Juice", "Yoghurt", "Milk", "Oat-Milk"]
+    assert grocery.max_per_class == {"Oat-Milk": 14}
+    assert params.data.image_size == (224, 224)
+    assert (params.split.train, params.split.val, params.split.test) == (0.70, 0.15, 0.15)
+    assert run_paths(params).split_manifest == PROJECT_ROOT / "reports/default/data/split.csv"
+
+
+def test_every_bad_field_is_reported_in_one_error(tmp_path):
+    bad = {
+        "seed": "forty-two",
+        "colour": "red",
+        "split": {"train": 0.8, "val": 0.15, "test": 0.15},
+        "augmentation": {"rotation_degrees": -5},
+        "data": {"source": "folder", "directory": str(tmp_path / "nowhere")},
+    }
+    with pytest.raises(ParamsError) as raised:
+        parse_params(bad, source="bad.yaml")
+    message = str(raised.value)
+    assert "5 invalid parameter(s)" in message
+    assert "seed: Input should be a valid integer" in message
+    assert "colour: unknown key" in message
+    assert "split: train + val + test must sum to 1, got 1.1" in message
+    assert "augmentation.rotation_degrees: Input should be greater than or equal to 0" in message
+    assert "does not exist or is not a folder" in message
+
+
+def test_folder_source_needs_a_directory():
+    with pytest.raises(ParamsError, match="source 'folder' needs 'directory'"):
+        parse_params({"data": {"source": "folder"}})
+
+
+def test_relative_paths_are_relative_to_the_project_root(image_folder):
+    relative = Path(*[".."] * len(PROJECT_ROOT.parts)) / image_folder.relative_to(image_folder.anchor)
+    params = parse_params({"data": {"source": "folder", "directory": str(relative)}})
+    assert params.data.directory == image_folder
+
+
+def test_yaml_is_read_with_a_safe_loader(tmp_path):
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("seed: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(unsafe)
+
+
+def test_a_missing_params_file_is_named(tmp_path):
+    with pytest.raises(ParamsError, match="nope.yaml does not exist"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_fingerprint_changes_with_any_value():
+    assert parse_params({}).fingerprint() == parse_params({}).fingerprint()
+    assert parse_params({}).fingerprint() != parse_params({"seed": 7}).fingerprint()
