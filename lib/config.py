@@ -143,6 +143,52 @@ class AuditParams(_Section):
     samples_per_class: Annotated[int, Field(ge=1, le=20)] = 6
 
 
+class TrainingParams(_Section):
+    """What both models share."""
+
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    class_weight: Literal["balanced", "none"] = Field(
+        default="balanced", description="'balanced': scikit-learn's weights from the training split."
+    )
+    deterministic: bool = Field(
+        default=True, description="TensorFlow op determinism: same params and seed, same numbers."
+    )
+    verbose: Literal[0, 1, 2] = Field(default=2, description="Keras fit verbosity (2: one line per epoch).")
+
+
+class PhaseParams(_Section):
+    """One call of ``fit``: optimiser step size, epoch budget and early stopping on val_loss."""
+
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)]
+    epochs: Annotated[int, Field(ge=1, le=1000)]
+    patience: Annotated[int, Field(ge=1, le=1000)]
+
+
+class CNNParams(_Section):
+    """The study's custom CNN: three Conv2D + MaxPool blocks, a dense layer, dropout."""
+
+    conv_filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(default=[32, 64, 128], min_length=1)
+    kernel_size: Annotated[int, Field(ge=1, le=11)] = 3
+    dense_units: Annotated[int, Field(ge=1)] = 128
+    dropout: UnitInterval = 0.5
+    training: PhaseParams = PhaseParams(learning_rate=1e-3, epochs=25, patience=5)
+
+
+class MobileNetV2Params(_Section):
+    """MobileNetV2 transfer learning: frozen ImageNet base + new head, then fine-tuning."""
+
+    weights: Literal["imagenet"] | None = Field(
+        default="imagenet", description="'imagenet' (from Keras' cache or downloaded) or null (random)."
+    )
+    dense_units: Annotated[int, Field(ge=1)] = 128
+    dropout: UnitInterval = 0.5
+    head: PhaseParams = PhaseParams(learning_rate=1e-3, epochs=10, patience=3)
+    fine_tune_layers: Annotated[int, Field(ge=0, le=154)] = Field(
+        default=20, description="How many of the base's last layers phase 2 unfreezes (BatchNorm stays frozen)."
+    )
+    fine_tune: PhaseParams = PhaseParams(learning_rate=1e-5, epochs=5, patience=3)
+
+
 class Params(_Section):
     """All parameters of one run of the study."""
 
@@ -153,6 +199,9 @@ class Params(_Section):
     split: SplitParams = SplitParams()
     augmentation: AugmentationParams = AugmentationParams()
     audit: AuditParams = AuditParams()
+    training: TrainingParams = TrainingParams()
+    cnn: CNNParams = CNNParams()
+    mobilenet_v2: MobileNetV2Params = MobileNetV2Params()
 
     @field_validator("reports_dir")
     @classmethod
@@ -182,10 +231,21 @@ def _format_errors(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _merged(defaults: dict, overrides: dict) -> dict:
+    """``overrides`` laid over ``defaults``, section by section, so a file names only what it changes."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict) and defaults[key]:
+            merged[key] = _merged(defaults[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def parse_params(values: dict | None, source: str = "params") -> Params:
-    """Validate a dict of parameters (missing fields take their defaults)."""
+    """Validate a dict of parameters; every field it leaves out, at any depth, takes its default."""
     try:
-        return Params.model_validate(values or {})
+        return Params.model_validate(_merged(Params().model_dump(mode="json"), values or {}))
     except ValidationError as error:
         raise ParamsError(_format_errors(error, source)) from None
 

@@ -62,3 +62,12 @@ def test_a_missing_params_file_is_named(tmp_path):
 def test_fingerprint_changes_with_any_value():
     assert parse_params({}).fingerprint() == parse_params({}).fingerprint()
     assert parse_params({}).fingerprint() != parse_params({"seed": 7}).fingerprint()
+
+
+def test_a_nested_section_can_be_partly_overridden():
+    params = parse_params({"cnn": {"training": {"epochs": 1}}, "mobilenet_v2": {"fine_tune": {"patience": 1}}})
+    assert params.cnn.training.epochs == 1
+    assert params.cnn.training.learning_rate == 1e-3 and params.cnn.training.patience == 5
+    assert params.mobilenet_v2.fine_tune.patience == 1 and params.mobilenet_v2.fine_tune.learning_rate == 1e-5
+    with pytest.raises(ParamsError, match=r"cnn.training.epochs: Input should be greater than or equal to 1"):
+        parse_params({"cnn": {"training": {"epochs": -3}}})

@@ -17,14 +17,16 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; the
   exit 0
 fi
 
+# Some locked wheels need Python 3.11.5 or newer: take the first such 3.11 on PATH.
 python=""
-for candidate in python3.11 python3; do
-  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+for candidate in $(type -ap python3.11 python3); do
+  if "$candidate" -c 'import sys, venv; sys.exit(not ((3, 11, 5) <= sys.version_info[:3] < (3, 12)))' 2>/dev/null; then
     python="$candidate"; break
   fi
 done
 if [ -z "$python" ]; then
-  echo "error: Python 3.11 is needed (python3.11 or python3 on PATH); conda users: conda env create -f environment.yml" >&2
+  echo "error: Python 3.11.5 or a later 3.11 (with venv) is needed on PATH;" \
+       "conda users: conda env create -f environment.yml" >&2
   exit 1
 fi
 
