@@ -6,7 +6,7 @@
         data/excluded.csv       files left out, each with the reason
         data/audit.json         the audit's summary numbers
         notebooks/*.ipynb       executed copies of the notebooks
-        <model>/...             one folder per model (written by the model notebooks)
+        <model>/                one folder per model (`ModelPaths`), written by its notebook
 """
 
 from __future__ import annotations
@@ -48,8 +48,39 @@ class RunPaths:
     def notebooks_dir(self) -> Path:
         return self.root / "notebooks"
 
-    def model_dir(self, model_name: str) -> Path:
-        return self.root / model_name
+    def model(self, model_name: str) -> ModelPaths:
+        return ModelPaths(self.root / model_name)
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """What a model notebook writes; later steps read only these files."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:  # the trained model (best epoch), Keras format
+        return self.root / "model.keras"
+
+    @property
+    def checkpoint(self) -> Path:  # written by ModelCheckpoint during training
+        return self.root / "checkpoint.keras"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.json"
 
 
 def run_paths(params) -> RunPaths:

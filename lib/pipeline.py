@@ -1,17 +1,106 @@
-"""The input pipeline: the study's augmentation as Keras preprocessing layers.
+"""The input pipeline: split manifest -> decoded arrays -> tf.data, augmenting training batches only.
 
-The original study used Keras' legacy ``ImageDataGenerator``; here the same transforms
-are Keras 3 preprocessing layers, which run inside tf.data and only ever on training data.
+Each image is decoded once, with PIL (upright, RGB, resized to the study's input size);
+tf.data then batches, augments (training split only) and prefetches. The original study
+used Keras' legacy ``ImageDataGenerator``; here the same transforms are Keras 3
+preprocessing layers. Validation and test data never pass through them, and nothing from
+those splits ever reaches training.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
 from keras import layers
+from tqdm.auto import tqdm
+
+from lib.audit import load_rgb
+from lib.sources import SPLITS
 
 
-def build_augmentation(augmentation, seed: int) -> keras.Sequential:
-    """The study's random transforms, from a `lib.config.AugmentationParams`.
+@dataclass(frozen=True)
+class SplitData:
+    """One split, decoded: uint8 images (N, H, W, 3), integer labels (N,), and its manifest rows."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    rows: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """The three splits and the class names (sorted; a label's index is its position)."""
+
+    class_names: list[str]
+    train: SplitData
+    val: SplitData
+    test: SplitData
+
+
+def decode_images(paths, image_size: tuple[int, int]) -> np.ndarray:
+    """Decode and resize every image once (in parallel, with a progress bar): uint8 (N, H, W, 3)."""
+    def decode(path):
+        return np.asarray(load_rgb(path, image_size), dtype=np.uint8)
+
+    paths = list(paths)
+    out = np.empty((len(paths), *image_size, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for index, array in enumerate(
+            tqdm(pool.map(decode, paths), total=len(paths), desc="Decoding images", unit="img")
+        ):
+            out[index] = array
+    return out
+
+
+def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int]) -> StudyData:
+    """Decode the manifest's images, split by split."""
+    class_names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
+    index_of = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(manifest["label"]) - set(class_names))
+    if unknown:
+        raise ValueError(f"class(es) {unknown} appear in validation/test but not in training")
+    splits = {}
+    for split in SPLITS:
+        rows = manifest[manifest["split"] == split].reset_index(drop=True)
+        labels = rows["label"].map(index_of).to_numpy(dtype=np.int64)
+        splits[split] = SplitData(decode_images(rows["path"], image_size), labels, rows)
+    return StudyData(class_names, splits["train"], splits["val"], splits["test"])
+
+
+def make_dataset(
+    data: SplitData,
+    n_classes: int,
+    batch_size: int,
+    augmenter: keras.Sequential | None = None,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float32 pixels in 0-255, one-hot labels); shuffled and augmented only when asked.
+
+    Augmentation runs on whole batches (vectorised) and in order, so that the same seed
+    gives the same augmented images; prefetch overlaps it with training.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(
+        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if augmenter is not None:
+        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def build_augmentation(augmentation, seed: int) -> keras.Sequential | None:
+    """The study's random transforms, from a `lib.config.AugmentationParams` (None when all are off).
 
     ``fill_mode="nearest"`` is ImageDataGenerator's default, so edges look as they did.
     One difference, stated in the report: ImageDataGenerator reads ``shear_range=0.1``
@@ -37,13 +126,13 @@ def build_augmentation(augmentation, seed: int) -> keras.Sequential:
         steps.append(layers.RandomZoom(augmentation.zoom, augmentation.zoom, fill_mode="nearest", seed=seed + 3))
     if augmentation.horizontal_flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed + 4))
-    return keras.Sequential(steps, name="augmentation")
+    return keras.Sequential(steps, name="augmentation") if steps else None
 
 
-def augmented_views(image, augmenter: keras.Sequential, count: int) -> list:
+def augmented_views(image, augmenter: keras.Sequential | None, count: int) -> list:
     """``count`` random augmentations of one image (uint8 array, H x W x 3), for a preview."""
-    import numpy as np
-
+    if augmenter is None:
+        return [np.asarray(image, dtype=np.uint8)] * count
     batch = np.repeat(np.asarray(image, dtype="float32")[None], count, axis=0)
     views = keras.ops.convert_to_numpy(augmenter(batch, training=True))
     return [np.clip(view, 0, 255).astype("uint8") for view in views]

@@ -93,3 +93,38 @@ def duplicate_pairs_grid(pairs: pd.DataFrame, load, max_pairs: int = 6) -> plt.F
             images.append(load(pair[f"path_{side}"]))
             titles.append(f"{pair[f'label_{side}']} ({pair[f'split_{side}']})")
     return image_grid(images, titles, columns=4)
+
+
+def learning_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Accuracy and loss per epoch, training vs validation; phase boundaries dashed, kept epoch marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.plot(history["epoch"], history[metric], "o-", label="training", markersize=4)
+        ax.plot(history["epoch"], history[f"val_{metric}"], "o-", label="validation", markersize=4)
+        phase_starts = history.loc[history["phase"] != history["phase"].shift(), "epoch"].iloc[1:]
+        for start in phase_starts:
+            ax.axvline(start - 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.text(start - 0.4, 0.02, history.loc[history["epoch"] == start, "phase"].iloc[0],
+                    transform=ax.get_xaxis_transform(), fontsize=8, color="grey")
+        best = history[history["best"]]
+        ax.scatter(best["epoch"], best[f"val_{metric}"], s=120, facecolors="none", edgecolors="black",
+                   label="kept (best val_loss)", zorder=3)
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{title} {metric}".strip())
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(counts: pd.DataFrame, normalised: pd.DataFrame, title: str = "") -> plt.Figure:
+    """The confusion matrix as counts and row-normalised (recall on the diagonal), side by side."""
+    size = 2.2 + 0.75 * len(counts)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", cbar=False, ax=axes[0], square=True)
+    sns.heatmap(normalised, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=axes[1], square=True)
+    axes[0].set_title(f"{title} confusion matrix (counts)".strip())
+    axes[1].set_title(f"{title} confusion matrix (row-normalised)".strip())
+    for ax in axes:
+        ax.set(xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    return fig

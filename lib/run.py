@@ -27,7 +27,11 @@ class Step:
     title: str
 
 
-STEPS = (Step("01_data_audit.ipynb", "Data audit"),)
+STEPS = (
+    Step("01_data_audit.ipynb", "Data audit"),
+    Step("02_cnn.ipynb", "Custom CNN"),
+    Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning"),
+)
 
 
 class StepFailed(RuntimeError):

@@ -1,0 +1,82 @@
+import keras
+import numpy as np
+import pytest
+
+from lib import models
+from lib.assets import MOBILENET_V2_WEIGHTS_NAME
+from lib.config import parse_params
+from lib.sources import keras_cache_dir
+
+DEFAULTS = parse_params({})
+IMAGENET_WEIGHTS = keras_cache_dir() / "models" / MOBILENET_V2_WEIGHTS_NAME
+RANDOM_WEIGHTS = DEFAULTS.mobilenet_v2.model_copy(update={"weights": None})
+
+
+def test_cnn_has_the_studys_parameter_count():
+    model = models.build_cnn(5, (224, 224), DEFAULTS.cnn)
+    assert models.parameter_counts(model) == {"total": 11_169_605, "trainable": 11_169_605, "non_trainable": 0}
+
+
+def test_mobilenet_head_has_the_studys_trainable_parameter_count():
+    model, base = models.build_mobilenet_v2(5, (224, 224), RANDOM_WEIGHTS)
+    counts = models.parameter_counts(model)
+    assert counts["trainable"] == 164_613
+    assert counts["total"] == 164_613 + models.parameter_counts(base)["total"]
+    assert not any(layer.trainable for layer in base.layers if layer.weights)
+
+
+def test_phase_two_unfreezes_the_last_twenty_layers_and_keeps_batchnorm_in_inference_mode():
+    model, base = models.build_mobilenet_v2(3, (96, 96), RANDOM_WEIGHTS)
+    head_only = models.parameter_counts(model)["trainable"]
+    unfrozen = models.unfreeze_top(base, 20)
+    last_twenty = base.layers[-20:]
+    batchnorms = [l for l in last_twenty if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(batchnorms) == 7
+    assert unfrozen == [l.name for l in last_twenty if l not in batchnorms]
+    assert [layer.name for layer in base.layers if layer.trainable] == unfrozen
+    top_weights = sum(int(np.prod(w.shape)) for layer in last_twenty for w in layer.trainable_weights)
+    assert models.parameter_counts(model)["trainable"] == head_only + top_weights > head_only
+
+    before = [keras.ops.convert_to_numpy(bn.moving_mean).copy() for bn in batchnorms]
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 96, 96, 3)).astype("float32")
+    model.fit(x, np.eye(3)[[0, 1, 2, 0, 1, 2, 0, 1]], epochs=2, verbose=0)
+    after = [keras.ops.convert_to_numpy(bn.moving_mean) for bn in batchnorms]
+    assert all(np.array_equal(b, a) for b, a in zip(before, after)), "BatchNorm statistics must not move"
+
+
+def test_pixels_are_scaled_as_each_model_expects():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(4, 32, 32, 3)).astype("float32")
+    pixels[0, 0, 0] = [0, 255, 0]
+
+    cnn = models.build_cnn(2, (32, 32), DEFAULTS.cnn)
+    scaled = keras.ops.convert_to_numpy(cnn.get_layer("scale_0_1")(pixels))
+    assert scaled.min() == 0.0 and scaled.max() == 1.0
+
+    mobilenet, _ = models.build_mobilenet_v2(2, (32, 32), RANDOM_WEIGHTS)
+    preprocessed = keras.ops.convert_to_numpy(mobilenet.get_layer("mobilenet_v2_preprocess")(pixels))
+    expected = keras.applications.mobilenet_v2.preprocess_input(pixels.copy())
+    np.testing.assert_allclose(preprocessed, expected, atol=1e-6)
+    assert preprocessed.min() == -1.0 and preprocessed.max() == 1.0
+
+
+@pytest.mark.skipif(not IMAGENET_WEIGHTS.is_file(), reason=f"{IMAGENET_WEIGHTS} is not in Keras' cache here")
+def test_imagenet_weights_load_from_keras_cache():
+    base = models.mobilenet_v2_base((96, 96), "imagenet")
+    random_base = models.mobilenet_v2_base((96, 96), None)
+    kernel = base.get_layer("Conv1").kernel
+    assert not np.allclose(keras.ops.convert_to_numpy(kernel), keras.ops.convert_to_numpy(random_base.get_layer("Conv1").kernel))
+
+
+def test_missing_weights_say_which_file_goes_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- no network")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(models.WeightsUnavailableError) as raised:
+        models.build_mobilenet_v2(5, (96, 96), DEFAULTS.mobilenet_v2)
+    assert str(tmp_path / "models" / MOBILENET_V2_WEIGHTS_NAME) in str(raised.value)
+    assert "--assets" in str(raised.value)
