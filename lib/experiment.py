@@ -51,11 +51,11 @@ class Experiment:
         )
 
 
-def prepare(params_file: str, model_name: str) -> Experiment:
+def prepare(params_file: str, model_name: str, run_dir: str | None = None) -> Experiment:
     """Seed everything, read and decode the split, and build the training and validation streams."""
     params = load_params(params_file)
     set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
-    paths = run_paths(params)
+    paths = run_paths(params, run_dir)
     data = load_study_data(read_split(paths.split_manifest), params.data.image_size)
     n_classes, batch = len(data.class_names), params.training.batch_size
     augmenter = build_augmentation(params.augmentation, params.seed)

@@ -48,6 +48,26 @@ class RunPaths:
     def notebooks_dir(self) -> Path:
         return self.root / "notebooks"
 
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def comparison_table(self) -> Path:
+        return self.root / "comparison.csv"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def report_pdf(self) -> Path:
+        return self.root / "report.pdf"
+
+    @property
+    def report_info(self) -> Path:  # page count and sizes of the rendered report
+        return self.root / "report.json"
+
     def model(self, model_name: str) -> ModelPaths:
         return ModelPaths(self.root / model_name)
 
@@ -83,6 +103,10 @@ class ModelPaths:
         return self.root / "params.json"
 
 
-def run_paths(params) -> RunPaths:
-    """The layout for a validated `lib.config.Params`."""
-    return RunPaths(params.reports_dir / params.run_name)
+def run_paths(params, run_dir: str | Path | None = None) -> RunPaths:
+    """The layout for a validated `lib.config.Params`: in ``run_dir`` when given, else ``reports/<run_name>``.
+
+    ``./run_all.sh`` passes a staging folder as ``run_dir`` and moves it into place only
+    when every step has succeeded; a notebook opened in Jupyter leaves it None.
+    """
+    return RunPaths(Path(run_dir) if run_dir else params.reports_dir / params.run_name)

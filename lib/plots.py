@@ -95,23 +95,33 @@ def duplicate_pairs_grid(pairs: pd.DataFrame, load, max_pairs: int = 6) -> plt.F
     return image_grid(images, titles, columns=4)
 
 
+def _draw_learning_curve(ax: plt.Axes, history: pd.DataFrame, metric: str, title: str) -> None:
+    ax.plot(history["epoch"], history[metric], "o-", label="training", markersize=4)
+    ax.plot(history["epoch"], history[f"val_{metric}"], "o-", label="validation", markersize=4)
+    phase_starts = history.loc[history["phase"] != history["phase"].shift(), "epoch"].iloc[1:]
+    for start in phase_starts:
+        ax.axvline(start - 0.5, color="grey", linestyle="--", linewidth=1)
+        ax.text(start - 0.4, 0.02, history.loc[history["epoch"] == start, "phase"].iloc[0],
+                transform=ax.get_xaxis_transform(), fontsize=8, color="grey")
+    best = history[history["best"]]
+    ax.scatter(best["epoch"], best[f"val_{metric}"], s=120, facecolors="none", edgecolors="black",
+               label="kept (best val_loss)", zorder=3)
+    ax.set(xlabel="epoch", ylabel=metric, title=f"{title} {metric}".strip())
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
 def learning_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Accuracy and loss per epoch, training vs validation; phase boundaries dashed, kept epoch marked."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.plot(history["epoch"], history[metric], "o-", label="training", markersize=4)
-        ax.plot(history["epoch"], history[f"val_{metric}"], "o-", label="validation", markersize=4)
-        phase_starts = history.loc[history["phase"] != history["phase"].shift(), "epoch"].iloc[1:]
-        for start in phase_starts:
-            ax.axvline(start - 0.5, color="grey", linestyle="--", linewidth=1)
-            ax.text(start - 0.4, 0.02, history.loc[history["epoch"] == start, "phase"].iloc[0],
-                    transform=ax.get_xaxis_transform(), fontsize=8, color="grey")
-        best = history[history["best"]]
-        ax.scatter(best["epoch"], best[f"val_{metric}"], s=120, facecolors="none", edgecolors="black",
-                   label="kept (best val_loss)", zorder=3)
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{title} {metric}".strip())
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].legend(fontsize="small")
+    """Accuracy and loss per epoch, training vs validation; phase boundaries dashed, kept epoch circled."""
+    return learning_curves_grid({title: history})
+
+
+def learning_curves_grid(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+    """One row of accuracy and loss curves per model."""
+    fig, axes = plt.subplots(len(histories), 2, figsize=(11, 3.8 * len(histories)), squeeze=False)
+    for row, (title, history) in zip(axes, histories.items()):
+        for ax, metric in zip(row, ("accuracy", "loss")):
+            _draw_learning_curve(ax, history, metric, title)
+    axes[0, 0].legend(fontsize="small")
     fig.tight_layout()
     return fig
 
@@ -126,5 +136,44 @@ def confusion_matrices(counts: pd.DataFrame, normalised: pd.DataFrame, title: st
     axes[1].set_title(f"{title} confusion matrix (row-normalised)".strip())
     for ax in axes:
         ax.set(xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_side_by_side(counts_by_model: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Row-normalised confusion matrices, one per model, each cell annotated with share and count."""
+    n_classes = len(next(iter(counts_by_model.values())))
+    size = 2.4 + 0.8 * n_classes
+    fig, axes = plt.subplots(1, len(counts_by_model), figsize=(size * len(counts_by_model), size), squeeze=False)
+    for ax, (title, counts) in zip(axes.flat, counts_by_model.items()):
+        shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
+        labels = shares.round(2).astype(str) + "\n(" + counts.astype(str) + ")"
+        sns.heatmap(shares, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax, square=True,
+                    annot_kws={"fontsize": 10})
+        ax.set(title=title, xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_f1_bar(f1_table: pd.DataFrame) -> plt.Figure:
+    """Grouped bars: F1 of each class (x) for each model (colour)."""
+    long = f1_table.reset_index().melt(id_vars="class", var_name="model", value_name="F1")
+    fig, ax = plt.subplots(figsize=(1.2 * len(f1_table) + 3, 3.8))
+    sns.barplot(data=long, x="class", y="F1", hue="model", ax=ax)
+    ax.set(ylim=(0, 1.05), xlabel="", title="F1 per class on the test split")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_gallery(rows: pd.DataFrame, load, columns: int = 5) -> plt.Figure | None:
+    """Thumbnails of misclassified test images, titled model / true / predicted (confidence)."""
+    if rows.empty:
+        return None
+    titles = [
+        f"{r.model}\ntrue: {r.true_label}\npred: {r.predicted_label} ({r.confidence:.0%})" for r in rows.itertuples()
+    ]
+    fig = image_grid([load(p) for p in rows["path"]], titles, columns=columns)
+    fig.set_size_inches(2.2 * columns, 2.6 * ((len(rows) + columns - 1) // columns))
     fig.tight_layout()
     return fig

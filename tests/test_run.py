@@ -1,6 +1,9 @@
 """The notebooks executed end to end through papermill, as ./run_all.sh runs them."""
 
+import hashlib
 import json
+import re
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 
 from conftest import make_class_folders, write_params
 from lib import run
+from lib.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.experiment import load_trained_model
 from lib.paths import NOTEBOOKS_DIR, ModelPaths
 from lib.pipeline import decode_images
@@ -19,7 +23,7 @@ def test_source_notebooks_have_a_parameters_cell_and_no_outputs():
     for step in run.STEPS:
         notebook = nbformat.read(NOTEBOOKS_DIR / step.notebook, as_version=4)
         tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1 and "params_file" in tagged[0].source
+        assert len(tagged) == 1 and "params_file" in tagged[0].source and "run_dir" in tagged[0].source
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
 
 
@@ -30,11 +34,16 @@ TINY_TRAINING = {
 }
 
 
+# A class name that is also markup: the report must show it as text.
+TRICKY = "<i>gamma & co"
+TINY_CLASSES = {"alpha": 12, "beta": 10, TRICKY: 8}
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    """The whole study, every notebook, run once on a tiny generated dataset (one epoch a phase)."""
+    """The whole study, every notebook and the report, run once on a tiny generated dataset."""
     root = tmp_path_factory.mktemp("study")
-    folder = make_class_folders(root / "images", {"alpha": 12, "beta": 10, "gamma": 8})
+    folder = make_class_folders(root / "images", TINY_CLASSES)
     params = {
         "run_name": "tiny",
         "reports_dir": str(root / "reports"),
@@ -47,15 +56,22 @@ def tiny_study(tmp_path_factory):
     return params_file, root / "reports" / "tiny", timings
 
 
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.slow
 def test_every_notebook_runs_without_errors(tiny_study):
     _, root, timings = tiny_study
-    assert list(timings) == [step.notebook for step in run.STEPS]
+    assert list(timings) == [step.notebook for step in run.STEPS] + [run.REPORT_STEP]
     for step in run.STEPS:
         executed = nbformat.read(root / "notebooks" / step.notebook, as_version=4)
         outputs = [o for c in executed.cells for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"], step.notebook
-        assert any("image/png" in o.get("data", {}) for o in outputs), f"{step.notebook} shows no figure"
+        figures = [o for o in outputs if "image/png" in o.get("data", {})
+                   or "data:image/png" in "".join(o.get("data", {}).get("text/html", ""))]
+        assert figures, f"{step.notebook} shows no figure"
 
 
 @pytest.mark.slow
@@ -63,10 +79,10 @@ def test_audit_writes_the_split_manifest(tiny_study):
     _, root, _ = tiny_study
     manifest = pd.read_csv(root / "data" / "split.csv")
     assert list(manifest.columns) == MANIFEST_COLUMNS
-    assert manifest["label"].value_counts().to_dict() == {"alpha": 12, "beta": 10, "gamma": 8}
+    assert manifest["label"].value_counts().to_dict() == TINY_CLASSES
     assert set(manifest.groupby("label")["split"].nunique()) == {3}, "every class in every split"
     summary = json.loads((root / "data" / "audit.json").read_text())
-    assert summary["classes"] == {"alpha": 12, "beta": 10, "gamma": 8}
+    assert summary["classes"] == TINY_CLASSES
     assert summary["imbalance_ratio"] == 1.5
     assert summary["params"]["data"]["image_size"] == [32, 32]
 
@@ -81,7 +97,7 @@ def test_model_artefacts_and_their_columns(tiny_study, model_name):
 
     predictions = pd.read_csv(folder / "predictions.csv")
     assert list(predictions.columns) == [
-        "path", "relpath", "true_label", "predicted_label", "p_alpha", "p_beta", "p_gamma"
+        "path", "relpath", "true_label", "predicted_label", *[f"p_{name}" for name in sorted(TINY_CLASSES)]
     ]
     assert sorted(predictions["relpath"]) == sorted(test_rows["relpath"])
     np.testing.assert_allclose(predictions.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)
@@ -158,3 +174,49 @@ def test_assets_folder_seeds_the_keras_cache(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="does not match its SHA256SUMS entry"):
         assets.seed_keras_cache(tmp_path / "assets")
     assert not (home / "models" / weights.name).exists()
+
+
+@pytest.mark.slow
+def test_report_is_rendered_with_the_runs_numbers_and_no_code(tiny_study):
+    _, root, _ = tiny_study
+    html = (root.parent / "report.html").read_text()
+    assert html == (root / "report.html").read_text()
+    for name in ("cnn", "mobilenetv2"):
+        metrics = json.loads((root / name / "metrics.json").read_text())
+        assert f"{100 * metrics['accuracy']:.1f} %" in html
+        assert f"{metrics['macro_f1']:.3f}" in html
+    for section in ("Abstract", "1 Introduction", "2 Data", "3 Methods", "4 Results", "5 Discussion",
+                    "6 Conclusion and future work", "References", "Appendix: reproducibility"):
+        assert section in html
+    assert re.findall(r"<b>Figure (\d+)\.</b>", html) == [str(n) for n in range(1, 6)]
+    assert "<b>Table 1.</b>" in html and "<b>Table 8.</b>" in html
+    assert "from lib import" not in html and "display(HTML" not in html and "jp-InputArea" not in html
+    assert "Traceback" not in html and "WARNING" not in html
+
+    pdf = (root.parent / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
+    assert json.loads((root / "report.json").read_text())["pdf_pages"] >= 5
+
+
+@pytest.mark.slow
+def test_class_names_are_escaped_in_the_report(tiny_study):
+    _, root, _ = tiny_study
+    html = (root / "report.html").read_text()
+    assert "&lt;i&gt;gamma &amp; co" in html
+    assert "<i>gamma" not in html
+
+
+@pytest.mark.slow
+def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study, tmp_path, monkeypatch):
+    params_file, root, _ = tiny_study
+    before = _tree_digest(root.parent)
+    # A damaged weights file in the Keras cache the kernels see: the third notebook fails.
+    damaged = tmp_path / "keras_home" / "models" / MOBILENET_V2_WEIGHTS_NAME
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not an HDF5 file")
+    monkeypatch.setenv("KERAS_HOME", str(damaged.parent.parent))
+    with pytest.raises(run.StepFailed) as raised:
+        run.run_study(params_file)
+    assert str(raised.value).startswith("03_mobilenetv2.ipynb failed in cell")
+    after = {k: v for k, v in _tree_digest(root.parent).items() if not k.startswith(".staging-")}
+    assert after == before
