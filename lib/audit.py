@@ -96,18 +96,26 @@ def inspect_records(records: pd.DataFrame, max_pixels: int, workers: int | None 
     decode are unusable, with the reason in words.
     """
     workers = workers or min(8, os.cpu_count() or 1)
+    records = records.reset_index(drop=True)
+    skipped = records["skip_reason"].fillna("") if "skip_reason" in records else pd.Series("", index=records.index)
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Files the scan already set aside are not opened.
         found = list(
             tqdm(
-                pool.map(lambda p: inspect_image(p, max_pixels), records["path"]),
+                pool.map(
+                    lambda job: inspect_image(job[0], max_pixels) if not job[1] else {"error": ""},
+                    zip(records["path"], skipped),
+                ),
                 total=len(records),
                 desc="Inspecting images",
                 unit="img",
             )
         )
-    table = pd.concat([records.reset_index(drop=True), pd.DataFrame(found)], axis=1)
-    skipped = table["skip_reason"] if "skip_reason" in table else pd.Series("", index=table.index)
-    table["reason"] = skipped.fillna("").where(skipped.fillna("") != "", table["error"])
+    table = pd.concat([records, pd.DataFrame(found)], axis=1)
+    for column, empty in (("bytes", 0), ("sha256", ""), ("phash", ""), ("width", 0), ("height", 0),
+                          ("mode", ""), ("format", "")):
+        table[column] = table[column].fillna(empty) if column in table else empty
+    table["reason"] = skipped.where(skipped != "", table["error"])
     table["usable"] = table["reason"] == ""
     return table.drop(columns=[c for c in ("skip_reason", "error") if c in table])
 

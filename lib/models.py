@@ -49,6 +49,12 @@ def imagenet_weights_file() -> str:
     """
     target = keras_cache_dir() / "models" / MOBILENET_V2_WEIGHTS_NAME
     if target.is_file():
+        with open(target, "rb") as handle:
+            if handle.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise WeightsUnavailableError(
+                    f"{target} is damaged (not an HDF5 file): delete it, and it is downloaded again, "
+                    "or replace it with a good copy"
+                )
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)  # or get_file falls back to /tmp/.keras
     try:

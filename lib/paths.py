@@ -49,8 +49,8 @@ class RunPaths:
         return self.root / "notebooks"
 
     @property
-    def timings(self) -> Path:
-        return self.root / "timings.json"
+    def steps(self) -> Path:  # per step: wall time, input key, reused or not
+        return self.root / "steps.json"
 
     @property
     def comparison_table(self) -> Path:

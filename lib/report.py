@@ -277,3 +277,14 @@ def render(executed_notebook: Path, html_path: Path, pdf_path: Path, title: str)
     html = render_html(executed_notebook, title)
     html_path.write_text(html, encoding="utf-8")
     return render_pdf(html, pdf_path)
+
+
+def steps_table(steps: dict) -> pd.DataFrame:
+    """Wall time of each step, and whether it was reused from the previous run (inputs unchanged)."""
+    return pd.DataFrame(
+        {
+            "wall time (s)": [entry.get("seconds") for entry in steps.values()],
+            "reused": ["yes, inputs unchanged" if entry.get("reused") else "no, run" for entry in steps.values()],
+        },
+        index=pd.Index(list(steps), name="step"),
+    )

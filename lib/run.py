@@ -2,8 +2,11 @@
 
 1. The params file is validated before anything runs.
 2. The notebooks run in order with papermill, each with the params file and a staging
-   folder (``reports/.staging-<run_name>``) as parameters; their executed copies and
-   artefacts go there.
+   folder (``reports/.staging-<run_name>``, a copy of the previous run) as parameters;
+   their executed copies and artefacts go there. A step whose inputs (its notebook, the
+   ``lib`` code, package versions, the params it uses, the raw data's listing and the
+   artefacts it reads) are unchanged since the previous run is reused instead
+   (``--force`` redoes everything); ``steps.json`` records which.
 3. The executed report notebook is rendered to HTML and PDF.
 4. Only then is the staging folder moved into place as ``reports/<run_name>``, and its
    report copied to ``reports/report.html`` and ``reports/report.pdf``.
@@ -15,6 +18,7 @@ were, exits non-zero, and names the notebook and the cell that failed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -26,23 +30,87 @@ from pathlib import Path
 from lib.assets import seed_keras_cache
 from lib.config import ParamsError, load_params
 from lib.paths import NOTEBOOKS_DIR, RunPaths, run_paths
+from lib.provenance import package_versions
+from lib.sources import read_split_manifest
 
 REPORT_STEP = "report (HTML + PDF)"
 
 
 @dataclass(frozen=True)
 class Step:
+    """One notebook, the artefacts it reads from the run folder, and the params sections it uses.
+
+    ``always``: run it every time (the report describes the run itself: its timings, what was reused).
+    """
+
     notebook: str
     title: str
+    reads: tuple[str, ...]
+    params_sections: tuple[str, ...]
+    always: bool = False
 
 
+_MODEL_PARAMS = ("seed", "data", "augmentation", "training")
 STEPS = (
-    Step("01_data_audit.ipynb", "Data audit"),
-    Step("02_cnn.ipynb", "Custom CNN"),
-    Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning"),
-    Step("04_comparison.ipynb", "Comparison"),
-    Step("05_report.ipynb", "Report"),
+    # writes data/
+    Step("01_data_audit.ipynb", "Data audit", (), ("seed", "data", "split", "augmentation", "audit")),
+    # writes cnn/
+    Step("02_cnn.ipynb", "Custom CNN", ("data",), (*_MODEL_PARAMS, "cnn")),
+    # writes mobilenetv2/
+    Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning", ("data",), (*_MODEL_PARAMS, "mobilenet_v2")),
+    # writes comparison.csv
+    Step("04_comparison.ipynb", "Comparison", ("cnn", "mobilenetv2"), ()),
+    # the report notebook, rendered to report.html and report.pdf
+    Step("05_report.ipynb", "Report", ("data", "cnn", "mobilenetv2", "comparison.csv"), ("*",), always=True),
 )
+
+
+def _digest_paths(paths, digest) -> None:
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file():
+                digest.update(str(file.relative_to(path.parent)).encode())
+                with open(file, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+
+
+def data_source_listing(params) -> str:
+    """Cheap identity of the raw data: name, size and modification time of every file of the source.
+
+    The Grocery Store source is pinned by its commit and verified content, so its params say it all.
+    """
+    data = params.data
+    if data.source == "grocery_store":
+        return "grocery_store"
+    if data.source == "folder":
+        files = [p for p in Path(data.directory).rglob("*")]
+    else:
+        files = [data.manifest, *[Path(p) for p in read_split_manifest(data.manifest)["path"]]]
+    lines = []
+    for path in sorted(files):
+        try:
+            stat = path.stat()
+            lines.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
+        except OSError:
+            lines.append(f"{path}\tunreadable")
+    return "\n".join(lines)
+
+
+def step_key(step: Step, params, run: RunPaths, data_listing: str) -> str:
+    """Everything a step's results depend on, hashed: same key, same results, so the step can be reused."""
+    digest = hashlib.sha256()
+    digest.update((NOTEBOOKS_DIR / step.notebook).read_bytes())
+    _digest_paths(sorted(Path(__file__).parent.glob("*.py")) + [Path(__file__).with_name("report.css")], digest)
+    digest.update(json.dumps(package_versions(), sort_keys=True).encode())
+    values = params.to_dict()
+    values.pop("reports_dir")  # where results are kept does not change them
+    used = values if step.params_sections == ("*",) else {k: values[k] for k in step.params_sections}
+    digest.update(json.dumps(used, sort_keys=True).encode())
+    digest.update(data_listing.encode())
+    _digest_paths([run.root / name for name in step.reads], digest)
+    return digest.hexdigest()
 
 
 class StepFailed(RuntimeError):
@@ -87,8 +155,12 @@ def publish(staging: RunPaths, final: RunPaths, reports_dir: Path) -> None:
         os.replace(partial, reports_dir / name)  # atomic: a reader never sees half a report
 
 
-def run_study(params_file: str | Path, steps=STEPS, render: bool = True) -> dict[str, float]:
-    """Validate the params, run every step into a staging folder, publish; return each step's wall time (s)."""
+def run_study(params_file: str | Path, force: bool = False, render: bool = True) -> dict[str, dict]:
+    """Validate the params, run (or reuse) every step in a staging folder, render, publish.
+
+    Returns ``steps.json``'s content: for each step, its wall time, its input key and
+    whether it was reused from the previous run.
+    """
     # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     params = load_params(params_file)
@@ -96,39 +168,45 @@ def run_study(params_file: str | Path, steps=STEPS, render: bool = True) -> dict
     final = run_paths(params)
     staging = run_paths(params, final.root.with_name(f".staging-{params.run_name}"))
     shutil.rmtree(staging.root, ignore_errors=True)  # leftovers of an earlier failed run
-    staging.root.mkdir(parents=True)
-    if len(steps) < len(STEPS) and final.root.exists():
-        # A partial run (tests, re-running the models) starts from the previous run's artefacts.
-        shutil.copytree(final.root, staging.root, dirs_exist_ok=True)
+    if final.root.is_dir():
+        shutil.copytree(final.root, staging.root)  # what unchanged steps reuse
+    staging.root.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(staging.steps.read_text()) if staging.steps.is_file() else {}
+    data_listing = data_source_listing(params)
 
-    timings: dict[str, float] = {}
-    for number, step in enumerate(steps, start=1):
-        print(f"[{number}/{len(steps)}] {step.title}: {step.notebook}", flush=True)
-        start = time.perf_counter()
-        execute_step(step, params_path, staging.root)
-        timings[step.notebook] = round(time.perf_counter() - start, 1)
-        staging.timings.write_text(json.dumps(timings, indent=2) + "\n")  # the report quotes these
+    record: dict[str, dict] = {}
+    for number, step in enumerate(STEPS, start=1):
+        key = step_key(step, params, staging, data_listing)
+        before = previous.get(step.notebook, {})
+        unchanged = before.get("key") == key and (staging.notebooks_dir / step.notebook).is_file()
+        if unchanged and not (force or step.always):
+            print(f"[{number}/{len(STEPS)}] {step.title}: inputs unchanged, reused", flush=True)
+            record[step.notebook] = {"key": key, "seconds": before.get("seconds"), "reused": True}
+        else:
+            print(f"[{number}/{len(STEPS)}] {step.title}: {step.notebook}", flush=True)
+            start = time.perf_counter()
+            execute_step(step, params_path, staging.root)
+            record[step.notebook] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False}
+        staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
 
-    if render and steps[-1] == STEPS[-1]:
+    if render:
         from lib.report import render as render_report
 
-        print(f"[{len(steps)}/{len(steps)}] rendering the report", flush=True)
+        print("Rendering the report (HTML + PDF)", flush=True)
         start = time.perf_counter()
         pages = render_report(staging.notebooks_dir / STEPS[-1].notebook, staging.report_html, staging.report_pdf,
                               title=f"Product image classification: {params.run_name}")
-        timings[REPORT_STEP] = round(time.perf_counter() - start, 1)
+        record[REPORT_STEP] = {"seconds": round(time.perf_counter() - start, 1), "reused": False}
+        staging.steps.write_text(json.dumps(record, indent=2) + "\n")
         staging.report_info.write_text(json.dumps({"pdf_pages": pages}) + "\n")
-        staging.timings.write_text(json.dumps(timings, indent=2) + "\n")
-        publish(staging, final, params.reports_dir)
-    else:
-        shutil.rmtree(final.root, ignore_errors=True)
-        staging.root.rename(final.root)
-    return timings
+    publish(staging, final, params.reports_dir)
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
     parser.add_argument("params_file", nargs="?", default="params/default.yaml", help="YAML params file")
+    parser.add_argument("--force", action="store_true", help="redo every step, even those whose inputs did not change")
     parser.add_argument(
         "--assets",
         metavar="DIR",
@@ -141,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.assets:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
-        timings = run_study(args.params_file)
+        record = run_study(args.params_file, force=args.force)
     except (ParamsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -152,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: the previous report and artefacts are unchanged.", file=sys.stderr)
         return 130
     print("\nWall time per step:")
-    for step, seconds in timings.items():
-        print(f"  {step:<28} {seconds:8.1f} s")
+    for step, entry in record.items():
+        note = "  (reused: inputs unchanged)" if entry["reused"] else ""
+        print(f"  {step:<28} {entry['seconds'] or 0:8.1f} s{note}")
     print(f"  {'total':<28} {time.perf_counter() - started:8.1f} s")
     params = load_params(args.params_file)
     pages = json.loads(run_paths(params).report_info.read_text())["pdf_pages"]

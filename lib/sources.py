@@ -36,12 +36,32 @@ def is_hidden(name: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+def _walk_files(folder: Path):
+    """Every non-hidden file under ``folder``, in a stable order, following folder links once.
+
+    A link that points back up the tree (a loop) or to a folder already seen is skipped,
+    so a walk always ends.
+    """
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        for name in sorted(filenames):
+            if not is_hidden(name):
+                yield Path(dirpath) / name
+
+
 def scan_class_folders(root: str | Path) -> pd.DataFrame:
     """List the image files under ``root/<class>/...`` (found recursively).
 
     Hidden files and folders are ignored. Files whose extension is not an image
-    extension are kept in the table with ``skip_reason`` set, so that the audit can
-    list them; image candidates have an empty ``skip_reason``.
+    extension, and class folders without any image, are kept in the table with
+    ``skip_reason`` set, so that the audit lists them; image candidates have an empty
+    ``skip_reason``. Nothing under ``root`` is ever written.
     """
     root = Path(root).resolve()
     if not root.is_dir():
@@ -52,22 +72,16 @@ def scan_class_folders(root: str | Path) -> pd.DataFrame:
 
     rows = []
     for class_dir in class_dirs:
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-            for name in sorted(filenames):
-                if is_hidden(name):
-                    continue
-                path = Path(dirpath) / name
-                ext = path.suffix.lower()
-                reason = "" if ext in IMAGE_EXTENSIONS else f"not an image file extension ({ext or 'none'})"
-                rows.append(
-                    {
-                        "path": str(path),
-                        "relpath": path.relative_to(root).as_posix(),
-                        "label": class_dir.name,
-                        "skip_reason": reason,
-                    }
-                )
+        found = []
+        for path in _walk_files(class_dir):
+            ext = path.suffix.lower()
+            reason = "" if ext in IMAGE_EXTENSIONS else f"not an image file extension ({ext or 'none'})"
+            found.append({"path": str(path), "relpath": path.relative_to(root).as_posix(),
+                          "label": class_dir.name, "skip_reason": reason})
+        if not any(row["skip_reason"] == "" for row in found):
+            found.append({"path": str(class_dir), "relpath": f"{class_dir.name}/", "label": class_dir.name,
+                          "skip_reason": "class folder without any image file: the class is left out"})
+        rows += found
     return pd.DataFrame(rows, columns=RECORD_COLUMNS + ["skip_reason"])
 
 

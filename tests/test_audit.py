@@ -143,3 +143,40 @@ def test_findings_escape_class_names():
     }
     text = audit.findings_markdown(summary)
     assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>" not in text
+
+
+def test_a_file_link_loop_is_unreadable_not_fatal(tmp_path):
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    assert audit.inspect_image(str(loop), MAX_PIXELS)["error"].startswith("cannot read file")
+
+
+def test_palette_png_with_transparency_becomes_rgb_on_white(tmp_path):
+    image = Image.new("P", (10, 10), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    image.paste(1, (0, 0, 5, 10))
+    path = tmp_path / "palette.png"
+    image.save(path, transparency=0)  # colour 0 (red) is transparent
+    rgb = np.asarray(audit.load_rgb(str(path)))
+    assert tuple(rgb[0, 0]) == (0, 0, 255) and tuple(rgb[0, 9]) == (255, 255, 255)
+    assert audit.inspect_image(str(path), MAX_PIXELS)["mode"] == "P"
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (12, 12), colour) for colour in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    path = tmp_path / "animated.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert audit.inspect_image(str(path), MAX_PIXELS)["error"] == ""
+    red, green, blue = np.asarray(audit.load_rgb(str(path))).reshape(-1, 3).mean(axis=0)
+    assert red > 200 and green < 50 and blue < 50
+
+
+def test_scan_skips_are_listed_with_their_reason_and_never_opened(tmp_path):
+    root = tmp_path / "data"
+    (root / "empty").mkdir(parents=True)
+    (root / "full").mkdir()
+    random_image(np.random.default_rng(0)).save(root / "full" / "a.png")
+    table = audit.inspect_records(sources.scan_class_folders(root), MAX_PIXELS)
+    empty = table.set_index("relpath").loc["empty/"]
+    assert not empty["usable"] and empty["reason"].startswith("class folder without any image file")
+    assert empty["sha256"] == "" and table["usable"].sum() == 1

@@ -80,3 +80,24 @@ def test_missing_weights_say_which_file_goes_where(tmp_path, monkeypatch):
         models.build_mobilenet_v2(5, (96, 96), DEFAULTS.mobilenet_v2)
     assert str(tmp_path / "models" / MOBILENET_V2_WEIGHTS_NAME) in str(raised.value)
     assert "--assets" in str(raised.value)
+
+
+def test_models_load_in_safe_mode_only(tmp_path):
+    from lib.experiment import load_trained_model
+    from lib.paths import ModelPaths
+
+    files = ModelPaths(tmp_path)
+    inputs = keras.Input((4,))
+    unsafe = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    unsafe.save(files.model)
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_trained_model(files)
+
+
+def test_a_damaged_weights_file_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    damaged = tmp_path / "models" / MOBILENET_V2_WEIGHTS_NAME
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"<html>captive portal</html>")
+    with pytest.raises(models.WeightsUnavailableError, match="is damaged \\(not an HDF5 file\\): delete it"):
+        models.mobilenet_v2_base((96, 96), "imagenet")

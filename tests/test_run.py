@@ -5,10 +5,13 @@ import json
 import re
 from pathlib import Path
 
+import shutil
+
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import make_class_folders, write_params
 from lib import run
@@ -52,19 +55,27 @@ def tiny_study(tmp_path_factory):
         **TINY_TRAINING,
     }
     params_file = write_params(root / "tiny.yaml", params)
-    timings = run.run_study(params_file)
-    return params_file, root / "reports" / "tiny", timings
+    dataset_before = _tree_digest(folder)
+    record = run.run_study(params_file)
+    return params_file, root / "reports" / "tiny", record, (folder, dataset_before)
+
+
+def _published(reports: Path) -> dict[str, str]:
+    """The digest of what a reader sees under reports/: everything but a failed run's staging folder."""
+    return {k: v for k, v in _tree_digest(reports).items() if not k.startswith(".staging-")}
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """sha256 of every file (and the names of every folder) under ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(folder.rglob("*"))}
 
 
 @pytest.mark.slow
 def test_every_notebook_runs_without_errors(tiny_study):
-    _, root, timings = tiny_study
-    assert list(timings) == [step.notebook for step in run.STEPS] + [run.REPORT_STEP]
+    _, root, record, _ = tiny_study
+    assert list(record) == [step.notebook for step in run.STEPS] + [run.REPORT_STEP]
+    assert not any(entry["reused"] for entry in record.values())
     for step in run.STEPS:
         executed = nbformat.read(root / "notebooks" / step.notebook, as_version=4)
         outputs = [o for c in executed.cells for o in c.get("outputs", [])]
@@ -76,7 +87,7 @@ def test_every_notebook_runs_without_errors(tiny_study):
 
 @pytest.mark.slow
 def test_audit_writes_the_split_manifest(tiny_study):
-    _, root, _ = tiny_study
+    _, root, _, _ = tiny_study
     manifest = pd.read_csv(root / "data" / "split.csv")
     assert list(manifest.columns) == MANIFEST_COLUMNS
     assert manifest["label"].value_counts().to_dict() == TINY_CLASSES
@@ -90,7 +101,7 @@ def test_audit_writes_the_split_manifest(tiny_study):
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["cnn", "mobilenetv2"])
 def test_model_artefacts_and_their_columns(tiny_study, model_name):
-    _, root, _ = tiny_study
+    _, root, _, _ = tiny_study
     folder = root / model_name
     manifest = pd.read_csv(root / "data" / "split.csv")
     test_rows = manifest[manifest["split"] == "test"]
@@ -126,9 +137,9 @@ def test_model_artefacts_and_their_columns(tiny_study, model_name):
 
 @pytest.mark.slow
 def test_same_params_and_seed_give_identical_predictions(tiny_study):
-    params_file, root, _ = tiny_study
+    params_file, root, _, _ = tiny_study
     first = {name: pd.read_csv(root / name / "predictions.csv") for name in ("cnn", "mobilenetv2")}
-    run.run_study(params_file, steps=run.STEPS[1:])
+    run.run_study(params_file, force=True)
     for name, before in first.items():
         pd.testing.assert_frame_equal(before, pd.read_csv(root / name / "predictions.csv"), check_exact=True)
 
@@ -178,7 +189,7 @@ def test_assets_folder_seeds_the_keras_cache(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_report_is_rendered_with_the_runs_numbers_and_no_code(tiny_study):
-    _, root, _ = tiny_study
+    _, root, _, _ = tiny_study
     html = (root.parent / "report.html").read_text()
     assert html == (root / "report.html").read_text()
     for name in ("cnn", "mobilenetv2"):
@@ -200,7 +211,7 @@ def test_report_is_rendered_with_the_runs_numbers_and_no_code(tiny_study):
 
 @pytest.mark.slow
 def test_class_names_are_escaped_in_the_report(tiny_study):
-    _, root, _ = tiny_study
+    _, root, _, _ = tiny_study
     html = (root / "report.html").read_text()
     assert "&lt;i&gt;gamma &amp; co" in html
     assert "<i>gamma" not in html
@@ -208,15 +219,60 @@ def test_class_names_are_escaped_in_the_report(tiny_study):
 
 @pytest.mark.slow
 def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study, tmp_path, monkeypatch):
-    params_file, root, _ = tiny_study
-    before = _tree_digest(root.parent)
+    params_file, root, _, _ = tiny_study
+    before = _published(root.parent)
     # A damaged weights file in the Keras cache the kernels see: the third notebook fails.
     damaged = tmp_path / "keras_home" / "models" / MOBILENET_V2_WEIGHTS_NAME
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"not an HDF5 file")
     monkeypatch.setenv("KERAS_HOME", str(damaged.parent.parent))
     with pytest.raises(run.StepFailed) as raised:
-        run.run_study(params_file)
+        run.run_study(params_file, force=True)
     assert str(raised.value).startswith("03_mobilenetv2.ipynb failed in cell")
-    after = {k: v for k, v in _tree_digest(root.parent).items() if not k.startswith(".staging-")}
-    assert after == before
+    assert "is damaged (not an HDF5 file)" in str(raised.value)
+    assert _published(root.parent) == before
+
+
+@pytest.mark.slow
+def test_unchanged_steps_are_reused_and_changed_ones_rerun(tiny_study, tmp_path):
+    params_file, root, _, _ = tiny_study
+    reports = tmp_path / "reports"
+    shutil.copytree(root.parent, reports)
+    values = yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
+    same = write_params(tmp_path / "same.yaml", values)
+
+    record = run.run_study(same)
+    assert [record[s.notebook]["reused"] for s in run.STEPS] == [True, True, True, True, False]  # report: always
+    assert (reports / "tiny" / "report.html").read_text().count("yes, inputs unchanged") == 4
+
+    values["cnn"]["training"]["epochs"] = 2
+    record = run.run_study(write_params(tmp_path / "more_cnn_epochs.yaml", values))
+    assert [record[s.notebook]["reused"] for s in run.STEPS] == [True, False, True, False, False]
+    assert len(pd.read_csv(reports / "tiny" / "cnn" / "history.csv")) <= 2
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_changes_nothing_and_the_next_run_completes(tiny_study, monkeypatch, capsys):
+    params_file, root, _, _ = tiny_study
+    before = _published(root.parent)
+    real_execute = run.execute_step
+
+    def interrupted_in_second_step(step, *args):
+        if step.notebook == "02_cnn.ipynb":
+            raise KeyboardInterrupt
+        return real_execute(step, *args)
+
+    monkeypatch.setattr(run, "execute_step", interrupted_in_second_step)
+    assert run.main([str(params_file), "--force"]) == 130
+    assert "interrupted: the previous report and artefacts are unchanged" in capsys.readouterr().err
+    assert _published(root.parent) == before
+
+    monkeypatch.setattr(run, "execute_step", real_execute)
+    assert run.main([str(params_file)]) == 0
+    assert not (root.parent / ".staging-tiny").exists()
+
+
+@pytest.mark.slow
+def test_the_dataset_folder_is_never_written(tiny_study):
+    *_, (folder, before) = tiny_study
+    assert _tree_digest(folder) == before

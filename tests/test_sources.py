@@ -248,3 +248,23 @@ def test_real_grocery_store_default_subset(keras_home, monkeypatch):
     assert (per_class > 0).all().all(), "every class, Oat-Milk included, is in every split"
     big = shares.drop(index="Oat-Milk")
     assert ((big["train"] - 0.70).abs() < 0.01).all() and ((big["test"] - 0.15).abs() < 0.01).all()
+
+
+def test_awkward_folders_and_files(tmp_path):
+    root = make_class_folders(tmp_path / "data", {"caf\u00e9 cr\u00e8me": 3, "<b>x<b> & y": 3, "plain": 3})
+    (root / "empty class").mkdir()
+    (root / "plain" / "README").write_text("no extension")
+    (root / "plain" / "loop").symlink_to(root / "plain")  # a folder link pointing back up: a loop
+    (root / "plain" / "self.jpg").symlink_to(root / "plain" / "self.jpg")  # a file link loop
+    linked = tmp_path / "elsewhere"
+    make_class_folders(linked, {"more": 2})
+    (root / "plain" / "shelf").symlink_to(linked / "more")  # a linked sub-folder is followed
+
+    found = sources.scan_class_folders(root).set_index("relpath")
+
+    assert set(found["label"]) == {"caf\u00e9 cr\u00e8me", "<b>x<b> & y", "plain", "empty class"}
+    assert found.loc["empty class/", "skip_reason"] == "class folder without any image file: the class is left out"
+    assert found.loc["plain/README", "skip_reason"] == "not an image file extension (none)"
+    assert {"plain/shelf/img_000.jpg", "plain/shelf/img_001.jpg"} <= set(found.index)
+    assert not any(rel.startswith("plain/loop/") for rel in found.index), "a folder loop is walked once"
+    assert found.loc["plain/self.jpg", "skip_reason"] == ""  # listed; the audit finds it unreadable

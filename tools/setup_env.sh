@@ -13,6 +13,16 @@ lock="$root/requirements.lock"
 stamp="$venv/.lock.sha256"
 want="$(sha256sum "$lock" | cut -d' ' -f1)"
 
+# The PDF report is printed by WeasyPrint, which needs Pango and a font from the system.
+if ! ldconfig -p 2>/dev/null | grep -q "libpangoft2-1.0.so.0" || ! fc-list 2>/dev/null | grep -qi dejavu; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing Pango and DejaVu fonts for the PDF report (apt-get)..."
+    apt-get update -qq && apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 fontconfig fonts-dejavu-core >/dev/null
+  else
+    echo "warning: the PDF report needs Pango and fonts: apt-get install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core" >&2
+  fi
+fi
+
 if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi
