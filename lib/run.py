@@ -4,7 +4,7 @@
 2. The notebooks run in order with papermill, each with the params file and a staging
    folder (``reports/.staging-<run_name>``, a copy of the previous run) as parameters;
    their executed copies and artefacts go there. A step whose inputs (its notebook, the
-   ``lib`` code, package versions, the params it uses, the raw data's listing and the
+   ``lib`` modules it imports, package versions, the params it uses, the raw data's listing and the
    artefacts it reads) are unchanged since the previous run is reused instead
    (``--force`` redoes everything); ``steps.json`` records which.
 3. The executed report notebook is rendered to HTML and PDF.
@@ -18,6 +18,7 @@ were, exits non-zero, and names the notebook and the cell that failed.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -26,6 +27,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import nbformat
 
 from lib.assets import seed_keras_cache
 from lib.config import ParamsError, load_params
@@ -98,11 +101,44 @@ def data_source_listing(params) -> str:
     return "\n".join(lines)
 
 
+def _lib_imports(source: str) -> set[str]:
+    """Names of the ``lib`` modules that Python source imports (``from lib import x``, ``import lib.x``...)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lib":
+            if node.module == "lib":
+                found |= {alias.name for alias in node.names}
+            else:
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("lib.")}
+    return found
+
+
+def lib_dependencies(notebook: Path) -> list[Path]:
+    """The ``lib`` files a notebook's code uses, directly or through other ``lib`` modules."""
+    lib_dir = Path(__file__).parent
+    code = "\n".join(
+        line for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "code"
+        for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))
+    )
+    pending, seen = _lib_imports(code), set()
+    while pending:
+        name = pending.pop()
+        if name in seen or not (lib_dir / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        pending |= _lib_imports((lib_dir / f"{name}.py").read_text())
+    files = [lib_dir / f"{name}.py" for name in sorted(seen)]
+    return files + ([lib_dir / "report.css"] if "report" in seen else [])
+
+
 def step_key(step: Step, params, run: RunPaths, data_listing: str) -> str:
     """Everything a step's results depend on, hashed: same key, same results, so the step can be reused."""
     digest = hashlib.sha256()
-    digest.update((NOTEBOOKS_DIR / step.notebook).read_bytes())
-    _digest_paths(sorted(Path(__file__).parent.glob("*.py")) + [Path(__file__).with_name("report.css")], digest)
+    notebook = NOTEBOOKS_DIR / step.notebook
+    digest.update(notebook.read_bytes())
+    _digest_paths(lib_dependencies(notebook), digest)
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
     values = params.to_dict()
     values.pop("reports_dir")  # where results are kept does not change them

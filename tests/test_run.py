@@ -276,3 +276,12 @@ def test_an_interrupted_run_changes_nothing_and_the_next_run_completes(tiny_stud
 def test_the_dataset_folder_is_never_written(tiny_study):
     *_, (folder, before) = tiny_study
     assert _tree_digest(folder) == before
+
+
+def test_each_step_depends_only_on_the_lib_modules_it_imports():
+    deps = {step.notebook: {p.name for p in run.lib_dependencies(NOTEBOOKS_DIR / step.notebook)} for step in run.STEPS}
+    assert {"models.py", "train.py", "experiment.py"} <= deps["02_cnn.ipynb"]
+    assert "report.py" not in deps["02_cnn.ipynb"] | deps["03_mobilenetv2.ipynb"] | deps["04_comparison.ipynb"]
+    assert {"report.py", "report.css", "compare.py"} <= deps["05_report.ipynb"]
+    assert "models.py" not in deps["01_data_audit.ipynb"]
+    assert "run.py" not in set().union(*deps.values())
