@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from lib.paths import RunPaths
+from lib.stats import bootstrap_ci, mcnemar_exact
 
 # Folder name of each model's artefacts -> the name a reader sees.
 MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
@@ -138,3 +140,37 @@ def confusion_counts(results: dict[str, ModelResults]) -> dict[str, pd.DataFrame
 
 def histories(results: dict[str, ModelResults]) -> dict[str, pd.DataFrame]:
     return {r.name: r.history for r in results.values()}
+
+
+INTERVAL_METRICS = {
+    "accuracy": accuracy_score,
+    "balanced accuracy": balanced_accuracy_score,
+    "macro-F1": lambda t, p: f1_score(t, p, average="macro", zero_division=0),
+}
+
+
+def intervals(results: dict[str, ModelResults], seed: int, confidence: float = 0.95) -> pd.DataFrame:
+    """Each model's headline metrics with a bootstrap interval over the test images (rows: models)."""
+    rows = {}
+    for r in results.values():
+        true, predicted = r.predictions["true_label"].to_numpy(), r.predictions["predicted_label"].to_numpy()
+        row = {}
+        for name, metric in INTERVAL_METRICS.items():
+            low, high = bootstrap_ci(true, predicted, metric, confidence=confidence, seed=seed)
+            row |= {name: metric(true, predicted), f"{name} low": low, f"{name} high": high}
+        rows[r.name] = row
+    return pd.DataFrame(rows).T
+
+
+def paired_test(results: dict[str, ModelResults]) -> dict:
+    """McNemar's exact test of the first two models on the same test images."""
+    correct = correctness(results)
+    first, second = correct.columns[:2]
+    return {"first": first, "second": second, **mcnemar_exact(correct[first], correct[second])}
+
+
+def difference_is_significant(test: dict, ci: pd.DataFrame, metric: str = "macro-F1", alpha: float = 0.05) -> bool:
+    """Only when McNemar's p is at most alpha and the two models' intervals do not overlap."""
+    first, second = ci.loc[test["first"]], ci.loc[test["second"]]
+    overlap = first[f"{metric} low"] <= second[f"{metric} high"] and second[f"{metric} low"] <= first[f"{metric} high"]
+    return test["p_value"] <= alpha and not overlap

@@ -20,7 +20,7 @@ import nbformat
 import pandas as pd
 import yaml
 
-from lib.compare import ModelResults, overfitting_gap
+from lib.compare import ModelResults, difference_is_significant, overfitting_gap
 
 STYLE = Path(__file__).with_name("report.css")
 
@@ -164,6 +164,25 @@ def methods_table(params) -> pd.DataFrame:
     return pd.DataFrame(rows, index=["Custom CNN", "MobileNetV2"]).T
 
 
+def significance_html(test: dict, ci: pd.DataFrame) -> str:
+    """What the paired test and the intervals allow us to say about the difference."""
+    significant = difference_is_significant(test, ci)
+    bounds = "; ".join(
+        f"{escape(name)} macro-F1 {row['macro-F1']:.3f} [{row['macro-F1 low']:.3f}, {row['macro-F1 high']:.3f}]"
+        for name, row in ci.iterrows()
+    )
+    verdict = (
+        "the difference between the models is significant at the 5 % level"
+        if significant
+        else "the difference between the models is not significant at the 5 % level"
+    )
+    return (
+        f"<p>95 % bootstrap intervals over the test images: {bounds}. McNemar's exact test on the paired "
+        f"predictions ({test['only_a']} image(s) right only for {escape(test['first'])}, {test['only_b']} only for "
+        f"{escape(test['second'])}) gives p = {test['p_value']:.3g}: {verdict}.</p>"
+    )
+
+
 def results_html(results: dict[str, ModelResults]) -> str:
     best, other = _ranked(results)
     b, o = best.metrics, other.metrics
@@ -173,7 +192,7 @@ def results_html(results: dict[str, ModelResults]) -> str:
         f"{b['test_images']} test images. Its balanced accuracy is {compare_words(b['balanced_accuracy'], o['balanced_accuracy'])} "
         f"({b['balanced_accuracy']:.3f} against {o['balanced_accuracy']:.3f}) and its macro-F1 "
         f"{compare_words(b['macro_f1'], o['macro_f1'])} ({b['macro_f1']:.3f} against {o['macro_f1']:.3f}). "
-        "These are the numbers of one split and one seed; the Discussion says what they can and cannot show.</p>"
+        "These are the numbers of one split and one seed.</p>"
     )
 
 
@@ -217,13 +236,19 @@ def discussion_html(audit: dict, results: dict[str, ModelResults], overfit_thres
     )
 
 
-def conclusion_html(results: dict[str, ModelResults]) -> str:
+def conclusion_html(results: dict[str, ModelResults], significant: bool) -> str:
     best, other = _ranked(results)
+    finding = (
+        f"{escape(best.name)} gives the better macro-F1 ({best.metrics['macro_f1']:.3f} against "
+        f"{other.metrics['macro_f1']:.3f}), and the difference is significant on this split"
+        if significant
+        else f"{escape(best.name)} scores the higher macro-F1 ({best.metrics['macro_f1']:.3f} against "
+        f"{other.metrics['macro_f1']:.3f}), but on this split the difference is not significant"
+    )
     return (
-        f"<p>On this data, {escape(best.name)} gives the better macro-F1 ({best.metrics['macro_f1']:.3f} against "
-        f"{other.metrics['macro_f1']:.3f}). Future work: repeated splits and seeds with confidence intervals and a "
-        "paired test between the models, splits that keep near-duplicate photographs together, and methods aimed "
-        "at the minority class beyond class weights.</p>"
+        f"<p>On this data, {finding}. Future work: repeated splits and seeds, so that intervals reflect the "
+        "variation between splits and initialisations as well as between test images; splits that keep "
+        "near-duplicate photographs together; and methods aimed at the minority class beyond class weights.</p>"
     )
 
 

@@ -153,6 +153,10 @@ class StepFailed(RuntimeError):
     """A notebook failed; the message names it and its failing cell."""
 
 
+class StepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a notebook; the message names it."""
+
+
 def execute_step(step: Step, params_file: Path, run_dir: Path) -> Path:
     """Execute one notebook with papermill into ``run_dir/notebooks``; return the executed copy."""
     import papermill
@@ -221,7 +225,13 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
         else:
             print(f"[{number}/{len(STEPS)}] {step.title}: {step.notebook}", flush=True)
             start = time.perf_counter()
-            execute_step(step, params_path, staging.root)
+            try:
+                execute_step(step, params_path, staging.root)
+            except KeyboardInterrupt:
+                raise StepInterrupted(
+                    f"in {step.notebook}; its executed copy so far is "
+                    f"{staging.notebooks_dir / step.notebook}"
+                ) from None
             record[step.notebook] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False}
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
 
@@ -262,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed as error:
         print(f"error: {error}\nThe previous report and artefacts are unchanged.", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: the previous report and artefacts are unchanged.", file=sys.stderr)
+    except KeyboardInterrupt as interruption:
+        where = f" {interruption}" if str(interruption) else ""
+        print(f"\ninterrupted{where}\nThe previous report and artefacts are unchanged.", file=sys.stderr)
         return 130
     print("\nWall time per step:")
     for step, entry in record.items():

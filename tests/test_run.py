@@ -264,7 +264,9 @@ def test_an_interrupted_run_changes_nothing_and_the_next_run_completes(tiny_stud
 
     monkeypatch.setattr(run, "execute_step", interrupted_in_second_step)
     assert run.main([str(params_file), "--force"]) == 130
-    assert "interrupted: the previous report and artefacts are unchanged" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "interrupted in 02_cnn.ipynb" in error
+    assert "The previous report and artefacts are unchanged." in error
     assert _published(root.parent) == before
 
     monkeypatch.setattr(run, "execute_step", real_execute)
