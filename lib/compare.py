@@ -149,14 +149,16 @@ INTERVAL_METRICS = {
 }
 
 
-def intervals(results: dict[str, ModelResults], seed: int, confidence: float = 0.95) -> pd.DataFrame:
+def intervals(
+    results: dict[str, ModelResults], seed: int, confidence: float = 0.95, n_resamples: int = 2000
+) -> pd.DataFrame:
     """Each model's headline metrics with a bootstrap interval over the test images (rows: models)."""
     rows = {}
     for r in results.values():
         true, predicted = r.predictions["true_label"].to_numpy(), r.predictions["predicted_label"].to_numpy()
         row = {}
         for name, metric in INTERVAL_METRICS.items():
-            low, high = bootstrap_ci(true, predicted, metric, confidence=confidence, seed=seed)
+            low, high = bootstrap_ci(true, predicted, metric, confidence, n_resamples, seed)
             row |= {name: metric(true, predicted), f"{name} low": low, f"{name} high": high}
         rows[r.name] = row
     return pd.DataFrame(rows).T
