@@ -52,6 +52,9 @@ def overfitting_gap(history: pd.DataFrame) -> float:
     return 100.0 * float(kept["accuracy"] - kept["val_accuracy"])
 
 
+COUNT_ROWS = ("total parameters", "trainable parameters", "epochs run")  # whole numbers in comparison_table
+
+
 def comparison_table(results: dict[str, ModelResults]) -> pd.DataFrame:
     """One row per quantity, one column per model: quality, per-class F1, size and cost."""
     columns = {}

@@ -63,13 +63,11 @@ class Document:
 # --------------------------------------------------------------------------------------
 
 
-def formatted(table: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
-    """Each row formatted as text: whole-number rows with thousands separators, the others with decimals."""
+def formatted(table: pd.DataFrame, count_rows=(), decimals: int = 3) -> pd.DataFrame:
+    """Each row as text: the ``count_rows`` with thousands separators, the others with ``decimals``."""
     def row_format(row: pd.Series) -> pd.Series:
-        numbers = pd.to_numeric(row, errors="coerce")
-        if numbers.notna().all() and (numbers == numbers.round()).all():
-            return numbers.map(lambda v: f"{v:,.0f}")
-        return numbers.map(lambda v: f"{v:.{decimals}f}")
+        pattern = "{:,.0f}" if row.name in count_rows else f"{{:.{decimals}f}}"
+        return pd.to_numeric(row).map(pattern.format)
 
     return table.apply(row_format, axis=1)
 
@@ -162,6 +160,15 @@ def methods_table(params) -> pd.DataFrame:
     )
     rows["both"] = (shared, shared)
     return pd.DataFrame(rows, index=["Custom CNN", "MobileNetV2"]).T
+
+
+def interval_table(ci: pd.DataFrame) -> pd.DataFrame:
+    """One column per metric, each cell "value [low, high]": narrow enough for a printed page."""
+    metrics = [c for c in ci.columns if not c.endswith((" low", " high"))]
+    return pd.DataFrame(
+        {m: [f"{row[m]:.3f} [{row[m + ' low']:.3f}, {row[m + ' high']:.3f}]" for _, row in ci.iterrows()] for m in metrics},
+        index=ci.index,
+    )
 
 
 def significance_html(test: dict, ci: pd.DataFrame) -> str:

@@ -44,3 +44,15 @@ def test_predictions_on_different_images_do_not_pair():
     results["b"].predictions["relpath"] = [f"other{i}.jpg" for i in range(6)]
     with pytest.raises(ValueError, match="tested on different images"):
         compare.correctness(results)
+
+
+def test_interval_table_puts_value_and_bounds_in_one_cell():
+    ci = pd.DataFrame({"accuracy": [0.9], "accuracy low": [0.85], "accuracy high": [0.95]}, index=["Model A"])
+    assert report.interval_table(ci).loc["Model A", "accuracy"] == "0.900 [0.850, 0.950]"
+
+
+def test_formatted_rows():
+    table = pd.DataFrame({"A": [1.0, 1234567.0], "B": [0.25, 12.0]}, index=["F1", "total parameters"])
+    shown = report.formatted(table, count_rows=("total parameters",))
+    assert shown.loc["F1"].tolist() == ["1.000", "0.250"]
+    assert shown.loc["total parameters"].tolist() == ["1,234,567", "12"]
