@@ -46,6 +46,11 @@ def load_results(paths: RunPaths, models: dict[str, str] = MODELS) -> dict[str, 
     return results
 
 
+def trainable_parameters(metrics: dict) -> int:
+    """The most parameters a model trains in any phase (MobileNetV2: phase 2, fine-tuning)."""
+    return max(v for k, v in metrics["parameters"].items() if k.startswith("trainable"))
+
+
 def overfitting_gap(history: pd.DataFrame) -> float:
     """Training minus validation accuracy at the kept epoch, in percentage points."""
     kept = history[history["best"]].iloc[-1]
@@ -70,7 +75,7 @@ def comparison_table(results: dict[str, ModelResults]) -> pd.DataFrame:
         column |= {f"F1: {name}": scores["f1"] for name, scores in m["per_class"].items()}
         column |= {
             "total parameters": m["parameters"]["total"],
-            "trainable parameters": max(v for k, v in m["parameters"].items() if k.startswith("trainable")),
+            "trainable parameters": trainable_parameters(m),
             "model size on disk (MB)": m["model_file_bytes"] / 1e6,
             "epochs run": sum(m["epochs_run"].values()),
             "training wall time (s)": m["training_seconds"],

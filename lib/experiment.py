@@ -19,7 +19,8 @@ from lib.config import Params, load_params
 from lib.paths import ModelPaths, RunPaths, run_paths
 from lib.pipeline import StudyData, build_augmentation, load_study_data, make_dataset
 from lib.provenance import set_seed
-from lib.split import read_split
+from lib.sources import SPLITS
+from lib.split import read_split, split_table
 from lib.train import class_weight_by_index, training_summary
 
 
@@ -75,11 +76,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None) -> Ex
 def split_sizes(experiment: Experiment) -> pd.DataFrame:
     """Images per class in each split, as the model sees them."""
     data = experiment.data
-    counts = {
-        name: pd.Series(split.labels).value_counts().reindex(range(experiment.n_classes), fill_value=0).to_numpy()
-        for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
-    }
-    return pd.DataFrame(counts, index=pd.Index(data.class_names, name="class"))
+    return split_table(pd.concat([data.train.rows, data.val.rows, data.test.rows]))[list(SPLITS)]
 
 
 def evaluate_and_save(

@@ -20,7 +20,7 @@ import nbformat
 import pandas as pd
 import yaml
 
-from lib.compare import ModelResults, difference_is_significant, overfitting_gap
+from lib.compare import ModelResults, difference_is_significant, overfitting_gap, trainable_parameters
 
 STYLE = Path(__file__).with_name("report.css")
 
@@ -97,16 +97,14 @@ def abstract_html(audit: dict, results: dict[str, ModelResults]) -> str:
     small, small_n = smallest_class(audit)
     best, other = _ranked(results)
     b, o = best.metrics, other.metrics
-    b_train = max(v for k, v in b["parameters"].items() if k.startswith("trainable"))
-    o_train = max(v for k, v in o["parameters"].items() if k.startswith("trainable"))
     return (
         "<p>We compare a convolutional network trained from scratch with MobileNetV2 transfer learning for "
         f"classifying product photographs, on {audit['images_usable']:,} images in {len(audit['classes'])} classes "
         f"whose smallest class, <i>{escape(small)}</i>, has only {small_n} images. "
         f"On a held-out test split of {b['test_images']} images, {escape(best.name)} reaches a macro-F1 of "
         f"{b['macro_f1']:.3f} and an accuracy of {pct(b['accuracy'])}, against {o['macro_f1']:.3f} and "
-        f"{pct(o['accuracy'])} for {escape(other.name)}, while training {b_train:,} parameters against "
-        f"{o_train:,}. On the smallest class, {escape(best.name)} scores an F1 of "
+        f"{pct(o['accuracy'])} for {escape(other.name)}, while training {trainable_parameters(b):,} parameters against "
+        f"{trainable_parameters(o):,}. On the smallest class, {escape(best.name)} scores an F1 of "
         f"{b['per_class'][small]['f1']:.2f} and {escape(other.name)} {o['per_class'][small]['f1']:.2f}. "
         "The split is drawn once, stratified, before any training, and no test image reaches training.</p>"
     )
