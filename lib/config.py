@@ -154,6 +154,11 @@ class TrainingParams(_Section):
         default=True, description="TensorFlow op determinism: same params and seed, same numbers."
     )
     verbose: Literal[0, 1, 2] = Field(default=2, description="Keras fit verbosity (2: one line per epoch).")
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        default="auto",
+        description="Keras dtype policy. 'auto': mixed_float16 on a GPU, float32 on a CPU (bfloat16 was "
+        "7x slower on CPUs without AMX / AVX-512 BF16: see benchmarks/RESULTS.md).",
+    )
 
 
 class PhaseParams(_Section):
@@ -187,6 +192,16 @@ class MobileNetV2Params(_Section):
         default=20, description="How many of the base's last layers phase 2 unfreezes (BatchNorm stays frozen)."
     )
     fine_tune: PhaseParams = PhaseParams(learning_rate=1e-5, epochs=5, patience=3)
+    activation_cache: bool = Field(
+        default=True,
+        description="Run the frozen layers once per input and train on their cached outputs "
+        "(same computation, several times faster); false recomputes them every epoch.",
+    )
+    augmented_views: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=2,
+        description="With the activation cache: augmented views cached per training image; "
+        "epoch e trains on view e mod augmented_views.",
+    )
 
 
 class Params(_Section):

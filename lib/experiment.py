@@ -18,6 +18,7 @@ from lib import evaluate
 from lib.config import Params, load_params
 from lib.paths import ModelPaths, RunPaths, run_paths
 from lib.pipeline import StudyData, build_augmentation, load_study_data, make_dataset
+from lib.models import set_precision
 from lib.provenance import set_seed
 from lib.sources import SPLITS
 from lib.split import read_split, split_table
@@ -56,8 +57,9 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None) -> Ex
     """Seed everything, read and decode the split, and build the training and validation streams."""
     params = load_params(params_file)
     set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+    set_precision(params.training.precision)
     paths = run_paths(params, run_dir)
-    data = load_study_data(read_split(paths.split_manifest), params.data.image_size)
+    data = load_study_data(read_split(paths.split_manifest), params.data.image_size, cache_dir=paths.interim_dir)
     n_classes, batch = len(data.class_names), params.training.batch_size
     augmenter = build_augmentation(params.augmentation, params.seed)
     experiment = Experiment(
@@ -80,9 +82,16 @@ def split_sizes(experiment: Experiment) -> pd.DataFrame:
 
 
 def evaluate_and_save(
-    experiment: Experiment, model: keras.Model, history: pd.DataFrame, parameters: dict[str, int]
+    experiment: Experiment,
+    model: keras.Model,
+    history: pd.DataFrame,
+    parameters: dict[str, int],
+    training_inputs: dict | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Score the model on the test split and write every artefact; returns (metrics, predictions)."""
+    """Score the model on the test split and write every artefact; returns (metrics, predictions).
+
+    ``training_inputs`` says what the model trained on (e.g. `lib.transfer`'s cache summary).
+    """
     test, names = experiment.data.test, experiment.data.class_names
     probabilities, seconds_per_image = evaluate.predict(model, test.images, experiment.params.training.batch_size)
     predictions = evaluate.predictions_table(test.rows, test.labels, probabilities, names)
@@ -100,6 +109,8 @@ def evaluate_and_save(
         "model_file_bytes": files.model.stat().st_size,
         **training_summary(history),
         "inference_seconds_per_image": seconds_per_image,
+        "precision": keras.config.dtype_policy().name,
+        "training_inputs": training_inputs or {"activation_cache": False},
     }
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     files.params.write_text(json.dumps(experiment.params.to_dict(), indent=2) + "\n")

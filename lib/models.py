@@ -8,10 +8,24 @@ with Keras' safe mode (no Lambda layers, no pickled code).
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from lib.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.sources import keras_cache_dir
+
+
+def set_precision(precision: str) -> str:
+    """Set Keras' global dtype policy from ``training.precision``; returns the policy's name.
+
+    'auto' turns mixed float16 on when TensorFlow sees a GPU and keeps float32 on a CPU:
+    on CPUs without AMX or AVX-512 BF16 bfloat16 is emulated, and the CNN trained 7x
+    slower with it (benchmarks/RESULTS.md). The output layers stay float32 either way.
+    """
+    if precision == "auto":
+        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    keras.config.set_dtype_policy(precision)
+    return precision
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -32,7 +46,7 @@ def build_cnn(n_classes: int, image_size: tuple[int, int], cnn) -> keras.Model:
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(cnn.dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(cnn.dropout, name="dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="custom_cnn")
 
 
@@ -94,7 +108,7 @@ def build_mobilenet_v2(n_classes: int, image_size: tuple[int, int], mobilenet) -
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dense(mobilenet.dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(mobilenet.dropout, name="dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="mobilenet_v2_transfer"), base
 
 

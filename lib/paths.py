@@ -5,6 +5,7 @@
         data/images.csv         every file the audit looked at, with its checks and hashes
         data/excluded.csv       files left out, each with the reason
         data/audit.json         the audit's summary numbers
+        interim/                caches that only save time (decoded pixels); safe to delete
         notebooks/*.ipynb       executed copies of the notebooks
         <model>/                one folder per model (`ModelPaths`), written by its notebook
 """
@@ -43,6 +44,10 @@ class RunPaths:
     @property
     def audit_summary(self) -> Path:
         return self.data_dir / "audit.json"
+
+    @property
+    def interim_dir(self) -> Path:
+        return self.root / "interim"
 
     @property
     def notebooks_dir(self) -> Path:

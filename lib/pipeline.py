@@ -1,7 +1,9 @@
 """The input pipeline: split manifest -> decoded arrays -> tf.data, augmenting training batches only.
 
-Each image is decoded once, with PIL (upright, RGB, resized to the study's input size);
-tf.data then batches, augments (training split only) and prefetches. The original study
+Each image is decoded once, with PIL (upright, RGB, resized to the study's input size), and
+the decoded array is kept on disk (`cached_pixels`), so that later notebooks and re-runs
+read it instead of decoding again; tf.data then batches, augments (training split only)
+and prefetches. The original study
 used Keras' legacy ``ImageDataGenerator``; here the same transforms are Keras 3
 preprocessing layers. Validation and test data never pass through them, and nothing from
 those splits ever reaches training.
@@ -9,9 +11,11 @@ those splits ever reaches training.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -61,18 +65,53 @@ def decode_images(paths, image_size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int]) -> StudyData:
-    """Decode the manifest's images, split by split."""
+def pixel_cache_key(paths, image_size: tuple[int, int]) -> str:
+    """Names the decoded array of these files at this size: their paths in order, sizes and modification times."""
+    digest = hashlib.sha256(f"{image_size[0]}x{image_size[1]}".encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"\n{path}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) -> np.ndarray:
+    """`decode_images`, read from ``cache_dir`` when these files were decoded at this size before.
+
+    The cache is one ``.npy`` file per (file list, size) key, written atomically; older
+    entries in ``cache_dir`` are removed when a new one is written. None: no cache.
+    """
+    paths = list(paths)
+    if cache_dir is None:
+        return decode_images(paths, image_size)
+    cache_dir = Path(cache_dir)
+    file = cache_dir / f"pixels-{image_size[0]}x{image_size[1]}-{pixel_cache_key(paths, image_size)}.npy"
+    if file.is_file():
+        return np.load(file, mmap_mode="r")
+    pixels = decode_images(paths, image_size)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob("pixels-*.npy"):
+        stale.unlink()
+    partial = file.with_suffix(".partial")
+    with open(partial, "wb") as handle:
+        np.save(handle, pixels)
+    os.replace(partial, file)
+    return pixels
+
+
+def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None) -> StudyData:
+    """The manifest's images, decoded once (or read from ``cache_dir``), split by split."""
     class_names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     index_of = {name: i for i, name in enumerate(class_names)}
     unknown = sorted(set(manifest["label"]) - set(class_names))
     if unknown:
         raise ValueError(f"class(es) {unknown} appear in validation/test but not in training")
+    pixels = cached_pixels(manifest["path"], image_size, cache_dir)
     splits = {}
     for split in SPLITS:
-        rows = manifest[manifest["split"] == split].reset_index(drop=True)
+        in_split = (manifest["split"] == split).to_numpy()
+        rows = manifest[in_split].reset_index(drop=True)
         labels = rows["label"].map(index_of).to_numpy(dtype=np.int64)
-        splits[split] = SplitData(decode_images(rows["path"], image_size), labels, rows)
+        splits[split] = SplitData(np.ascontiguousarray(pixels[in_split]), labels, rows)
     return StudyData(class_names, splits["train"], splits["val"], splits["test"])
 
 

@@ -151,6 +151,16 @@ def methods_table(params) -> pd.DataFrame:
             f"{mob.fine_tune.learning_rate:g}, ≤ {mob.fine_tune.epochs} epochs, patience {mob.fine_tune.patience}",
         ),
     }
+    if mob.activation_cache:
+        views = mob.augmented_views
+        cached = (
+            f"frozen layers run once per input, not every epoch: each training image enters as {views} fixed "
+            f"augmented view(s), epoch e training on view e mod {views} (validation and test images, not "
+            "augmented, are computed exactly as without the cache)"
+        )
+    else:
+        cached = "frozen layers recomputed on every image in every epoch; new random augmentation every epoch"
+    rows["training inputs"] = ("images decoded once; new random augmentation every epoch", cached)
     shared = (
         f"batch {tr.batch_size}; class weights: {tr.class_weight}; early stopping on val_loss, best epoch kept; "
         f"augmentation: rotation ±{aug.rotation_degrees:g}°, shifts {aug.width_shift:g}/{aug.height_shift:g}, "

@@ -181,6 +181,14 @@ def execute_step(step: Step, params_file: Path, run_dir: Path) -> Path:
     return executed
 
 
+def _link_caches(source: str, target: str) -> None:
+    """Copy a file into staging; cache files (written once, replaced whole, never edited) are hard-linked."""
+    if Path(source).parent.name == "interim":
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
 def publish(staging: RunPaths, final: RunPaths, reports_dir: Path) -> None:
     """Swap the finished staging folder in for the previous run, then publish its report."""
     previous = final.root.with_name(f".previous-{final.root.name}")
@@ -209,7 +217,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
     staging = run_paths(params, final.root.with_name(f".staging-{params.run_name}"))
     shutil.rmtree(staging.root, ignore_errors=True)  # leftovers of an earlier failed run
     if final.root.is_dir():
-        shutil.copytree(final.root, staging.root)  # what unchanged steps reuse
+        shutil.copytree(final.root, staging.root, copy_function=_link_caches)  # what unchanged steps reuse
     staging.root.mkdir(parents=True, exist_ok=True)
     previous = json.loads(staging.steps.read_text()) if staging.steps.is_file() else {}
     data_listing = data_source_listing(params)

@@ -69,3 +69,27 @@ def tiny_params(tmp_path: Path, image_folder: Path) -> dict:
 @pytest.fixture
 def tiny_params_file(tmp_path: Path, tiny_params: dict) -> Path:
     return write_params(tmp_path / "tiny.yaml", tiny_params)
+
+
+NO_AUGMENTATION = {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0,
+                   "horizontal_flip": False}
+
+
+@pytest.fixture
+def prepare_experiment(tmp_path, tiny_params):
+    """``prepare_experiment(model_name, augmentation=True, **sections)``: a split written by the audit's
+    lib functions for `image_folder`, and `lib.experiment.prepare` run on it."""
+    from lib import audit, experiment, sources, split
+    from lib.config import load_params
+    from lib.paths import run_paths
+
+    def prepare(model_name: str, augmentation: bool = True, **sections):
+        values = tiny_params | sections | ({} if augmentation else {"augmentation": NO_AUGMENTATION})
+        params_file = write_params(tmp_path / f"{model_name}.yaml", values)
+        params = load_params(params_file)
+        images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
+        images["split"] = split.assign_split(images, params.split)
+        split.write_split_manifest(images, run_paths(params).split_manifest)
+        return experiment.prepare(str(params_file), model_name)
+
+    return prepare

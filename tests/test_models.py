@@ -101,3 +101,18 @@ def test_a_damaged_weights_file_says_so(tmp_path, monkeypatch):
     damaged.write_bytes(b"<html>captive portal</html>")
     with pytest.raises(models.WeightsUnavailableError, match="is damaged \\(not an HDF5 file\\): delete it"):
         models.mobilenet_v2_base((96, 96), "imagenet")
+
+
+def test_precision_auto_is_float32_without_a_gpu_and_outputs_stay_float32():
+    import tensorflow as tf
+
+    try:
+        expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        assert models.set_precision("auto") == expected
+        assert keras.config.dtype_policy().name == expected
+        models.set_precision("mixed_bfloat16")
+        cnn = models.build_cnn(3, (32, 32), DEFAULTS.cnn)
+        assert cnn.get_layer("conv1").compute_dtype == "bfloat16"
+        assert cnn.output.dtype == "float32"  # softmax and loss in full precision
+    finally:
+        models.set_precision("float32")

@@ -3,6 +3,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from conftest import write_params
 from lib import audit, experiment, pipeline, sources, split
@@ -57,18 +58,8 @@ def test_a_class_missing_from_training_is_an_error():
 
 
 @pytest.fixture
-def prepared(tmp_path, tiny_params):
-    """A split manifest written by the audit's lib functions, and its params with augmentation off."""
-    params_file = write_params(
-        tmp_path / "noaug.yaml",
-        tiny_params | {"augmentation": {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0,
-                                        "shear": 0, "zoom": 0, "horizontal_flip": False}},
-    )
-    params = load_params(params_file)
-    images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
-    images["split"] = split.assign_split(images, params.split)
-    split.write_split_manifest(images, run_paths(params).split_manifest)
-    return experiment.prepare(str(params_file), "probe")
+def prepared(prepare_experiment):
+    return prepare_experiment("probe", augmentation=False)
 
 
 def _digests(array):
@@ -97,3 +88,26 @@ def test_augmentation_can_be_switched_off_entirely():
     assert pipeline.build_augmentation(off, seed=0) is None
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     assert all(np.array_equal(view, image) for view in pipeline.augmented_views(image, None, 3))
+
+
+def test_decoded_pixels_are_cached_by_file_list_and_size(tmp_path, image_folder, monkeypatch):
+    paths = sorted(str(p) for p in image_folder.rglob("*.jpg"))
+    cache = tmp_path / "interim"
+    first = pipeline.cached_pixels(paths, (16, 16), cache)
+    assert len(list(cache.glob("pixels-16x16-*.npy"))) == 1
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(pipeline, "decode_images", no_decoding)
+    np.testing.assert_array_equal(pipeline.cached_pixels(paths, (16, 16), cache), first)
+    monkeypatch.undo()
+
+    # another size, or a changed file, is another key; the stale entry is replaced
+    assert pipeline.cached_pixels(paths, (8, 8), cache).shape == (len(paths), 8, 8, 3)
+    assert [p.name.split("-")[1] for p in cache.glob("pixels-*.npy")] == ["8x8"]
+    key = pipeline.pixel_cache_key(paths, (8, 8))
+    Image.new("RGB", (10, 10), (255, 255, 255)).save(paths[0])
+    assert pipeline.pixel_cache_key(paths, (8, 8)) != key
+    assert pipeline.cached_pixels(paths, (8, 8), cache)[0].min() == 255
+    assert (image_folder / "alpha").is_dir()

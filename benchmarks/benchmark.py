@@ -1,0 +1,347 @@
+"""Time the study's pipeline against the original study's protocol, on the same split and epochs.
+
+    .venv/bin/python benchmarks/benchmark.py [--params params/default.yaml] [--parts ours,baseline,...]
+                                             [--write benchmarks/RESULTS.md]
+
+Parts (each runs in its own process, so that each peak resident memory is its own):
+
+- ``ours``: ``python -m lib.run --force`` on the params (run name ``benchmark``): the whole
+  study, audit to PDF, as ``./run_all.sh`` runs it.
+- ``baseline``: the original notebook's data path on our split: Keras' legacy
+  ``ImageDataGenerator.flow_from_dataframe`` decoding every JPEG in every epoch, the same
+  CNN, and MobileNetV2 with its full forward pass in every epoch; same epochs, class
+  weights, optimiser and early stopping.
+- ``plain``: our MobileNetV2 notebook with ``mobilenet_v2.activation_cache: false``.
+- ``spread``: our MobileNetV2 notebook again with seeds 43 and 44 (the run-to-run spread the
+  cached and plain paths are compared against).
+- ``memory``: peak memory of the data path (decode, one augmented epoch, MobileNetV2's
+  activation cache) on the default subset and on all 42 coarse classes.
+
+It prints a Markdown summary; ``--write`` also saves it, with the date and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from lib.config import load_params  # noqa: E402
+from lib.paths import run_paths  # noqa: E402
+
+PARTS = ("ours", "baseline", "plain", "spread", "memory")
+CPU_PEAK_GFLOPS = 200.0  # two cores of this machine, fp32 (the issue's figure)
+CNN_GFLOP_PER_TRAINING_IMAGE = 2.8  # forward and backward at 224 px
+
+
+def peak_rss_gib() -> float:
+    """The largest resident set of this process or any child it waited for (Linux reports KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 2**20
+
+
+def params_variant(params_file: Path, folder: Path, name: str, **changes) -> Path:
+    """A copy of the params file with some sections changed (nested dicts are merged)."""
+    values = yaml.safe_load(params_file.read_text()) or {}
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+# --- the original study's protocol ------------------------------------------------------
+
+
+def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -> dict:
+    """Train and test both models the way the original notebook fed them; returns timings and metrics."""
+    import numpy as np
+
+    # Keras 3 no longer exports ImageDataGenerator but still ships it, unchanged, as legacy code
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    from lib.evaluate import classification_metrics
+    from lib.models import build_cnn, build_mobilenet_v2, set_precision, unfreeze_top
+    from lib.provenance import set_seed
+    from lib.split import read_split
+    from lib.train import class_weight_by_index, fit_phase
+
+    params = load_params(params_file)
+    set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+    set_precision(params.training.precision)
+    manifest = read_split(split_manifest)
+    names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
+    frames = {split: manifest[manifest["split"] == split] for split in ("train", "val", "test")}
+    aug, size, batch = params.augmentation, tuple(params.data.image_size), params.training.batch_size
+    augmenting = ImageDataGenerator(
+        rotation_range=aug.rotation_degrees, width_shift_range=aug.width_shift, height_shift_range=aug.height_shift,
+        shear_range=aug.shear, zoom_range=aug.zoom, horizontal_flip=aug.horizontal_flip, fill_mode="nearest",
+    )
+
+    def flow(split, generator=None, shuffle=False):
+        # our models scale pixels themselves, so the generators leave out the original's rescale=1/255
+        return (generator or ImageDataGenerator()).flow_from_dataframe(
+            frames[split], x_col="path", y_col="label", classes=names, target_size=size,
+            class_mode="categorical", batch_size=batch, shuffle=shuffle, seed=params.seed,
+        )
+
+    train_labels = np.array([names.index(label) for label in frames["train"]["label"]])
+    class_weight = class_weight_by_index(train_labels, names, params.training.class_weight)
+    results = {"train_images": len(frames["train"])}
+
+    def train_and_test(name, model, phases):
+        start = time.perf_counter()
+        histories = []
+        for phase_name, phase, before in phases:
+            before()
+            histories.append(fit_phase(
+                model, flow("train", augmenting, shuffle=True), flow("val"), phase, name=phase_name,
+                class_weight=class_weight, checkpoint_path=work_dir / f"{name}.keras", verbose=params.training.verbose,
+            ))
+        trained = time.perf_counter()
+        test = flow("test")
+        probabilities = model.predict(test, verbose=0)
+        metrics = classification_metrics(test.classes, probabilities, names)
+        results[name] = {
+            "training_seconds": trained - start,
+            "test_seconds": time.perf_counter() - trained,
+            "epochs": [len(h) for h in histories],
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+        }
+
+    cnn = build_cnn(len(names), size, params.cnn)
+    train_and_test("cnn", cnn, [("training", params.cnn.training, lambda: None)])
+    mobilenet, base = build_mobilenet_v2(len(names), size, params.mobilenet_v2)
+    train_and_test("mobilenetv2", mobilenet, [
+        ("head", params.mobilenet_v2.head, lambda: None),
+        ("fine-tune", params.mobilenet_v2.fine_tune, lambda: unfreeze_top(base, params.mobilenet_v2.fine_tune_layers)),
+    ])
+    return results
+
+
+# --- parts, each in a child process ----------------------------------------------------
+
+
+def part_ours(params_file: Path, work: Path) -> dict:
+    from lib.run import main
+
+    variant = params_variant(params_file, work, "ours", run_name="benchmark")
+    start = time.perf_counter()
+    if main([str(variant), "--force"]) != 0:
+        raise SystemExit("our pipeline failed")
+    run = run_paths(load_params(variant))
+    result = {"wall_seconds": time.perf_counter() - start, "run_dir": str(run.root),
+              "steps": {name: step["seconds"] for name, step in json.loads(run.steps.read_text()).items()}}
+    for model in ("cnn", "mobilenetv2"):
+        metrics = json.loads(run.model(model).metrics.read_text())
+        result[model] = {key: metrics[key] for key in
+                         ("accuracy", "macro_f1", "training_seconds", "epochs_run", "training_inputs")}
+    result["train_images"] = json.loads(run.audit_summary.read_text())["split_sizes"]["train"]
+    return result
+
+
+def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, **changes) -> dict:
+    """Run our MobileNetV2 notebook on a copy of a finished run's data folder."""
+    import shutil
+
+    import papermill
+
+    from lib.paths import NOTEBOOKS_DIR
+
+    variant = params_variant(params_file, work, name, **changes)
+    target = work / name
+    shutil.copytree(run_dir / "data", target / "data")
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        NOTEBOOKS_DIR / "03_mobilenetv2.ipynb", target / "03_mobilenetv2.ipynb",
+        parameters={"params_file": str(variant), "run_dir": str(target)}, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+    )
+    seconds = time.perf_counter() - start
+    metrics = json.loads(run_paths(load_params(variant), target).model("mobilenetv2").metrics.read_text())
+    return {"notebook_seconds": seconds, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "training_seconds": metrics["training_seconds"], "epochs_run": metrics["epochs_run"]}
+
+
+def part_memory(params_file: Path, work: Path, which: str) -> dict:
+    """Peak memory of the data path and MobileNetV2's activation cache on one dataset size."""
+    from lib import audit, experiment, models, split, transfer
+    from lib.sources import load_records
+
+    changes = {} if which == "default" else {"data": {"grocery_store": {"label_level": "coarse", "classes": None,
+                                                                         "max_per_class": {}}}}
+    variant = params_variant(params_file, work, f"memory-{which}", run_name=f"memory-{which}",
+                             reports_dir=str(work / "reports"), **changes)
+    params = load_params(variant)
+    images = audit.inspect_records(load_records(params.data), params.audit.max_image_pixels)
+    images["split"] = split.assign_split(images, params.split)
+    split.write_split_manifest(images[images["usable"]], run_paths(params).split_manifest)
+    start = time.perf_counter()
+    prepared = experiment.prepare(str(variant), "memory")
+    for _ in prepared.train_ds:  # one augmented epoch of the CNN's stream
+        pass
+    model, base = models.build_mobilenet_v2(prepared.n_classes, params.data.image_size, params.mobilenet_v2)
+    cache = transfer.ActivationCache(prepared, model, base)
+    return {"images": int(images["usable"].sum()), "classes": prepared.n_classes, "seconds": time.perf_counter() - start,
+            "cache": cache.summary()}
+
+
+def run_part(name: str, params_file: Path, work: Path, extra: list[str]) -> dict:
+    """Run one part in a fresh Python process; returns what it printed as JSON."""
+    out = work / f"{name}-{'-'.join(extra) or 'all'}.json"
+    command = [sys.executable, __file__, "--params", str(params_file), "--part", name, "--json", str(out), *extra]
+    print(f"\n=== {name} {' '.join(extra)}", flush=True)
+    subprocess.run(command, check=True, cwd=PROJECT_ROOT)
+    return json.loads(out.read_text())
+
+
+# --- the summary -------------------------------------------------------------------------
+
+
+def images_per_second(model: dict, train_images: int) -> float:
+    epochs = model["epochs_run"] if isinstance(model.get("epochs_run"), dict) else None
+    total = sum(epochs.values()) if epochs else sum(model["epochs"])
+    return train_images * total / model["training_seconds"]
+
+
+def summary_markdown(results: dict, machine: dict, commit: str) -> str:
+    lines = [f"## {date.today().isoformat()}: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores, "
+             f"commit {commit[:10]}", ""]
+    ours, base = results.get("ours"), results.get("baseline")
+    if ours:
+        lines += ["### Our pipeline (`python -m lib.run --force`, audit to PDF)", "",
+                  f"- wall time **{ours['wall_seconds']:.0f} s** ({ours['wall_seconds'] / 60:.1f} min); "
+                  f"peak resident memory **{ours['peak_rss_gib']:.2f} GiB**",
+                  "- steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in ours["steps"].items())]
+        for model in ("cnn", "mobilenetv2"):
+            m = ours[model]
+            lines.append(f"- {model}: training {m['training_seconds']:.0f} s, epochs {m['epochs_run']}, "
+                         f"{images_per_second(m, ours['train_images']):.1f} training images/s; "
+                         f"test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}")
+        cnn_rate = images_per_second(ours["cnn"], ours["train_images"])
+        gflops = cnn_rate * CNN_GFLOP_PER_TRAINING_IMAGE
+        lines.append(f"- CNN training throughput: {cnn_rate:.1f} img/s x {CNN_GFLOP_PER_TRAINING_IMAGE} GFLOP = "
+                     f"{gflops:.0f} GFLOP/s = **{100 * gflops / CPU_PEAK_GFLOPS:.0f} % of the fp32 peak** "
+                     f"({CPU_PEAK_GFLOPS:.0f} GFLOP/s; validation passes included)")
+        lines.append("")
+    if base:
+        total = sum(base[m]["training_seconds"] + base[m]["test_seconds"] for m in ("cnn", "mobilenetv2"))
+        lines += ["### Original protocol (ImageDataGenerator.flow_from_dataframe, full forward pass every epoch)", "",
+                  f"- wall time **{base['wall_seconds']:.0f} s** ({base['wall_seconds'] / 60:.1f} min; training and "
+                  f"testing {total:.0f} s); peak resident memory **{base['peak_rss_gib']:.2f} GiB**"]
+        for model in ("cnn", "mobilenetv2"):
+            m = base[model]
+            lines.append(f"- {model}: training {m['training_seconds']:.0f} s, epochs {m['epochs']}, "
+                         f"{images_per_second(m, base['train_images']):.1f} training images/s; "
+                         f"test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}")
+        lines.append("")
+    if ours and base:
+        lines += ["### Ratios (original protocol / ours)", "",
+                  f"- end to end: **{base['wall_seconds'] / ours['wall_seconds']:.2f}x** "
+                  "(ours includes the audit, comparison, report and PDF; the baseline only trains and tests)"]
+        for model in ("cnn", "mobilenetv2"):
+            lines.append(f"- {model} training: {base[model]['training_seconds'] / ours[model]['training_seconds']:.2f}x")
+        lines.append("")
+    plain, spread = results.get("plain"), results.get("spread")
+    if plain and ours:
+        cached = ours["steps"].get("03_mobilenetv2.ipynb")
+        lines += ["### MobileNetV2 notebook: activation cache vs plain path", "",
+                  f"- plain (`activation_cache: false`): notebook {plain['notebook_seconds']:.0f} s, "
+                  f"training {plain['training_seconds']:.0f} s; test accuracy {plain['accuracy']:.3f}, "
+                  f"macro-F1 {plain['macro_f1']:.3f}",
+                  f"- cached (in our run above): notebook {cached:.0f} s: **{plain['notebook_seconds'] / cached:.1f}x "
+                  "faster**"]
+        if spread:
+            scores = [ours["mobilenetv2"]["macro_f1"]] + [s["macro_f1"] for s in spread["seeds"]]
+            lines.append(f"- cached path over seeds 42, 43, 44: macro-F1 {', '.join(f'{s:.3f}' for s in scores)} "
+                         f"(range {min(scores):.3f}-{max(scores):.3f}); plain path, seed 42: {plain['macro_f1']:.3f}")
+        lines.append("")
+    if results.get("memory"):
+        lines += ["### Peak memory of the data path and the activation cache, by dataset size", "",
+                  "| dataset | images | classes | peak RSS | activation cache | seconds |", "|---|---|---|---|---|---|"]
+        for which, m in results["memory"].items():
+            lines.append(f"| {which} | {m['images']:,} | {m['classes']} | {m['peak_rss_gib']:.2f} GiB | "
+                         f"{m['cache']['cached_megabytes']:.0f} MB | {m['seconds']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="params/default.yaml", type=Path)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--write", type=Path, help="also append the summary to this Markdown file")
+    parser.add_argument("--part", help=argparse.SUPPRESS)  # internal: run one part in this process
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    params_file = (PROJECT_ROOT / args.params).resolve()
+
+    if args.part:  # a child process: one part, its result as JSON
+        work = args.json.parent
+        start = time.perf_counter()
+        if args.part == "ours":
+            result = part_ours(params_file, work)
+        elif args.part == "baseline":
+            result = original_protocol(params_file, Path(args.rest[0]), work)
+        elif args.part == "notebook":
+            seed = int(args.rest[1])
+            result = _notebook_seconds(params_file, work, Path(args.rest[0]), f"{args.rest[2]}-{seed}", seed=seed,
+                                       mobilenet_v2={"activation_cache": args.rest[2] == "cached"})
+        elif args.part == "memory":
+            result = part_memory(params_file, work, args.rest[0])
+        result.setdefault("wall_seconds", time.perf_counter() - start)
+        result["peak_rss_gib"] = peak_rss_gib()
+        args.json.write_text(json.dumps(result, indent=2))
+        return 0
+
+    from lib.provenance import git_commit, machine_info
+
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as folder:
+        work = Path(folder)
+        run_dir = run_paths(load_params(params_variant(params_file, work, "probe", run_name="benchmark"))).root
+        if "ours" in parts:
+            results["ours"] = run_part("ours", params_file, work, [])
+        if {"baseline", "plain", "spread"} & set(parts) and not (run_dir / "data" / "split.csv").is_file():
+            raise SystemExit(f"{run_dir} has no split yet: run the 'ours' part first")
+        if "baseline" in parts:
+            results["baseline"] = run_part("baseline", params_file, work, [str(run_dir / "data" / "split.csv")])
+        if "plain" in parts:
+            results["plain"] = run_part("notebook", params_file, work, [str(run_dir), "42", "plain"])
+        if "spread" in parts:
+            results["spread"] = {"seeds": [run_part("notebook", params_file, work, [str(run_dir), str(seed), "cached"])
+                                           for seed in (43, 44)]}
+        if "memory" in parts:
+            results["memory"] = {which: run_part("memory", params_file, work, [which]) for which in ("default", "all")}
+    text = summary_markdown(results, machine_info(), git_commit())
+    print("\n" + text)
+    print(json.dumps(results, indent=2, default=str))
+    if args.write:
+        with open(args.write, "a", encoding="utf-8") as handle:
+            handle.write(text + "\n<details><summary>raw figures</summary>\n\n```json\n"
+                         + json.dumps(results, indent=2, default=str) + "\n```\n</details>\n\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

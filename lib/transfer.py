@@ -1,0 +1,214 @@
+"""MobileNetV2's two training phases, fed either pixels or cached activations of its frozen layers.
+
+A frozen layer in inference mode gives the same output for the same input, so recomputing
+the frozen part of MobileNetV2 on every image in every epoch (what the original study did)
+repeats identical work. With ``mobilenet_v2.activation_cache`` on (the default), each input
+goes through the frozen layers once:
+
+- phase 1 (head only) trains on the base's pooled output (1,280 numbers per image);
+- phase 2 (the last ``fine_tune_layers`` layers unfrozen) trains those layers and the head on
+  the activations just below them (7 x 7 x 160 per image at 224 px).
+
+Training images are augmented, so "the same input" means the same augmented view: the cache
+holds ``augmented_views`` random views of every training image, and epoch *e* trains on view
+*e* mod ``augmented_views``. That is the one thing that differs from the plain path, where
+every epoch draws fresh random transforms: the model sees ``augmented_views`` variants of
+each image instead of one per epoch. Validation and test images are never augmented, so for
+them the cache is exact. The trained layers are the model's own (the phase models share them),
+so the saved model is the ordinary pixels-in model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import layers
+
+from lib.pipeline import SplitData, build_augmentation, make_dataset
+
+
+def _flat(tensors) -> list:
+    return tensors if isinstance(tensors, list) else [tensors]
+
+
+def frozen_boundary(base: keras.Model, n_top_layers: int) -> int:
+    """Index of the first layer above the cut: the last ``n_top_layers`` layers or a few more.
+
+    The cut must be crossed by exactly one tensor (it becomes the cached input). Inside a
+    residual block two tensors cross it, so the cut moves down to the start of the block;
+    the extra layers above it are frozen and simply run every epoch, which changes nothing.
+    """
+    if n_top_layers <= 0:
+        return len(base.layers)
+    made_by = {id(tensor): position for position, layer in enumerate(base.layers) for tensor in _flat(layer.output)}
+    for cut in range(len(base.layers) - n_top_layers, 0, -1):
+        crossing = {
+            id(tensor)
+            for layer in base.layers[cut:]
+            for tensor in _flat(layer.input)
+            if made_by[id(tensor)] < cut
+        }
+        if len(crossing) == 1:
+            return cut
+    raise ValueError(f"no single-tensor cut below the last {n_top_layers} layers of {base.name}")
+
+
+def split_base(base: keras.Model, n_top_layers: int) -> tuple[keras.Model, keras.Model | None]:
+    """``(bottom, top)``: the base below and above `frozen_boundary` (top is None when nothing is fine-tuned).
+
+    Both share the base's layers: training ``top`` trains the base itself.
+    """
+    cut = frozen_boundary(base, n_top_layers)
+    if cut == len(base.layers):
+        return base, None
+    cut_tensor = _flat(base.layers[cut].input)[0]
+    return keras.Model(base.input, cut_tensor, name="frozen_bottom"), keras.Model(cut_tensor, base.output, name="top")
+
+
+def _head(model: keras.Model, x):
+    """The model's own classifier layers (after pooling) applied to ``x``."""
+    for name in ("dense", "dropout", "probabilities"):
+        x = model.get_layer(name)(x)
+    return x
+
+
+class CachedViews(keras.utils.PyDataset):
+    """Batches of cached inputs ``(views, N, ...)``; epoch *e* uses view *e* mod views, reshuffled each epoch."""
+
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int, seed: int | None):
+        super().__init__()
+        self.inputs, self.batch_size, self.seed = inputs, batch_size, seed
+        self.targets = np.eye(n_classes, dtype="float32")[labels]
+        self.epoch, self._epochs_begun = 0, 0
+        self._order = self._shuffled()
+
+    def _shuffled(self) -> np.ndarray:
+        count = self.inputs.shape[1]
+        if self.seed is None:
+            return np.arange(count)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(count)
+
+    @property
+    def view(self) -> int:
+        return self.epoch % self.inputs.shape[0]
+
+    def __len__(self) -> int:
+        return math.ceil(self.inputs.shape[1] / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.inputs[self.view, rows], self.targets[rows]
+
+    def on_epoch_begin(self) -> None:
+        # Keras calls this once at the start of every epoch (on_epoch_end also runs on resets)
+        self.epoch, self._epochs_begun = self._epochs_begun, self._epochs_begun + 1
+        self._order = self._shuffled()
+
+
+@dataclass(frozen=True)
+class PhaseInputs:
+    """What one phase's ``fit`` trains (`model`) and on what (`train`, `val`)."""
+
+    model: keras.Model
+    train: object
+    val: object
+
+
+class PixelInputs:
+    """The plain path: both phases train the whole model on pixels; the frozen layers run every epoch."""
+
+    def __init__(self, experiment, model: keras.Model):
+        self.experiment, self.model = experiment, model
+
+    def head_phase(self) -> PhaseInputs:
+        return PhaseInputs(self.model, self.experiment.train_ds, self.experiment.val_ds)
+
+    fine_tune_phase = head_phase
+
+    def summary(self) -> dict:
+        return {"activation_cache": False}
+
+
+class ActivationCache:
+    """The frozen layers' outputs for every training view and validation image, computed once.
+
+    ``pooled``: the base's pooled output (phase 1's input); ``below_top``: the activations
+    just below the fine-tuned layers (phase 2's input). Each is ``(views, N, ...)`` float32.
+    """
+
+    def __init__(self, experiment, model: keras.Model, base: keras.Model):
+        params = experiment.params
+        self.experiment, self.model = experiment, model
+        self.views = params.mobilenet_v2.augmented_views
+        self.bottom, self.top = split_base(base, params.mobilenet_v2.fine_tune_layers)
+        augmenter = build_augmentation(params.augmentation, params.seed)
+        if augmenter is None:
+            self.views = 1  # without augmentation every view would be the same image
+        start = time.perf_counter()
+        extract = self._extractor(params.data.image_size)
+        self.train = self._run(extract, experiment.data.train, augmenter, self.views, "train")
+        self.val = self._run(extract, experiment.data.val, None, 1, "val")
+        self.seconds = time.perf_counter() - start
+
+    def _extractor(self, image_size) -> keras.Model:
+        pixels = keras.Input(shape=(*image_size, 3), name="pixels")
+        below_top = self.bottom(self.model.get_layer("mobilenet_v2_preprocess")(pixels))
+        base_output = self.top(below_top) if self.top is not None else below_top
+        return keras.Model(pixels, [below_top, self.model.get_layer("pool")(base_output)], name="frozen_features")
+
+    def _run(self, extract, split: SplitData, augmenter, views: int, name: str) -> dict[str, np.ndarray]:
+        batch = self.experiment.params.training.batch_size
+        below_top, pooled = [], []
+        for view in range(views):
+            start = time.perf_counter()
+            stream = make_dataset(split, self.experiment.n_classes, batch, augmenter).map(lambda x, y: x)
+            below, pool = extract.predict(stream, verbose=0)
+            below_top.append(below)
+            pooled.append(pool)
+            seconds = time.perf_counter() - start
+            print(f"frozen activations cached: {name} split, view {view + 1} of {views}, "
+                  f"{len(split)} images in {seconds:.0f} s ({len(split) / seconds:.0f} images/s)", flush=True)
+        return {"below_top": np.stack(below_top), "pooled": np.stack(pooled), "labels": split.labels}
+
+    def _phase(self, key: str, model: keras.Model) -> PhaseInputs:
+        n_classes, batch, seed = self.experiment.n_classes, self.experiment.params.training.batch_size, self.experiment.params.seed
+        return PhaseInputs(
+            model,
+            CachedViews(self.train[key], self.train["labels"], n_classes, batch, seed),
+            CachedViews(self.val[key], self.val["labels"], n_classes, batch, None),
+        )
+
+    def head_phase(self) -> PhaseInputs:
+        """Phase 1: the head alone, on the pooled output of the frozen base."""
+        pooled = keras.Input(shape=self.train["pooled"].shape[2:], name="pooled_features")
+        return self._phase("pooled", keras.Model(pooled, _head(self.model, pooled), name="head_on_cache"))
+
+    def fine_tune_phase(self) -> PhaseInputs:
+        """Phase 2: the unfrozen top of the base and the head, on the activations below them."""
+        if self.top is None:
+            return self.head_phase()
+        below = keras.Input(shape=self.train["below_top"].shape[2:], name="below_top")
+        x = self.model.get_layer("pool")(self.top(below))
+        return self._phase("below_top", keras.Model(below, _head(self.model, x), name="top_on_cache"))
+
+    def summary(self) -> dict:
+        """What was cached, for the notebook and the report."""
+        arrays = [self.train["below_top"], self.train["pooled"], self.val["below_top"], self.val["pooled"]]
+        return {
+            "activation_cache": True,
+            "augmented_views": self.views,
+            "cut_below_layer": self.top.layers[1].name if self.top is not None else None,
+            "cached_megabytes": round(sum(a.nbytes for a in arrays) / 1e6, 1),
+            "caching_seconds": round(self.seconds, 1),
+        }
+
+
+def phase_inputs(experiment, model: keras.Model, base: keras.Model) -> ActivationCache | PixelInputs:
+    """The inputs of both phases as the params ask: cached activations (default) or pixels."""
+    if experiment.params.mobilenet_v2.activation_cache:
+        return ActivationCache(experiment, model, base)
+    return PixelInputs(experiment, model)

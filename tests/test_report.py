@@ -1,0 +1,13 @@
+"""The report's methods table says how each model was fed, from the run's own params."""
+
+from lib import report
+from lib.config import parse_params
+
+
+def test_methods_table_says_what_the_activation_cache_means():
+    cached = report.methods_table(parse_params({"mobilenet_v2": {"augmented_views": 3}}))
+    assert "3 fixed augmented view(s)" in cached.loc["training inputs", "MobileNetV2"]
+    assert "view e mod 3" in cached.loc["training inputs", "MobileNetV2"]
+    plain = report.methods_table(parse_params({"mobilenet_v2": {"activation_cache": False}}))
+    assert "recomputed on every image in every epoch" in plain.loc["training inputs", "MobileNetV2"]
+    assert plain.loc["training inputs", "Custom CNN"] == cached.loc["training inputs", "Custom CNN"]

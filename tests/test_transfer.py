@@ -1,0 +1,110 @@
+"""The activation cache trains the same layers on the same numbers as the plain path."""
+
+import keras
+import numpy as np
+import pytest
+
+from lib import models, transfer
+from lib.train import fit_phase
+
+MOBILENET = {"weights": None, "dense_units": 8,
+             "head": {"learning_rate": 1e-3, "epochs": 3, "patience": 3},
+             "fine_tune": {"learning_rate": 1e-4, "epochs": 2, "patience": 3}}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return models.mobilenet_v2_base((32, 32), None)
+
+
+@pytest.mark.parametrize("n_top", [20, 19, 17])
+def test_the_cut_is_one_tensor_at_or_below_the_fine_tuned_layers(base, n_top):
+    cut = transfer.frozen_boundary(base, n_top)
+    # the last 20 layers start a residual block (block_15); inside it two tensors cross any cut
+    assert cut == len(base.layers) - 20
+    assert base.layers[cut].name == "block_15_expand"
+
+
+def test_bottom_then_top_is_the_base(base):
+    bottom, top = transfer.split_base(base, 20)
+    pixels = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(top.predict(bottom.predict(pixels, verbose=0), verbose=0), base.predict(pixels, verbose=0))
+    assert all(layer is base.get_layer(layer.name) for layer in top.layers[1:])  # shared, not copied
+    assert transfer.split_base(base, 0) == (base, None)
+
+
+def test_cached_views_cycle_one_view_per_epoch_through_fit():
+    views, count = 3, 10
+    inputs = np.stack([np.full((count, 2), view, dtype="float32") for view in range(views)])
+    served = []  # the view of every batch that fit asked for
+
+    class Recorded(transfer.CachedViews):
+        def __getitem__(self, index):
+            batch = super().__getitem__(index)
+            served.append((float(batch[0][0, 0]), len(batch[1])))
+            return batch
+
+    stream = Recorded(inputs, np.arange(count) % 2, 2, batch_size=4, seed=0)
+    per_epoch = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            per_epoch.append(sorted(set(served)))
+            served.clear()
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    model.fit(stream, epochs=5, verbose=0, callbacks=[Record()])
+    # three batches (4 + 4 + 2 images: each image once) per epoch, all from view epoch mod 3
+    assert [{view for view, _ in epoch} for epoch in per_epoch] == [{0.0}, {1.0}, {2.0}, {0.0}, {1.0}]
+    assert all(sorted(size for _, size in epoch) == [2, 4] for epoch in per_epoch)
+
+
+def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepare_experiment):
+    experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"augmented_views": 2})
+    model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
+    cache = transfer.phase_inputs(experiment, model, base)
+    assert isinstance(cache, transfer.ActivationCache)
+    n_train = len(experiment.data.train)
+    assert cache.train["pooled"].shape == (2, n_train, 1280)
+    assert cache.train["below_top"].shape[:2] == (2, n_train)
+    assert not np.array_equal(cache.train["pooled"][0], cache.train["pooled"][1])  # two different augmentations
+    assert cache.val["pooled"].shape[0] == 1
+
+    # validation images are not augmented: the cached path computes exactly what the model does on pixels
+    on_pixels = model.predict(experiment.data.val.images.astype("float32"), verbose=0)
+    head = cache.head_phase()
+    np.testing.assert_allclose(head.model.predict(cache.val["pooled"][0], verbose=0), on_pixels, atol=1e-5)
+
+    dense_before = model.get_layer("dense").get_weights()[0].copy()
+    fit_phase(head.model, head.train, head.val, experiment.params.mobilenet_v2.head, name="head",
+              class_weight=experiment.class_weight, checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
+    assert not np.array_equal(model.get_layer("dense").get_weights()[0], dense_before)
+
+    unfrozen = models.unfreeze_top(base, 20)
+    tune = cache.fine_tune_phase()
+    on_pixels = model.predict(experiment.data.val.images.astype("float32"), verbose=0)
+    np.testing.assert_allclose(tune.model.predict(cache.val["below_top"][0], verbose=0), on_pixels, atol=1e-5)
+    conv_before = base.get_layer("Conv_1").get_weights()[0].copy()
+    fit_phase(tune.model, tune.train, tune.val, experiment.params.mobilenet_v2.fine_tune, name="fine-tune",
+              class_weight=experiment.class_weight, checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
+    assert "Conv_1" in unfrozen
+    assert not np.array_equal(base.get_layer("Conv_1").get_weights()[0], conv_before)
+    assert cache.summary()["augmented_views"] == 2 and cache.summary()["cut_below_layer"] == "block_15_expand"
+
+
+def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
+    experiment = prepare_experiment("plain", augmentation=False,
+                                    mobilenet_v2=MOBILENET | {"activation_cache": False})
+    model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
+    inputs = transfer.phase_inputs(experiment, model, base)
+    assert inputs.summary() == {"activation_cache": False}
+    assert inputs.head_phase() == transfer.PhaseInputs(model, experiment.train_ds, experiment.val_ds)
+
+
+def test_without_augmentation_one_view_is_cached(prepare_experiment):
+    experiment = prepare_experiment("noaug", augmentation=False, mobilenet_v2=MOBILENET | {"fine_tune_layers": 0})
+    model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
+    cache = transfer.phase_inputs(experiment, model, base)
+    assert cache.views == 1 and cache.top is None
+    assert cache.fine_tune_phase().model.input_shape == (None, 1280)
