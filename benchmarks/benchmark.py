@@ -5,8 +5,8 @@
 
 Parts (each runs in its own process, so that each peak resident memory is its own):
 
-- ``ours``: ``python -m lib.run --force`` on the params (run name ``benchmark``): the whole
-  study, audit to PDF, as ``./run_all.sh`` runs it.
+- ``ours``: ``python -m lib.run --force`` on the params (run name ``benchmark``, in a
+  temporary reports folder): the whole study, audit to PDF, as ``./run_all.sh`` runs it.
 - ``baseline``: the original notebook's data path on our split: Keras' legacy
   ``ImageDataGenerator.flow_from_dataframe`` decoding every JPEG in every epoch, the same
   CNN, and MobileNetV2 with its full forward pass in every epoch; same epochs, class
@@ -50,6 +50,12 @@ def peak_rss_gib() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 2**20
+
+
+def benchmark_run(work: Path) -> dict:
+    """What our benchmarked run changes in the params: its name, and a temporary reports folder
+    (so that the user's reports/ and its published report stay as they are)."""
+    return {"run_name": "benchmark", "reports_dir": str(work / "reports")}
 
 
 def params_variant(params_file: Path, folder: Path, name: str, **changes) -> Path:
@@ -141,7 +147,7 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
 def part_ours(params_file: Path, work: Path) -> dict:
     from lib.run import main
 
-    variant = params_variant(params_file, work, "ours", run_name="benchmark")
+    variant = params_variant(params_file, work, "ours", **benchmark_run(work))
     start = time.perf_counter()
     if main([str(variant), "--force"]) != 0:
         raise SystemExit("our pipeline failed")
@@ -219,8 +225,18 @@ def images_per_second(model: dict, train_images: int) -> float:
     return train_images * total / model["training_seconds"]
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def summary_markdown(results: dict, machine: dict, commit: str) -> str:
-    lines = [f"## {date.today().isoformat()}: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores, "
+    lines = [f"## {date.today().isoformat()}: {cpu_model()}, {machine.get('cpu_count', '?')} cores, "
              f"commit {commit[:10]}", ""]
     ours, base = results.get("ours"), results.get("baseline")
     if ours:
@@ -319,7 +335,7 @@ def main(argv=None) -> int:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="benchmark-") as folder:
         work = Path(folder)
-        run_dir = run_paths(load_params(params_variant(params_file, work, "probe", run_name="benchmark"))).root
+        run_dir = run_paths(load_params(params_variant(params_file, work, "probe", **benchmark_run(work)))).root
         if "ours" in parts:
             results["ours"] = run_part("ours", params_file, work, [])
         if {"baseline", "plain", "spread"} & set(parts) and not (run_dir / "data" / "split.csv").is_file():
