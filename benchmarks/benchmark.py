@@ -43,6 +43,8 @@ from lib.paths import run_paths  # noqa: E402
 PARTS = ("ours", "baseline", "plain", "spread", "memory")
 CPU_PEAK_GFLOPS = 200.0  # two cores of this machine, fp32 (the issue's figure)
 CNN_GFLOP_PER_TRAINING_IMAGE = 2.8  # forward and backward at 224 px
+BENCHMARK_SEED = 42
+ROUND = f"seed-{BENCHMARK_SEED}"
 
 
 def peak_rss_gib() -> float:
@@ -53,9 +55,11 @@ def peak_rss_gib() -> float:
 
 
 def benchmark_run(work: Path) -> dict:
-    """What our benchmarked run changes in the params: its name, and a temporary reports folder
-    (so that the user's reports/ and its published report stay as they are)."""
-    return {"run_name": "benchmark", "reports_dir": str(work / "reports")}
+    """What our benchmarked run changes in the params: its name, a temporary reports folder (so
+    that the user's reports/ and its published report stay as they are), and one round with the
+    original study's class weights (the protocol the baseline follows; issue 7 times one seed)."""
+    return {"run_name": "benchmark", "reports_dir": str(work / "reports"),
+            "evaluation": {"scheme": "holdout", "seeds": [BENCHMARK_SEED]}, "minority": {"methods": ["class_weight"]}}
 
 
 def params_variant(params_file: Path, folder: Path, name: str, **changes) -> Path:
@@ -107,7 +111,7 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
         )
 
     train_labels = np.array([names.index(label) for label in frames["train"]["label"]])
-    class_weight = class_weight_by_index(train_labels, names, params.training.class_weight)
+    class_weight = class_weight_by_index(train_labels, names, "balanced")
     results = {"train_images": len(frames["train"])}
 
     def train_and_test(name, model, phases):
@@ -155,38 +159,45 @@ def part_ours(params_file: Path, work: Path) -> dict:
     result = {"wall_seconds": time.perf_counter() - start, "run_dir": str(run.root),
               "steps": {name: step["seconds"] for name, step in json.loads(run.steps.read_text()).items()}}
     for model in ("cnn", "mobilenetv2"):
-        metrics = json.loads(run.model(model).metrics.read_text())
+        metrics = json.loads(run.round(ROUND).model(model).metrics.read_text())
         result[model] = {key: metrics[key] for key in
                          ("accuracy", "macro_f1", "training_seconds", "epochs_run", "training_inputs")}
     result["train_images"] = json.loads(run.audit_summary.read_text())["split_sizes"]["train"]
     return result
 
 
-def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, **changes) -> dict:
-    """Run our MobileNetV2 notebook on a copy of a finished run's data folder."""
+def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, seed: int, **changes) -> dict:
+    """Run our MobileNetV2 notebook with training seed ``seed`` on the split of a finished run."""
     import shutil
 
     import papermill
 
     from lib.paths import NOTEBOOKS_DIR
 
-    variant = params_variant(params_file, work, name, **changes)
-    target = work / name
-    shutil.copytree(run_dir / "data", target / "data")
+    one_round = {"evaluation": {"scheme": "holdout", "seeds": [seed]}}
+    variant = params_variant(params_file, work, name, **(benchmark_run(work) | changes | one_round))
+    target = run_paths(load_params(variant), work / name)
+    shutil.copytree(run_dir / "data", target.data_dir)
+    # the same split for every training seed: the spread measured is that of training alone
+    target.round(f"seed-{seed}").root.mkdir(parents=True)
+    shutil.copy(run_dir / "rounds" / ROUND / "split.csv", target.round(f"seed-{seed}").split_manifest)
     start = time.perf_counter()
     papermill.execute_notebook(
-        NOTEBOOKS_DIR / "03_mobilenetv2.ipynb", target / "03_mobilenetv2.ipynb",
-        parameters={"params_file": str(variant), "run_dir": str(target)}, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+        NOTEBOOKS_DIR / "03_mobilenetv2.ipynb", target.root / "03_mobilenetv2.ipynb",
+        parameters={"params_file": str(variant), "run_dir": str(target.root)}, cwd=str(NOTEBOOKS_DIR),
+        progress_bar=False,
     )
     seconds = time.perf_counter() - start
-    metrics = json.loads(run_paths(load_params(variant), target).model("mobilenetv2").metrics.read_text())
+    metrics = json.loads(target.round(f"seed-{seed}").model("mobilenetv2").metrics.read_text())
     return {"notebook_seconds": seconds, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "training_seconds": metrics["training_seconds"], "epochs_run": metrics["epochs_run"]}
 
 
 def part_memory(params_file: Path, work: Path, which: str) -> dict:
     """Peak memory of the data path and MobileNetV2's activation cache on one dataset size."""
-    from lib import audit, experiment, models, split, transfer
+    import numpy as np
+
+    from lib import audit, experiment, models, rounds, split, transfer
     from lib.sources import load_records
 
     changes = {} if which == "default" else {"data": {"grocery_store": {"label_level": "coarse", "classes": None,
@@ -195,11 +206,11 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
                              reports_dir=str(work / "reports"), **changes)
     params = load_params(variant)
     images = audit.inspect_records(load_records(params.data), params.audit.max_image_pixels)
-    images["split"] = split.assign_split(images, params.split)
-    split.write_split_manifest(images[images["usable"]], run_paths(params).split_manifest)
+    name, kinds = next(iter(rounds.assign_round_splits(images, np.arange(len(images)), params).items()))
+    split.write_split_manifest(images.assign(split=kinds["used"]), run_paths(params).round(name).split_manifest)
     start = time.perf_counter()
     prepared = experiment.prepare(str(variant), "memory")
-    for _ in prepared.train_ds:  # one augmented epoch of the CNN's stream
+    for _ in prepared.training_stream("class_weight"):  # one augmented epoch of the CNN's stream
         pass
     model, base = models.build_mobilenet_v2(prepared.n_classes, params.data.image_size, params.mobilenet_v2)
     cache = transfer.ActivationCache(prepared, model, base)
@@ -338,10 +349,11 @@ def main(argv=None) -> int:
         run_dir = run_paths(load_params(params_variant(params_file, work, "probe", **benchmark_run(work)))).root
         if "ours" in parts:
             results["ours"] = run_part("ours", params_file, work, [])
-        if {"baseline", "plain", "spread"} & set(parts) and not (run_dir / "data" / "split.csv").is_file():
+        split_manifest = run_dir / "rounds" / ROUND / "split.csv"
+        if {"baseline", "plain", "spread"} & set(parts) and not split_manifest.is_file():
             raise SystemExit(f"{run_dir} has no split yet: run the 'ours' part first")
         if "baseline" in parts:
-            results["baseline"] = run_part("baseline", params_file, work, [str(run_dir / "data" / "split.csv")])
+            results["baseline"] = run_part("baseline", params_file, work, [str(split_manifest)])
         if "plain" in parts:
             results["plain"] = run_part("notebook", params_file, work, [str(run_dir), "42", "plain"])
         if "spread" in parts:

@@ -164,6 +164,48 @@ def near_duplicate_pairs(images: pd.DataFrame, max_distance: int) -> pd.DataFram
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
+def feature_duplicate_pairs(images: pd.DataFrame, features: np.ndarray, min_cosine: float) -> pd.DataFrame:
+    """Pairs of usable images whose feature vectors (rows of ``features``, in the order of the
+    usable rows of ``images``) have a cosine similarity of at least ``min_cosine``."""
+    from lib.groups import similar_feature_pairs
+
+    index = images.index[images["usable"]].to_numpy()
+    if len(index) != len(features):
+        raise ValueError(f"{len(features)} feature vectors for {len(index)} usable images")
+    found = similar_feature_pairs(features, min_cosine)
+    return pd.DataFrame({
+        "a": index[found["a"].to_numpy(dtype=int)], "b": index[found["b"].to_numpy(dtype=int)],
+        "distance": found["cosine"].to_numpy(dtype=float), "kind": "feature",
+    }, columns=PAIR_COLUMNS)
+
+
+def duplicate_groups(images: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """A near-duplicate group number per row of ``images``: rows linked by any chain of pairs share one."""
+    from lib.groups import near_duplicate_groups
+
+    positions = pd.Series(np.arange(len(images)), index=images.index)
+    return near_duplicate_groups(len(images), pd.DataFrame({
+        "a": positions[pairs["a"]].to_numpy(), "b": positions[pairs["b"]].to_numpy(),
+    }))
+
+
+def leaks_by_round(pairs: pd.DataFrame, splits: dict[str, dict[str, pd.Series]]) -> pd.DataFrame:
+    """Per round, for the plain stratified split and the split used: duplicate pairs whose two
+    images lie in different splits, and test images with a duplicate in training."""
+    rows = []
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    for name, kinds in splits.items():
+        row = {"round": name}
+        for kind, split in kinds.items():
+            side_a, side_b = split.loc[a].to_numpy(), split.loc[b].to_numpy()
+            both_used = (side_a != "") & (side_b != "")  # an unusable image is in no split
+            row[f"pairs across splits ({kind})"] = int(((side_a != side_b) & both_used).sum())
+            tested = np.concatenate([a[(side_a == "test") & (side_b == "train")], b[(side_b == "test") & (side_a == "train")]])
+            row[f"test images with a training near-duplicate ({kind})"] = len(np.unique(tested))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("round")
+
+
 def describe_pairs(pairs: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
     """Pairs with both files' paths, labels and splits, and whether the pair crosses splits."""
     columns = ["path", "relpath", "label", "split"]
@@ -216,6 +258,8 @@ def summarize(images: pd.DataFrame, pairs: pd.DataFrame) -> dict:
         "split_sizes": {str(s): int(n) for s, n in usable["split"].value_counts().items()},
         "exact_duplicate_pairs": int((pairs["kind"] == "exact").sum()),
         "near_duplicate_pairs": int((pairs["kind"] == "near").sum()),
+        "feature_duplicate_pairs": int((pairs["kind"] == "feature").sum()),
+        "feature_duplicate_pairs_across_splits": int((crossing["kind"] == "feature").sum()),
         "exact_duplicate_pairs_across_splits": int((crossing["kind"] == "exact").sum()),
         "near_duplicate_pairs_across_splits": int((crossing["kind"] == "near").sum()),
         "test_images_with_a_train_duplicate": int(
@@ -229,16 +273,33 @@ def summarize(images: pd.DataFrame, pairs: pd.DataFrame) -> dict:
     }
 
 
-def write_outputs(images: pd.DataFrame, pairs: pd.DataFrame, paths, params) -> dict:
-    """Write the split manifest, the image table, the excluded files and the summary; return the summary."""
+def write_outputs(
+    images: pd.DataFrame, pairs: pd.DataFrame, splits: dict[str, dict[str, pd.Series]], leaks: pd.DataFrame,
+    paths, params,
+) -> dict:
+    """Write each round's split manifest, the image table, the excluded files and the summary.
+
+    ``images["split"]`` is the first round's split (what the audit's figures show). Returns
+    the summary.
+    """
     from lib.provenance import manifest_sha256
     from lib.split import write_split_manifest
 
-    manifest = write_split_manifest(images, paths.split_manifest)
+    manifests = {
+        name: write_split_manifest(images.assign(split=kinds["used"]), paths.round(name).split_manifest)
+        for name, kinds in splits.items()
+    }
     images.to_csv(paths.image_table, index=False)
     images.loc[~images["usable"], ["relpath", "label", "reason"]].to_csv(paths.excluded, index=False)
     summary = summarize(images, pairs) | {
-        "manifest_sha256": manifest_sha256(manifest),
+        "thresholds": {"phash_max_distance": params.audit.phash_max_distance,
+                       "feature_min_similarity": params.audit.feature_min_similarity},
+        "group_near_duplicates": params.split.group_near_duplicates,
+        "near_duplicate_groups": int(images.loc[images["usable"], "group"].nunique()),
+        "largest_group": int(images.loc[images["usable"], "group"].value_counts().max()),
+        "leaks_by_round": leaks.reset_index().to_dict(orient="records"),
+        "round_manifest_sha256": {name: manifest_sha256(m) for name, m in manifests.items()},
+        "manifest_sha256": manifest_sha256(next(iter(manifests.values()))),
         "params_fingerprint": params.fingerprint(),
         "params": params.to_dict(),
     }
@@ -258,7 +319,12 @@ def findings_markdown(summary: dict) -> str:
         f"- Exact duplicate pairs: {summary['exact_duplicate_pairs']} "
         f"({summary['exact_duplicate_pairs_across_splits']} across splits); near-duplicate pairs: "
         f"{summary['near_duplicate_pairs']} ({summary['near_duplicate_pairs_across_splits']} across splits).",
-        f"- Test images with a duplicate or near-duplicate in training: "
-        f"**{summary['test_images_with_a_train_duplicate']}** of {summary['split_sizes'].get('test', 0)}.",
+        f"- Feature near-duplicate pairs (cosine of ImageNet features at least "
+        f"{summary['thresholds']['feature_min_similarity']}): {summary['feature_duplicate_pairs']} "
+        f"({summary['feature_duplicate_pairs_across_splits']} across the first round's splits).",
+        f"- Test images with a duplicate or near-duplicate in training (first round): "
+        f"**{summary['test_images_with_a_train_duplicate']}** of {summary['split_sizes'].get('test', 0)}"
+        + (" after keeping near-duplicate groups whole." if summary["group_near_duplicates"]
+           else " (near-duplicate groups are not kept whole: split.group_near_duplicates is off)."),
     ]
     return "\n".join(lines)

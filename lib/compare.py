@@ -1,4 +1,10 @@
-"""Both models side by side, computed only from the artefacts their notebooks wrote."""
+"""Both models side by side, computed only from the artefacts their notebooks wrote.
+
+One round's results (`load_results`) give the detailed comparison: confusion matrices,
+learning curves, misclassified images. All rounds together (`load_all_rounds`) give the
+statistics: means, spreads and bootstrap intervals over rounds, McNemar's test per round,
+calibration of the pooled test predictions, and the minority-class method comparison.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from lib.paths import RunPaths
-from lib.stats import bootstrap_ci, mcnemar_exact
+from lib.paths import RoundPaths, RunPaths
+from lib.stats import bootstrap_ci, mcnemar_exact, round_metrics, rounds_bootstrap
 
 # Folder name of each model's artefacts -> the name a reader sees.
 MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
@@ -30,8 +36,8 @@ class ModelResults:
         return self.metrics["class_names"]
 
 
-def load_results(paths: RunPaths, models: dict[str, str] = MODELS) -> dict[str, ModelResults]:
-    """Read every model's artefacts; a missing one names the notebook that writes it."""
+def load_results(paths: RoundPaths, models: dict[str, str] = MODELS) -> dict[str, ModelResults]:
+    """Read every model's artefacts in one round; a missing one names the notebook that writes it."""
     results = {}
     for folder, name in models.items():
         files = paths.model(folder)
@@ -179,8 +185,108 @@ def paired_test(results: dict[str, ModelResults]) -> dict:
     return {"first": first, "second": second, **mcnemar_exact(correct[first], correct[second])}
 
 
-def difference_is_significant(test: dict, ci: pd.DataFrame, metric: str = "macro-F1", alpha: float = 0.05) -> bool:
-    """Only when McNemar's p is at most alpha and the two models' intervals do not overlap."""
-    first, second = ci.loc[test["first"]], ci.loc[test["second"]]
-    overlap = first[f"{metric} low"] <= second[f"{metric} high"] and second[f"{metric} low"] <= first[f"{metric} high"]
-    return test["p_value"] <= alpha and not overlap
+# --------------------------------------------------------------------------------------
+# Across evaluation rounds
+# --------------------------------------------------------------------------------------
+
+
+def load_all_rounds(paths: RunPaths, params, models: dict[str, str] = MODELS) -> dict[str, dict[str, ModelResults]]:
+    """Every round's results, by round name, in the order the rounds ran."""
+    from lib.rounds import evaluation_rounds
+
+    return {r.name: load_results(paths.round(r.name), models) for r in evaluation_rounds(params.evaluation)}
+
+
+def _labels(result: ModelResults) -> tuple[np.ndarray, np.ndarray]:
+    """A model's test labels as class indices: (true, predicted)."""
+    index = {name: i for i, name in enumerate(result.class_names)}
+    predictions = result.predictions
+    return predictions["true_label"].map(index).to_numpy(), predictions["predicted_label"].map(index).to_numpy()
+
+
+def metric_names(class_names: list[str]) -> list[str]:
+    """The names of `lib.stats.round_metrics`' entries."""
+    return ["accuracy", "balanced accuracy", "macro-F1", *[f"F1: {name}" for name in class_names]]
+
+
+def per_round_table(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:
+    """One row per round and model: its seed, minority-class method and test metrics."""
+    rows = []
+    for round_name, results in all_rounds.items():
+        for result in results.values():
+            values = round_metrics(*_labels(result), len(result.class_names))
+            rows.append({"round": round_name, "model": result.name, "seed": result.metrics.get("seed"),
+                         "method": result.metrics.get("minority_method"),
+                         **dict(zip(metric_names(result.class_names), values))})
+    return pd.DataFrame(rows)
+
+
+def summary_across_rounds(
+    all_rounds: dict[str, dict[str, ModelResults]], seed: int, confidence: float = 0.95, n_resamples: int = 2000
+) -> pd.DataFrame:
+    """Per model and metric: mean and standard deviation over rounds, and the bootstrap interval of the mean.
+
+    Rows: (model, metric); columns: mean, std, low, high, rounds.
+    """
+    rows = []
+    first = next(iter(all_rounds.values()))
+    for folder, example in first.items():
+        names = metric_names(example.class_names)
+        labels = [_labels(results[folder]) for results in all_rounds.values()]
+        values = np.array([round_metrics(t, p, len(example.class_names)) for t, p in labels])
+        low, high = rounds_bootstrap(labels, len(example.class_names), confidence, n_resamples, seed)
+        for i, metric in enumerate(names):
+            rows.append({"model": example.name, "metric": metric, "mean": values[:, i].mean(),
+                         "std": values[:, i].std(ddof=1) if len(values) > 1 else 0.0,
+                         "low": low[i], "high": high[i], "rounds": len(values)})
+    return pd.DataFrame(rows).set_index(["model", "metric"])
+
+
+def paired_tests(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:
+    """McNemar's exact test of the two models on each round's test images (rows: rounds)."""
+    return pd.DataFrame({name: paired_test(results) for name, results in all_rounds.items()}).T.rename_axis("round")
+
+
+def models_differ(summary: pd.DataFrame, tests: pd.DataFrame, metric: str = "macro-F1", alpha: float = 0.05) -> bool:
+    """A significant difference: McNemar's p at most ``alpha`` in every round, and the two models'
+    intervals of ``metric`` (averaged over rounds) do not overlap."""
+    intervals = summary.xs(metric, level="metric")
+    (low_a, high_a), (low_b, high_b) = intervals[["low", "high"]].to_numpy()[:2]
+    overlap = low_a <= high_b and low_b <= high_a
+    return bool((tests["p_value"].astype(float) <= alpha).all() and not overlap)
+
+
+def method_comparison(paths: RunPaths, params, models: dict[str, str] = MODELS) -> pd.DataFrame:
+    """The minority-class methods compared in the first round, for every model (empty if none compared)."""
+    from lib.rounds import evaluation_rounds
+
+    first = paths.round(evaluation_rounds(params.evaluation)[0].name)
+    tables = [pd.read_csv(first.model(folder).methods).assign(model=name)
+              for folder, name in models.items() if first.model(folder).methods.is_file()]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def pooled_test_predictions(all_rounds: dict[str, dict[str, ModelResults]], folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """One model's test labels (indices) and probabilities, pooled over every round."""
+    labels, probabilities = [], []
+    for results in all_rounds.values():
+        result = results[folder]
+        labels.append(_labels(result)[0])
+        probabilities.append(result.predictions[[f"p_{n}" for n in result.class_names]].to_numpy())
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def calibration_by_model(all_rounds: dict[str, dict[str, ModelResults]], n_bins: int = 10) -> dict[str, dict]:
+    """Per model (display name), from the test predictions of all rounds pooled: ``ece``, ``reliability``
+    (`lib.calibration.reliability_table`) and ``pr_curves`` (`lib.calibration.precision_recall_curves`)."""
+    from lib import calibration
+
+    out = {}
+    for folder, result in next(iter(all_rounds.values())).items():
+        labels, probabilities = pooled_test_predictions(all_rounds, folder)
+        out[result.name] = {
+            "ece": calibration.expected_calibration_error(labels, probabilities, n_bins),
+            "reliability": calibration.reliability_table(labels, probabilities, n_bins),
+            "pr_curves": calibration.precision_recall_curves(labels, probabilities, result.class_names),
+        }
+    return out

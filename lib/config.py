@@ -104,12 +104,15 @@ class DataParams(_Section):
 
 
 class SplitParams(_Section):
-    """The one stratified train/validation/test split that every later step reads."""
+    """The stratified train/validation/test fractions of each evaluation round's split."""
 
     train: Fraction = 0.70
     val: Fraction = 0.15
     test: Fraction = 0.15
-    seed: int = 42
+    group_near_duplicates: bool = Field(
+        default=True,
+        description="Keep near-duplicate groups (see 'audit') whole: no group spans two splits.",
+    )
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitParams:
@@ -140,16 +143,68 @@ class AuditParams(_Section):
         default=89_478_485,
         description="Images declaring more pixels than this are refused (decompression bombs).",
     )
+    feature_min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
+        default=0.9,
+        description="Cosine similarity of ImageNet MobileNetV2 pooled features at or above which two "
+        "images are near-duplicates (photos of one product in one session).",
+    )
     samples_per_class: Annotated[int, Field(ge=1, le=20)] = 6
+
+
+class EvaluationParams(_Section):
+    """How often the study is repeated, and on which splits.
+
+    - ``holdout``: one round per seed; each seed draws its own split and its own
+      initialisation (repeated stratified hold-out).
+    - ``kfold``: for each seed, ``folds`` rounds; every image is tested exactly once per
+      seed, validation is drawn from the other folds.
+    """
+
+    scheme: Literal["holdout", "kfold"] = "holdout"
+    seeds: list[int] = Field(default=[42, 43, 44], min_length=1, description="One round (holdout) or one k-fold per seed.")
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct, got {value}")
+        return value
+
+
+class MinorityParams(_Section):
+    """Methods against class imbalance, compared on the validation split of the first round.
+
+    - ``class_weight``: scikit-learn's 'balanced' loss weights (the original study's choice);
+    - ``oversample``: the training stream draws every class equally often (augmented, so that
+      repeats of a rare image differ), no loss weights;
+    - ``logit_adjustment``: no weights while training, then every class's log-probability is
+      shifted by ``-tau * log(prior)`` with ``tau`` tuned on validation (Menon et al., 2021).
+
+    The method with the best validation ``selection_metric`` is used for every round's headline
+    results; the test split never takes part in the choice.
+    """
+
+    methods: list[Literal["class_weight", "oversample", "logit_adjustment"]] = Field(
+        default=["class_weight", "oversample", "logit_adjustment"], min_length=1
+    )
+    selection_metric: Literal["macro_f1", "balanced_accuracy"] = "macro_f1"
+    tau_grid: list[Annotated[float, Field(ge=0.0, le=5.0)]] = Field(
+        default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0], min_length=1
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"methods must be distinct, got {value}")
+        return value
 
 
 class TrainingParams(_Section):
     """What both models share."""
 
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
-    class_weight: Literal["balanced", "none"] = Field(
-        default="balanced", description="'balanced': scikit-learn's weights from the training split."
-    )
     deterministic: bool = Field(
         default=True, description="TensorFlow op determinism: same params and seed, same numbers."
     )
@@ -209,11 +264,17 @@ class Params(_Section):
 
     run_name: RunName = "default"
     reports_dir: Path = Path("reports")
-    seed: int = Field(default=42, description="Global seed: Python, NumPy and TensorFlow.")
+    seed: int = Field(
+        default=42,
+        description="Seed of what is not repeated (the audit's samples); each round's training and split "
+        "use the round's seed (see 'evaluation').",
+    )
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
     augmentation: AugmentationParams = AugmentationParams()
     audit: AuditParams = AuditParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    minority: MinorityParams = MinorityParams()
     training: TrainingParams = TrainingParams()
     cnn: CNNParams = CNNParams()
     mobilenet_v2: MobileNetV2Params = MobileNetV2Params()

@@ -1,7 +1,8 @@
 """What both model notebooks do before and after training, in one place.
 
-`prepare` reads the split the audit wrote, decodes it, and builds the tf.data pipelines
-and class weights; `evaluate_and_save` scores the trained model on the test split and
+`prepare` reads one evaluation round's split, decodes it, and builds the streams and class
+weights of each minority-class method; `validate` and `choose_method` compare the methods
+on the validation split; `evaluate_and_save` scores the chosen model on the test split and
 writes the model's artefacts (model, history, predictions, metrics, params), which are all
 that later steps read.
 """
@@ -12,64 +13,119 @@ import json
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import pandas as pd
 
-from lib import evaluate
+from lib import evaluate, minority
 from lib.config import Params, load_params
-from lib.paths import ModelPaths, RunPaths, run_paths
+from lib.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.pipeline import StudyData, build_augmentation, load_study_data, make_dataset
-from lib.models import set_precision
+from lib.models import build_cnn, parameter_counts, set_precision
 from lib.provenance import set_seed
+from lib.rounds import Round, evaluation_rounds, find_round
 from lib.sources import SPLITS
 from lib.split import read_split, split_table
-from lib.train import class_weight_by_index, training_summary
+from lib.train import class_weight_by_index, fit_phase, training_summary
+
+
+def params_for_round(params: Params, round_: Round) -> Params:
+    """The params a round trains with: the run's, with the round's seed as the seed of everything."""
+    return params.model_copy(update={"seed": round_.seed})
 
 
 @dataclass
 class Experiment:
+    """One model in one evaluation round: its params (seeded for the round), data and streams."""
+
     params: Params
     paths: RunPaths
+    round: Round
     model_name: str
     data: StudyData
-    train_ds: object
     val_ds: object
-    class_weight: dict[int, float] | None
+
+    @property
+    def round_paths(self) -> RoundPaths:
+        return self.paths.round(self.round.name)
 
     @property
     def model_paths(self) -> ModelPaths:
-        return self.paths.model(self.model_name)
+        return self.round_paths.model(self.model_name)
 
     @property
     def n_classes(self) -> int:
         return len(self.data.class_names)
 
-    def class_weight_table(self) -> pd.Series:
-        """The loss weight of each class (1.0 everywhere when class weighting is off)."""
-        weights = self.class_weight or {}
+    @property
+    def is_first_round(self) -> bool:
+        return self.round == evaluation_rounds(self.params.evaluation)[0]
+
+    def describe(self) -> str:
+        """One line: the run, the round and its seed, classes, split sizes and input size."""
+        data, size = self.data, self.params.data.image_size
+        return (f"run '{self.params.run_name}', round {self.round.name} (seed {self.params.seed}): "
+                f"{self.n_classes} classes, {len(data.train)} / {len(data.val)} / {len(data.test)} "
+                f"train / val / test images at {size[0]} x {size[1]} px")
+
+    def artefacts(self) -> pd.Series:
+        """The files this model's notebook wrote, with their sizes in MB."""
+        files = sorted(p for p in self.model_paths.root.iterdir() if p.is_file())
+        return pd.Series({p.name: round(p.stat().st_size / 1e6, 2) for p in files}, name="MB")
+
+    def augmenter(self):
+        return build_augmentation(self.params.augmentation, self.params.seed)
+
+    def training_stream(self, method: str):
+        """The augmented training batches for a minority-class method (oversampled for 'oversample')."""
+        return make_dataset(self.data.train, self.n_classes, self.params.training.batch_size, self.augmenter(),
+                            shuffle_seed=self.params.seed, oversample=method == "oversample")
+
+    def class_weight(self, method: str) -> dict[int, float] | None:
+        """Keras' ``class_weight`` for a method: 'balanced' weights for 'class_weight', else none."""
+        mode = "balanced" if method == "class_weight" else "none"
+        return class_weight_by_index(self.data.train.labels, self.data.class_names, mode)
+
+    def class_weight_table(self, method: str = "class_weight") -> pd.Series:
+        """The loss weight of each class under ``method`` (1.0 everywhere without class weights)."""
+        weights = self.class_weight(method) or {}
         return pd.Series(
             [weights.get(i, 1.0) for i in range(self.n_classes)],
             index=pd.Index(self.data.class_names, name="class"),
             name="loss weight",
         )
 
+    def methods_to_train(self) -> list[str]:
+        """Every minority-class method in the first round; afterwards the one the first round chose."""
+        methods = list(self.params.minority.methods)
+        if self.is_first_round or len(methods) == 1:
+            return methods
+        first = self.paths.round(evaluation_rounds(self.params.evaluation)[0].name).model(self.model_name)
+        if not first.methods.is_file():
+            raise FileNotFoundError(f"{first.methods} is missing: run the first round of {self.model_name} first")
+        table = pd.read_csv(first.methods)
+        return [str(table.loc[table["chosen"], "method"].iloc[0])]
 
-def prepare(params_file: str, model_name: str, run_dir: str | None = None) -> Experiment:
-    """Seed everything, read and decode the split, and build the training and validation streams."""
-    params = load_params(params_file)
+
+def prepare(params_file: str, model_name: str, run_dir: str | None = None, round_name: str | None = None) -> Experiment:
+    """Seed everything for the round, read and decode its split, and build the validation stream.
+
+    ``round_name`` None is the first round (what a notebook opened in Jupyter runs).
+    """
+    run_params = load_params(params_file)
+    round_ = find_round(evaluation_rounds(run_params.evaluation), round_name)
+    params = params_for_round(run_params, round_)
     set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
     set_precision(params.training.precision)
     paths = run_paths(params, run_dir)
-    data = load_study_data(read_split(paths.split_manifest), params.data.image_size, cache_dir=paths.interim_dir)
-    n_classes, batch = len(data.class_names), params.training.batch_size
-    augmenter = build_augmentation(params.augmentation, params.seed)
+    split = paths.round(round_.name).split_manifest
+    data = load_study_data(read_split(split), params.data.image_size, cache_dir=paths.interim_dir)
     experiment = Experiment(
         params=params,
         paths=paths,
+        round=round_,
         model_name=model_name,
         data=data,
-        train_ds=make_dataset(data.train, n_classes, batch, augmenter, shuffle_seed=params.seed),
-        val_ds=make_dataset(data.val, n_classes, batch),
-        class_weight=class_weight_by_index(data.train.labels, data.class_names, params.training.class_weight),
+        val_ds=make_dataset(data.val, len(data.class_names), params.training.batch_size),
     )
     experiment.model_paths.root.mkdir(parents=True, exist_ok=True)
     return experiment
@@ -81,38 +137,108 @@ def split_sizes(experiment: Experiment) -> pd.DataFrame:
     return split_table(pd.concat([data.train.rows, data.val.rows, data.test.rows]))[list(SPLITS)]
 
 
+@dataclass
+class TrainedModel:
+    """A model trained with one minority-class method, with its validation-fitted post-processing."""
+
+    method: str
+    model: keras.Model
+    history: pd.DataFrame
+    parameters: dict[str, int]
+    postprocessing: minority.Postprocessing
+    val_probabilities: np.ndarray
+
+
+def validate(experiment: Experiment, method: str, model: keras.Model, history: pd.DataFrame,
+             parameters: dict[str, int]) -> TrainedModel:
+    """Predict the validation split and fit the method's post-processing there (logit adjustment's tau)."""
+    data = experiment.data
+    probabilities, _ = evaluate.predict(model, data.val.images, experiment.params.training.batch_size)
+    post = minority.fit_postprocessing(method, probabilities, data.val.labels, data.train.labels,
+                                       experiment.n_classes, experiment.params.minority)
+    return TrainedModel(method, model, history, parameters, post, probabilities)
+
+
+def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
+    """The study's CNN, trained from scratch once per minority-class method this round trains.
+
+    Every method starts from the same initial weights (the round's seed is set again).
+    """
+    params, trained = experiment.params, {}
+    for method in experiment.methods_to_train():
+        print(f"--- {minority.METHOD_TITLES[method]}", flush=True)
+        set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+        model = build_cnn(experiment.n_classes, params.data.image_size, params.cnn)
+        history = fit_phase(
+            model, experiment.training_stream(method), experiment.val_ds, params.cnn.training,
+            name="training", class_weight=experiment.class_weight(method),
+            checkpoint_path=experiment.model_paths.checkpoint, verbose=params.training.verbose,
+        )
+        trained[method] = validate(experiment, method, model, history, parameter_counts(model))
+    return trained
+
+
+def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> tuple[TrainedModel, pd.DataFrame]:
+    """The method whose model scores best on validation, and the comparison table (written to ``methods.csv``
+    in the first round).
+
+    The table also holds each method's test scores, for the record: they play no part in the choice.
+    """
+    data, names = experiment.data, experiment.data.class_names
+    rare = minority.minority_class(data.train.labels, names)
+    rows = []
+    for method, result in trained.items():
+        rows.append(minority.method_row(method, result.postprocessing, "val", result.val_probabilities,
+                                        data.val.labels, names, rare))
+        if experiment.is_first_round:
+            test_probabilities, _ = evaluate.predict(result.model, data.test.images, experiment.params.training.batch_size)
+            rows.append(minority.method_row(method, result.postprocessing, "test", test_probabilities,
+                                            data.test.labels, names, rare))
+    table = pd.DataFrame(rows).assign(minority_class=rare)
+    chosen = minority.choose_method(table, experiment.params.minority.selection_metric, list(trained))
+    table["chosen"] = table["method"] == chosen
+    if experiment.is_first_round:
+        table.to_csv(experiment.model_paths.methods, index=False)
+    return trained[chosen], table
+
+
 def evaluate_and_save(
     experiment: Experiment,
-    model: keras.Model,
-    history: pd.DataFrame,
-    parameters: dict[str, int],
+    trained: TrainedModel,
     training_inputs: dict | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Score the model on the test split and write every artefact; returns (metrics, predictions).
+    """Score the chosen model on the test split and write every artefact; returns (metrics, predictions).
 
+    The test probabilities pass through the method's post-processing (fitted on validation).
     ``training_inputs`` says what the model trained on (e.g. `lib.transfer`'s cache summary).
     """
     test, names = experiment.data.test, experiment.data.class_names
-    probabilities, seconds_per_image = evaluate.predict(model, test.images, experiment.params.training.batch_size)
+    probabilities, seconds_per_image = evaluate.predict(trained.model, test.images, experiment.params.training.batch_size)
+    probabilities = trained.postprocessing.apply(probabilities)
     predictions = evaluate.predictions_table(test.rows, test.labels, probabilities, names)
     files = experiment.model_paths
 
-    model.save(files.model)
-    history.to_csv(files.history, index=False)
+    trained.model.save(files.model)
+    trained.history.to_csv(files.history, index=False)
     predictions.to_csv(files.predictions, index=False)
     metrics = {
         "model": experiment.model_name,
+        "round": experiment.round.name,
+        "seed": experiment.params.seed,
         "class_names": names,
         "test_images": len(test),
         **evaluate.classification_metrics(test.labels, probabilities, names),
-        "parameters": parameters,
+        "minority_method": trained.method,
+        "postprocessing": trained.postprocessing.to_dict(),
+        "parameters": trained.parameters,
         "model_file_bytes": files.model.stat().st_size,
-        **training_summary(history),
+        **training_summary(trained.history),
         "inference_seconds_per_image": seconds_per_image,
         "precision": keras.config.dtype_policy().name,
         "training_inputs": training_inputs or {"activation_cache": False},
     }
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    files.postprocessing.write_text(json.dumps(trained.postprocessing.to_dict(), indent=2) + "\n")
     files.params.write_text(json.dumps(experiment.params.to_dict(), indent=2) + "\n")
     return metrics, predictions
 

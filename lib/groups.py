@@ -20,15 +20,17 @@ from lib.split import SplitError, check_splittable
 
 
 def pooled_features(images: np.ndarray, weights: str | None = "imagenet", batch_size: int = 32) -> np.ndarray:
-    """MobileNetV2's globally pooled features (1,280 per image) of uint8 images (N, H, W, 3)."""
+    """MobileNetV2's globally pooled features (1,280 per image) of uint8 images (N, H, W, 3).
+
+    The study's own MobileNetV2 model, cut at its pooling layer: same input scaling, same base.
+    """
     import keras
 
-    from lib.models import mobilenet_v2_base
+    from lib.config import MobileNetV2Params
+    from lib.models import build_mobilenet_v2
 
-    base = mobilenet_v2_base(images.shape[1:3], weights)
-    pixels = keras.Input(shape=images.shape[1:], name="pixels")
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(pixels)  # MobileNetV2's own input scaling
-    extractor = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(base(x, training=False)))
+    model, _ = build_mobilenet_v2(2, images.shape[1:3], MobileNetV2Params(weights=weights))
+    extractor = keras.Model(model.inputs, model.get_layer("pool").output)
     return extractor.predict(np.asarray(images, dtype=np.float32), batch_size=batch_size, verbose=0)
 
 
@@ -61,26 +63,35 @@ def near_duplicate_groups(n_images: int, pairs: pd.DataFrame) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def grouped_stratified_split(labels: pd.Series, groups: np.ndarray, split_params) -> pd.Series:
+def grouped_stratified_split(
+    labels: pd.Series, groups: np.ndarray, fractions: tuple[float, float, float], seed: int
+) -> pd.Series:
     """Train / val / test by whole groups, stratified by class as far as the groups allow.
 
     The test share is one fold of ``round(1 / test)`` stratified group folds; validation is
     one fold of the rest, the same way. Raises a `SplitError` naming every class that ends up
     missing from a split (its images fall into too few groups).
     """
-    fractions = (split_params.train, split_params.val, split_params.test)
+    train_share, val_share, test_share = fractions
     check_splittable(labels, fractions)
     y, groups = labels.to_numpy(), np.asarray(groups)
-    positions = np.arange(len(y))
+    rest, test = group_fold(np.arange(len(y)), y, groups, max(2, round(1 / test_share)), 0, seed)
+    train, val = group_fold(rest, y, groups, max(2, round((train_share + val_share) / val_share)), 0, seed)
+    return assemble_split(labels, train, val, test)
 
-    def one_fold(members: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
-        folds = StratifiedGroupKFold(n_splits=max(2, round(1 / share)), shuffle=True, random_state=split_params.seed)
-        rest, held_out = next(folds.split(members, y[members], groups[members]))
-        return members[rest], members[held_out]
 
-    rest, test = one_fold(positions, split_params.test)
-    train, val = one_fold(rest, split_params.val / (split_params.train + split_params.val))
-    assigned = np.empty(len(y), dtype=object)
+def group_fold(
+    members: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int, fold: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``fold`` of ``n_folds`` stratified group folds of ``members``: (the rest, the fold)."""
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    rest, held_out = list(folds.split(members, y[members], groups[members]))[fold]
+    return members[rest], members[held_out]
+
+
+def assemble_split(labels: pd.Series, train, val, test) -> pd.Series:
+    """The split Series from three position arrays; a `SplitError` names each class a split lacks."""
+    assigned = np.empty(len(labels), dtype=object)
     assigned[train], assigned[val], assigned[test] = "train", "val", "test"
     split = pd.Series(assigned, index=labels.index, name="split")
     missing = [
@@ -92,8 +103,9 @@ def grouped_stratified_split(labels: pd.Series, groups: np.ndarray, split_params
     if missing:
         raise SplitError(
             "a group-aware split cannot give every class an image in every split: " + "; ".join(missing)
-            + ". Its images form too few near-duplicate groups: add images, loosen the audit's "
-            "similarity thresholds, or switch the group-aware split off."
+            + ". Its images form too few near-duplicate groups (or too few for this many folds): add "
+            "images, loosen the audit's similarity thresholds, use fewer folds, or switch "
+            "split.group_near_duplicates off."
         )
     return split
 

@@ -1,13 +1,15 @@
 """Where every artefact of a run lives, computed in one place and never typed twice.
 
     reports/<run_name>/
-        data/split.csv          the one split every later step reads
-        data/images.csv         every file the audit looked at, with its checks and hashes
+        data/images.csv         every file the audit looked at: checks, hashes, near-duplicate group
         data/excluded.csv       files left out, each with the reason
         data/audit.json         the audit's summary numbers
         interim/                caches that only save time (decoded pixels); safe to delete
-        notebooks/*.ipynb       executed copies of the notebooks
-        <model>/                one folder per model (`ModelPaths`), written by its notebook
+        notebooks/*.ipynb       executed copies of the run-wide notebooks (audit, comparison, report)
+        rounds/<round>/         one evaluation round (`RoundPaths`, see `lib.rounds`):
+            split.csv           its split, which every later step of the round reads
+            notebooks/*.ipynb   executed copies of the model notebooks
+            <model>/            one folder per model (`ModelPaths`), written by its notebook
 """
 
 from __future__ import annotations
@@ -28,10 +30,6 @@ class RunPaths:
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
-
-    @property
-    def split_manifest(self) -> Path:
-        return self.data_dir / "split.csv"
 
     @property
     def image_table(self) -> Path:
@@ -73,6 +71,32 @@ class RunPaths:
     def report_info(self) -> Path:  # page count and sizes of the rendered report
         return self.root / "report.json"
 
+    @property
+    def rounds_dir(self) -> Path:
+        return self.root / "rounds"
+
+    def round(self, name: str) -> RoundPaths:
+        return RoundPaths(self.rounds_dir / name)
+
+
+@dataclass(frozen=True)
+class RoundPaths:
+    """One evaluation round's split and the models trained on it."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def split_manifest(self) -> Path:
+        return self.root / "split.csv"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
     def model(self, model_name: str) -> ModelPaths:
         return ModelPaths(self.root / model_name)
 
@@ -106,6 +130,14 @@ class ModelPaths:
     @property
     def params(self) -> Path:
         return self.root / "params.json"
+
+    @property
+    def methods(self) -> Path:  # the minority-class methods compared on validation (first round)
+        return self.root / "methods.csv"
+
+    @property
+    def postprocessing(self) -> Path:  # validation-tuned post-processing of the probabilities, if any
+        return self.root / "postprocessing.json"
 
 
 def run_paths(params, run_dir: str | Path | None = None) -> RunPaths:

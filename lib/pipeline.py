@@ -98,14 +98,28 @@ def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) ->
     return pixels
 
 
+def pixels_in_order(paths, image_size: tuple[int, int], cache_dir: Path | None = None) -> np.ndarray:
+    """The decoded images of ``paths``, in that order, from the cache shared by every round (path order)."""
+    paths = np.asarray(list(paths))
+    in_path_order = np.argsort(paths, kind="stable")
+    pixels = cached_pixels(paths[in_path_order], image_size, cache_dir)
+    cache_row = np.empty(len(paths), dtype=np.int64)
+    cache_row[in_path_order] = np.arange(len(paths))
+    return pixels[cache_row]
+
+
 def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None) -> StudyData:
-    """The manifest's images, decoded once (or read from ``cache_dir``), split by split."""
+    """The manifest's images, decoded once (or read from ``cache_dir``), split by split.
+
+    The cache holds the files in path order, whatever the manifest's order, so that every
+    evaluation round (each its own split of the same images) reads the same cache.
+    """
     class_names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     index_of = {name: i for i, name in enumerate(class_names)}
     unknown = sorted(set(manifest["label"]) - set(class_names))
     if unknown:
         raise ValueError(f"class(es) {unknown} appear in validation/test but not in training")
-    pixels = cached_pixels(manifest["path"], image_size, cache_dir)
+    pixels = pixels_in_order(manifest["path"], image_size, cache_dir)
     splits = {}
     for split in SPLITS:
         in_split = (manifest["split"] == split).to_numpy()
@@ -121,15 +135,25 @@ def make_dataset(
     batch_size: int,
     augmenter: keras.Sequential | None = None,
     shuffle_seed: int | None = None,
+    oversample: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float32 pixels in 0-255, one-hot labels); shuffled and augmented only when asked.
 
+    ``oversample`` (needs ``shuffle_seed``): every class drawn equally often instead of every
+    image once per epoch (`lib.minority.oversampled_dataset`).
     Augmentation runs on whole batches (vectorised) and in order, so that the same seed
     gives the same augmented images; prefetch overlaps it with training.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if oversample:
+        from lib.minority import oversampled_dataset
+
+        if shuffle_seed is None:
+            raise ValueError("oversampling draws at random: give a shuffle_seed")
+        dataset = oversampled_dataset(data.images, data.labels, n_classes, shuffle_seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+        if shuffle_seed is not None:
+            dataset = dataset.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(
         lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE
     )

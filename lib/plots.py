@@ -177,3 +177,72 @@ def misclassified_gallery(rows: pd.DataFrame, load, columns: int = 5) -> plt.Fig
     fig.set_size_inches(2.2 * columns, 2.6 * ((len(rows) + columns - 1) // columns))
     fig.tight_layout()
     return fig
+
+
+def leak_bars(leaks: pd.DataFrame) -> plt.Figure:
+    """Per round: test images with a near-duplicate in training, plain split vs the split used."""
+    columns = [c for c in leaks.columns if c.startswith("test images")]
+    long = leaks[columns].rename(columns=lambda c: c.split("(")[-1].rstrip(")")).reset_index().melt(
+        id_vars="round", var_name="split", value_name="test images")
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(leaks) + 1.8))
+    sns.barplot(data=long, y="round", x="test images", hue="split", ax=ax, orient="h")
+    ax.set(xlabel="test images with a near-duplicate in training", ylabel="",
+           title="Leaks: a plain stratified split vs the split used")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagrams(calibration: dict[str, dict]) -> plt.Figure:
+    """Accuracy against confidence per bin, one panel per model (`lib.compare.calibration_by_model`), with ECE."""
+    fig, axes = plt.subplots(1, len(calibration), figsize=(4.2 * len(calibration), 4), squeeze=False)
+    for ax, (name, found) in zip(axes[0], calibration.items()):
+        table = found["reliability"]
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        shown = table[table["images"] > 0]
+        ax.bar(shown["confidence"], shown["accuracy"], width=0.08, alpha=0.7, label="accuracy in bin")
+        ax.plot(shown["confidence"], shown["accuracy"], "o", color="tab:blue")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top probability)", ylabel="accuracy",
+               title=f"{name}: ECE {found['ece']:.3f}")
+        ax.legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def precision_recall_grid(calibration: dict[str, dict]) -> plt.Figure:
+    """One panel per model: each class's precision-recall curve (``pr_curves`` of
+    `lib.compare.calibration_by_model`), its average precision in the legend."""
+    fig, axes = plt.subplots(1, len(calibration), figsize=(4.6 * len(calibration), 4), squeeze=False)
+    for ax, (name, found) in zip(axes[0], calibration.items()):
+        table = found["pr_curves"]
+        for label, curve in table.groupby("class", sort=False):
+            ax.plot(curve["recall"], curve["precision"], drawstyle="steps-post",
+                    label=f"{label} (AP {curve['average_precision'].iloc[0]:.2f})")
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="recall", ylabel="precision", title=name)
+        ax.legend(fontsize="x-small", loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def metric_by_round(per_round: pd.DataFrame, metric: str) -> plt.Figure:
+    """One point per round and model (``per_round``: columns round, model, metric), with each model's mean."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    sns.stripplot(data=per_round, x=metric, y="model", hue="round", ax=ax, size=8, jitter=False)
+    means = per_round.groupby("model", sort=False)[metric].mean()
+    for y, model in enumerate(per_round["model"].drop_duplicates()):
+        ax.plot([means[model]] * 2, [y - 0.3, y + 0.3], color="black", linewidth=2)
+    ax.set(xlabel=metric, ylabel="", title=f"{metric} in each round (bar: mean)")
+    ax.legend(fontsize="x-small", title="round", title_fontsize="x-small", loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def method_comparison_bars(methods: pd.DataFrame) -> plt.Figure:
+    """Validation macro-F1 and minority-class F1 of each minority-class method, per model."""
+    val = methods[methods["split"] == "val"]
+    long = val.melt(id_vars=["model", "method"], value_vars=["macro_f1", "minority_f1"],
+                    var_name="score", value_name="value")
+    grid = sns.catplot(data=long, kind="bar", x="value", y="method", hue="score", col="model",
+                       height=3.0, aspect=1.5, orient="h")
+    grid.set(xlim=(0, 1.05), xlabel="validation score", ylabel="")
+    grid.figure.suptitle("Minority-class methods on the first round's validation split", y=1.04)
+    return grid.figure

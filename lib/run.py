@@ -1,8 +1,9 @@
 """Run the whole study: ``python -m lib.run [PARAMS_FILE]`` (what ``./run_all.sh`` calls).
 
 1. The params file is validated before anything runs.
-2. The notebooks run in order with papermill, each with the params file and a staging
-   folder (``reports/.staging-<run_name>``, a copy of the previous run) as parameters;
+2. The notebooks run in order with papermill (the model notebooks once per evaluation
+   round), each with the params file and a staging folder (``reports/.staging-<run_name>``,
+   a copy of the previous run) as parameters;
    their executed copies and artefacts go there. A step whose inputs (its notebook, the
    ``lib`` modules it imports, package versions, the params it uses, the raw data's listing and the
    artefacts it reads) are unchanged since the previous run is reused instead
@@ -12,7 +13,9 @@
    report copied to ``reports/report.html`` and ``reports/report.pdf``.
 
 A failure or an interruption at any step leaves the previous report and artefacts as they
-were, exits non-zero, and names the notebook and the cell that failed.
+were, exits non-zero, and names the notebook and the cell that failed. The next run resumes:
+the steps the unfinished run completed (kept in its staging folder) are reused when their
+inputs are unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from lib.assets import seed_keras_cache
 from lib.config import ParamsError, load_params
 from lib.paths import NOTEBOOKS_DIR, RunPaths, run_paths
 from lib.provenance import package_versions
+from lib.rounds import evaluation_rounds
 from lib.sources import read_split_manifest
 
 REPORT_STEP = "report (HTML + PDF)"
@@ -44,6 +48,8 @@ class Step:
     """One notebook, the artefacts it reads from the run folder, and the params sections it uses.
 
     ``always``: run it every time (the report describes the run itself: its timings, what was reused).
+    ``per_round``: run it once per evaluation round (`lib.rounds`), with the round's name as a
+    parameter; ``model`` is the artefact folder it writes in each round.
     """
 
     notebook: str
@@ -51,21 +57,67 @@ class Step:
     reads: tuple[str, ...]
     params_sections: tuple[str, ...]
     always: bool = False
+    model: str | None = None
+
+    @property
+    def per_round(self) -> bool:
+        return self.model is not None
 
 
-_MODEL_PARAMS = ("seed", "data", "augmentation", "training")
+_MODEL_PARAMS = ("data", "augmentation", "training", "minority")
 STEPS = (
-    # writes data/
-    Step("01_data_audit.ipynb", "Data audit", (), ("seed", "data", "split", "augmentation", "audit")),
-    # writes cnn/
-    Step("02_cnn.ipynb", "Custom CNN", ("data",), (*_MODEL_PARAMS, "cnn")),
-    # writes mobilenetv2/
-    Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning", ("data",), (*_MODEL_PARAMS, "mobilenet_v2")),
+    # writes data/ and rounds/<round>/split.csv
+    Step("01_data_audit.ipynb", "Data audit", (), ("seed", "data", "split", "evaluation", "augmentation", "audit",
+                                                   "mobilenet_v2")),
+    # writes rounds/<round>/cnn/
+    Step("02_cnn.ipynb", "Custom CNN", ("data",), (*_MODEL_PARAMS, "cnn"), model="cnn"),
+    # writes rounds/<round>/mobilenetv2/
+    Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning", ("data",), (*_MODEL_PARAMS, "mobilenet_v2"),
+         model="mobilenetv2"),
     # writes comparison.csv
-    Step("04_comparison.ipynb", "Comparison", ("cnn", "mobilenetv2"), ()),
+    Step("04_comparison.ipynb", "Comparison", ("rounds",), ("evaluation",)),
     # the report notebook, rendered to report.html and report.pdf
-    Step("05_report.ipynb", "Report", ("data", "cnn", "mobilenetv2", "comparison.csv"), ("*",), always=True),
+    Step("05_report.ipynb", "Report", ("data", "rounds", "comparison.csv"), ("*",), always=True),
 )
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One execution of a step: the notebook, and the round it runs for (None: run-wide)."""
+
+    step: Step
+    round_name: str | None
+    first_round: str
+
+    @property
+    def label(self) -> str:  # its key in steps.json
+        return self.step.notebook if self.round_name is None else f"rounds/{self.round_name}/{self.step.notebook}"
+
+    @property
+    def title(self) -> str:
+        return self.step.title if self.round_name is None else f"{self.step.title}, round {self.round_name}"
+
+    def reads(self) -> tuple[str, ...]:
+        """The run folder's artefacts this execution depends on."""
+        if self.round_name is None:
+            return self.step.reads
+        reads = (*self.step.reads, f"rounds/{self.round_name}/split.csv")
+        if self.round_name != self.first_round:  # later rounds train the method the first one chose
+            reads += (f"rounds/{self.first_round}/{self.step.model}/methods.csv",)
+        return reads
+
+    def executed_copy(self, run: RunPaths) -> Path:
+        folder = run.notebooks_dir if self.round_name is None else run.round(self.round_name).notebooks_dir
+        return folder / self.step.notebook
+
+
+def planned_steps(params) -> list[PlannedStep]:
+    """Every step in order, the per-round ones once per round (all of a round's models before the next round)."""
+    rounds = [r.name for r in evaluation_rounds(params.evaluation)]
+    plan = [PlannedStep(STEPS[0], None, rounds[0])]
+    plan += [PlannedStep(step, name, rounds[0]) for name in rounds for step in STEPS if step.per_round]
+    plan += [PlannedStep(step, None, rounds[0]) for step in STEPS[1:] if not step.per_round]
+    return plan
 
 
 def _digest_paths(paths, digest) -> None:
@@ -133,9 +185,10 @@ def lib_dependencies(notebook: Path) -> list[Path]:
     return files + ([lib_dir / "report.css"] if "report" in seen else [])
 
 
-def step_key(step: Step, params, run: RunPaths, data_listing: str) -> str:
+def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str) -> str:
     """Everything a step's results depend on, hashed: same key, same results, so the step can be reused."""
-    digest = hashlib.sha256()
+    step = planned.step
+    digest = hashlib.sha256(f"{planned.round_name}|first round {planned.first_round}".encode())
     notebook = NOTEBOOKS_DIR / step.notebook
     digest.update(notebook.read_bytes())
     _digest_paths(lib_dependencies(notebook), digest)
@@ -145,7 +198,7 @@ def step_key(step: Step, params, run: RunPaths, data_listing: str) -> str:
     used = values if step.params_sections == ("*",) else {k: values[k] for k in step.params_sections}
     digest.update(json.dumps(used, sort_keys=True).encode())
     digest.update(data_listing.encode())
-    _digest_paths([run.root / name for name in step.reads], digest)
+    _digest_paths([run.root / name for name in planned.reads()], digest)
     return digest.hexdigest()
 
 
@@ -157,24 +210,28 @@ class StepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a notebook; the message names it."""
 
 
-def execute_step(step: Step, params_file: Path, run_dir: Path) -> Path:
-    """Execute one notebook with papermill into ``run_dir/notebooks``; return the executed copy."""
+def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths) -> Path:
+    """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    executed = run_dir / "notebooks" / step.notebook
+    step = planned.step
+    executed = planned.executed_copy(run)
     executed.parent.mkdir(parents=True, exist_ok=True)
+    parameters = {"params_file": str(params_file), "run_dir": str(run.root)}
+    if planned.round_name is not None:
+        parameters["round_name"] = planned.round_name
     try:
         papermill.execute_notebook(
             NOTEBOOKS_DIR / step.notebook,
             executed,
-            parameters={"params_file": str(params_file), "run_dir": str(run_dir)},
+            parameters=parameters,
             cwd=str(NOTEBOOKS_DIR),
             progress_bar=True,
         )
     except PapermillExecutionError as error:
         raise StepFailed(
-            f"{step.notebook} failed in cell {error.cell_index} (execution count {error.exec_count}): "
+            f"{planned.label} failed in cell {error.cell_index} (execution count {error.exec_count}): "
             f"{error.ename}: {error.evalue}\n"
             f"The executed copy, with the full traceback, is {executed}"
         ) from None
@@ -215,32 +272,41 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
     params_path = Path(params_file).resolve()
     final = run_paths(params)
     staging = run_paths(params, final.root.with_name(f".staging-{params.run_name}"))
-    shutil.rmtree(staging.root, ignore_errors=True)  # leftovers of an earlier failed run
-    if final.root.is_dir():
-        shutil.copytree(final.root, staging.root, copy_function=_link_caches)  # what unchanged steps reuse
+    previous = json.loads(final.steps.read_text()) if final.steps.is_file() else {}
+    progress = staging.root / "progress.json"  # what an unfinished run had done; removed on success
+    if progress.is_file():
+        # An earlier run stopped part-way: the steps it finished are in staging, valid for
+        # their recorded keys; the one it was running is recorded with no key, so it reruns.
+        print(f"resuming the unfinished run in {staging.root}", flush=True)
+        previous |= json.loads(progress.read_text())
+    else:
+        shutil.rmtree(staging.root, ignore_errors=True)
+        if final.root.is_dir():
+            shutil.copytree(final.root, staging.root, copy_function=_link_caches)  # what unchanged steps reuse
     staging.root.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(staging.steps.read_text()) if staging.steps.is_file() else {}
     data_listing = data_source_listing(params)
 
     record: dict[str, dict] = {}
-    for number, step in enumerate(STEPS, start=1):
-        key = step_key(step, params, staging, data_listing)
-        before = previous.get(step.notebook, {})
-        unchanged = before.get("key") == key and (staging.notebooks_dir / step.notebook).is_file()
-        if unchanged and not (force or step.always):
-            print(f"[{number}/{len(STEPS)}] {step.title}: inputs unchanged, reused", flush=True)
-            record[step.notebook] = {"key": key, "seconds": before.get("seconds"), "reused": True}
+    plan = planned_steps(params)
+    for number, planned in enumerate(plan, start=1):
+        key = step_key(planned, params, staging, data_listing)
+        before = previous.get(planned.label, {})
+        unchanged = before.get("key") == key and planned.executed_copy(staging).is_file()
+        if unchanged and not (force or planned.step.always):
+            print(f"[{number}/{len(plan)}] {planned.title}: inputs unchanged, reused", flush=True)
+            record[planned.label] = {"key": key, "seconds": before.get("seconds"), "reused": True}
         else:
-            print(f"[{number}/{len(STEPS)}] {step.title}: {step.notebook}", flush=True)
+            print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}", flush=True)
+            progress.write_text(json.dumps(previous | record | {planned.label: {"key": None}}, indent=2) + "\n")
             start = time.perf_counter()
             try:
-                execute_step(step, params_path, staging.root)
+                execute_step(planned, params_path, staging)
             except KeyboardInterrupt:
                 raise StepInterrupted(
-                    f"in {step.notebook}; its executed copy so far is "
-                    f"{staging.notebooks_dir / step.notebook}"
+                    f"in {planned.label}; its executed copy so far is {planned.executed_copy(staging)}"
                 ) from None
-            record[step.notebook] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False}
+            record[planned.label] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False}
+        progress.write_text(json.dumps(previous | record, indent=2) + "\n")
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
 
     if render:
@@ -253,6 +319,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
         record[REPORT_STEP] = {"seconds": round(time.perf_counter() - start, 1), "reused": False}
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")
         staging.report_info.write_text(json.dumps({"pdf_pages": pages}) + "\n")
+    progress.unlink()
     publish(staging, final, params.reports_dir)
     return record
 
@@ -287,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nWall time per step:")
     for step, entry in record.items():
         note = "  (reused: inputs unchanged)" if entry["reused"] else ""
-        print(f"  {step:<28} {entry['seconds'] or 0:8.1f} s{note}")
-    print(f"  {'total':<28} {time.perf_counter() - started:8.1f} s")
+        print(f"  {step:<40} {entry['seconds'] or 0:8.1f} s{note}")
+    print(f"  {'total':<40} {time.perf_counter() - started:8.1f} s")
     params = load_params(args.params_file)
     pages = json.loads(run_paths(params).report_info.read_text())["pdf_pages"]
     print(f"\nReport: {params.reports_dir / 'report.html'} and report.pdf ({pages} pages)")

@@ -1,7 +1,7 @@
-"""The one train/validation/test split, and the class weights derived from it.
+"""Stratified train/validation/test splits, their manifests, and the class weights they imply.
 
-The split is drawn once, by the audit notebook, and written as a manifest that every
-later step reads; nothing downstream re-splits.
+Each evaluation round's split is drawn once, by the audit notebook (see `lib.rounds`), and
+written as a manifest that every later step of that round reads; nothing downstream re-splits.
 """
 
 from __future__ import annotations
@@ -45,20 +45,17 @@ def check_splittable(labels: pd.Series, fractions: tuple[float, float, float]) -
         )
 
 
-def stratified_split(labels: pd.Series, split_params) -> pd.Series:
-    """Assign each image to train / val / test, stratified by class, reproducibly for a seed.
+def stratified_split(labels: pd.Series, fractions: tuple[float, float, float], seed: int) -> pd.Series:
+    """Assign each image to train / val / test (``fractions``), stratified by class, reproducibly for a seed.
 
     Returns a Series of split names aligned with ``labels``.
     """
-    fractions = (split_params.train, split_params.val, split_params.test)
     check_splittable(labels, fractions)
+    train_share, val_share, test_share = fractions
     positions = np.arange(len(labels))
-    rest, test = train_test_split(
-        positions, test_size=split_params.test, stratify=labels.to_numpy(), random_state=split_params.seed
-    )
-    val_share = split_params.val / (split_params.train + split_params.val)
+    rest, test = train_test_split(positions, test_size=test_share, stratify=labels.to_numpy(), random_state=seed)
     train, val = train_test_split(
-        rest, test_size=val_share, stratify=labels.to_numpy()[rest], random_state=split_params.seed
+        rest, test_size=val_share / (train_share + val_share), stratify=labels.to_numpy()[rest], random_state=seed
     )
     assigned = np.empty(len(labels), dtype=object)
     assigned[train], assigned[val], assigned[test] = "train", "val", "test"
@@ -92,16 +89,3 @@ def read_split(path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/01_data_audit.ipynb (or ./run_all.sh) first")
     return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def assign_split(images: pd.DataFrame, split_params) -> pd.Series:
-    """The split of each usable image: the manifest's own when it came with one, else drawn here.
-
-    Unusable images get an empty split: they are excluded from every step.
-    """
-    usable = images["usable"]
-    if "split" in images and images.loc[usable, "split"].isin(SPLITS).all():
-        return images["split"].where(usable, "")
-    split = pd.Series("", index=images.index, name="split", dtype=object)
-    split[usable] = stratified_split(images.loc[usable, "label"], split_params)
-    return split

@@ -4,6 +4,9 @@
   labels, resampling test images with their pairs kept together.
 - `mcnemar_exact`: McNemar's exact test (statsmodels) of two models on the same images:
   do they err on different images more often than chance allows?
+- `round_metrics` and `rounds_bootstrap`: accuracy, balanced accuracy, macro-F1 and each
+  class's F1 averaged over evaluation rounds, with a percentile bootstrap interval (scipy)
+  that resamples each round's test images independently.
 """
 
 from __future__ import annotations
@@ -48,3 +51,42 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     ]
     result = mcnemar(table, exact=True)
     return {"only_a": table[0][1], "only_b": table[1][0], "p_value": float(result.pvalue)}
+
+
+def round_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """[accuracy, balanced accuracy, macro-F1, F1 of class 0, ..., F1 of class n-1] from integer labels.
+
+    As scikit-learn computes them: balanced accuracy averages the recall of the classes
+    present in ``y_true``; a class's F1 is 0 when it has no true positive (including when it
+    neither occurs nor is predicted); macro-F1 averages all ``n_classes`` F1 scores.
+    """
+    confusion = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    hits, actual, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    present = actual > 0
+    recall = hits[present] / actual[present]
+    f1 = np.divide(2 * hits, actual + predicted, out=np.zeros(n_classes), where=(actual + predicted) > 0)
+    return np.concatenate([[hits.sum() / len(y_true), recall.mean(), f1.mean()], f1])
+
+
+def rounds_bootstrap(
+    rounds: list[tuple[np.ndarray, np.ndarray]], n_classes: int, confidence: float = 0.95,
+    n_resamples: int = 2000, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of the round-averaged `round_metrics`, each round's (true, predicted) test labels resampled
+    with replacement independently of the others. Returns (low, high) arrays."""
+    if not rounds or any(len(t) != len(p) or len(t) < 2 for t, p in rounds):
+        raise ValueError("rounds_bootstrap needs, per round, two equally long label arrays of at least 2 images")
+
+    def averaged(*samples):
+        return np.mean([round_metrics(t[i], p[i], n_classes) for (t, p), i in zip(rounds, samples)], axis=0)
+
+    result = bootstrap(
+        tuple(np.arange(len(t)) for t, _ in rounds),
+        averaged,
+        vectorized=False,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return np.asarray(result.confidence_interval.low), np.asarray(result.confidence_interval.high)

@@ -20,6 +20,7 @@ so the saved model is the ordinary pixels-in model.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from lib.minority import METHOD_TITLES, balanced_draws
 from lib.pipeline import SplitData, build_augmentation, make_dataset
 
 
@@ -77,20 +79,33 @@ def _head(model: keras.Model, x):
 
 
 class CachedViews(keras.utils.PyDataset):
-    """Batches of cached inputs ``(views, N, ...)``; epoch *e* uses view *e* mod views, reshuffled each epoch."""
+    """Batches of cached inputs ``(views, N, ...)``; epoch *e* uses view *e* mod views, reshuffled each epoch.
 
-    def __init__(self, inputs: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int, seed: int | None):
+    ``oversample``: each epoch draws N rows with replacement, every class equally often
+    (`lib.minority.balanced_draws`), each draw from a random view, so that the repeats of a
+    rare image are not all the same augmented view.
+    """
+
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int, seed: int | None,
+                 oversample: bool = False):
         super().__init__()
-        self.inputs, self.batch_size, self.seed = inputs, batch_size, seed
+        if oversample and seed is None:
+            raise ValueError("oversampling draws at random: give a seed")
+        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
+        self.n_classes, self.oversample = n_classes, oversample
         self.targets = np.eye(n_classes, dtype="float32")[labels]
         self.epoch, self._epochs_begun = 0, 0
-        self._order = self._shuffled()
+        self._order, self._views = self._draw()
 
-    def _shuffled(self) -> np.ndarray:
-        count = self.inputs.shape[1]
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's rows, in order, and the view each is read from."""
+        views, count = self.inputs.shape[:2]
         if self.seed is None:
-            return np.arange(count)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(count)
+            return np.arange(count), np.zeros(count, dtype=int)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.oversample:
+            return balanced_draws(self.labels, self.n_classes, rng), rng.integers(0, views, count)
+        return rng.permutation(count), np.full(count, self.epoch % views)
 
     @property
     def view(self) -> int:
@@ -100,13 +115,14 @@ class CachedViews(keras.utils.PyDataset):
         return math.ceil(self.inputs.shape[1] / self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.inputs[self.view, rows], self.targets[rows]
+        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        rows = self._order[batch]
+        return self.inputs[self._views[batch], rows], self.targets[rows]
 
     def on_epoch_begin(self) -> None:
         # Keras calls this once at the start of every epoch (on_epoch_end also runs on resets)
         self.epoch, self._epochs_begun = self._epochs_begun, self._epochs_begun + 1
-        self._order = self._shuffled()
+        self._order, self._views = self._draw()
 
 
 @dataclass(frozen=True)
@@ -124,8 +140,12 @@ class PixelInputs:
     def __init__(self, experiment, model: keras.Model):
         self.experiment, self.model = experiment, model
 
-    def head_phase(self) -> PhaseInputs:
-        return PhaseInputs(self.model, self.experiment.train_ds, self.experiment.val_ds)
+    def bind(self, model: keras.Model, base: keras.Model) -> PixelInputs:
+        """The same inputs for another model of the same architecture."""
+        return PixelInputs(self.experiment, model)
+
+    def head_phase(self, method: str) -> PhaseInputs:
+        return PhaseInputs(self.model, self.experiment.training_stream(method), self.experiment.val_ds)
 
     fine_tune_phase = head_phase
 
@@ -174,26 +194,38 @@ class ActivationCache:
                   f"{len(split)} images in {seconds:.0f} s ({len(split) / seconds:.0f} images/s)", flush=True)
         return {"below_top": np.stack(below_top), "pooled": np.stack(pooled), "labels": split.labels}
 
-    def _phase(self, key: str, model: keras.Model) -> PhaseInputs:
+    def bind(self, model: keras.Model, base: keras.Model) -> ActivationCache:
+        """These cached activations for another model built the same way (its frozen layers
+        hold the same weights, so their outputs are the same): only its top and head train."""
+        bound = copy.copy(self)
+        bound.model = model
+        bound.bottom, bound.top = split_base(base, self.experiment.params.mobilenet_v2.fine_tune_layers)
+        # Frozen layers never train, so the cached model's are still as built; copying them
+        # makes the cache exact for the new model even without ImageNet weights (random init).
+        for cached_layer, new_layer in zip(self.bottom.layers, bound.bottom.layers):
+            new_layer.set_weights(cached_layer.get_weights())
+        return bound
+
+    def _phase(self, key: str, model: keras.Model, method: str) -> PhaseInputs:
         n_classes, batch, seed = self.experiment.n_classes, self.experiment.params.training.batch_size, self.experiment.params.seed
         return PhaseInputs(
             model,
-            CachedViews(self.train[key], self.train["labels"], n_classes, batch, seed),
+            CachedViews(self.train[key], self.train["labels"], n_classes, batch, seed, oversample=method == "oversample"),
             CachedViews(self.val[key], self.val["labels"], n_classes, batch, None),
         )
 
-    def head_phase(self) -> PhaseInputs:
+    def head_phase(self, method: str) -> PhaseInputs:
         """Phase 1: the head alone, on the pooled output of the frozen base."""
         pooled = keras.Input(shape=self.train["pooled"].shape[2:], name="pooled_features")
-        return self._phase("pooled", keras.Model(pooled, _head(self.model, pooled), name="head_on_cache"))
+        return self._phase("pooled", keras.Model(pooled, _head(self.model, pooled), name="head_on_cache"), method)
 
-    def fine_tune_phase(self) -> PhaseInputs:
+    def fine_tune_phase(self, method: str) -> PhaseInputs:
         """Phase 2: the unfrozen top of the base and the head, on the activations below them."""
         if self.top is None:
-            return self.head_phase()
+            return self.head_phase(method)
         below = keras.Input(shape=self.train["below_top"].shape[2:], name="below_top")
         x = self.model.get_layer("pool")(self.top(below))
-        return self._phase("below_top", keras.Model(below, _head(self.model, x), name="top_on_cache"))
+        return self._phase("below_top", keras.Model(below, _head(self.model, x), name="top_on_cache"), method)
 
     def summary(self) -> dict:
         """What was cached, for the notebook and the report."""
@@ -212,3 +244,40 @@ def phase_inputs(experiment, model: keras.Model, base: keras.Model) -> Activatio
     if experiment.params.mobilenet_v2.activation_cache:
         return ActivationCache(experiment, model, base)
     return PixelInputs(experiment, model)
+
+
+def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInputs]:
+    """MobileNetV2, both phases, once per minority-class method this round trains; and the inputs used.
+
+    Each method starts from the same weights (the round's seed is set again); the frozen
+    layers' activations are cached once and shared by every method's model.
+    """
+    from lib.experiment import validate
+    from lib.models import build_mobilenet_v2, parameter_counts, unfreeze_top
+    from lib.provenance import set_seed
+    from lib.train import combine_phases, fit_phase
+
+    params, trained, inputs = experiment.params, {}, None
+    mobilenet = params.mobilenet_v2
+    for method in experiment.methods_to_train():
+        print(f"--- {METHOD_TITLES[method]}", flush=True)
+        set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+        model, base = build_mobilenet_v2(experiment.n_classes, params.data.image_size, mobilenet)
+        head_parameters = parameter_counts(model)
+        inputs = phase_inputs(experiment, model, base) if inputs is None else inputs.bind(model, base)
+        fit_arguments = {"class_weight": experiment.class_weight(method), "verbose": params.training.verbose,
+                         "checkpoint_path": experiment.model_paths.checkpoint}
+        head = inputs.head_phase(method)
+        head_history = fit_phase(head.model, head.train, head.val, mobilenet.head, name="head", **fit_arguments)
+        unfrozen = unfreeze_top(base, mobilenet.fine_tune_layers)
+        tuned = inputs.fine_tune_phase(method)
+        tune_history = fit_phase(tuned.model, tuned.train, tuned.val, mobilenet.fine_tune, name="fine-tune",
+                                 **fit_arguments)
+        parameters = {
+            "total": head_parameters["total"],
+            "trainable_phase1": head_parameters["trainable"],
+            "trainable_phase2": parameter_counts(model)["trainable"],
+            "unfrozen_layers": len(unfrozen),
+        }
+        trained[method] = validate(experiment, method, model, combine_phases(head_history, tune_history), parameters)
+    return trained, inputs

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -75,21 +76,30 @@ NO_AUGMENTATION = {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "
                    "horizontal_flip": False}
 
 
+def write_first_round_split(params) -> tuple[pd.DataFrame, Path]:
+    """What the audit writes for the first round, without near-duplicate grouping: (image table, manifest path)."""
+    from lib import audit, rounds, sources, split
+    from lib.paths import run_paths
+
+    images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
+    name, kinds = next(iter(rounds.assign_round_splits(images, np.arange(len(images)), params).items()))
+    images["split"] = kinds["used"]
+    manifest = run_paths(params).round(name).split_manifest
+    split.write_split_manifest(images, manifest)
+    return images, manifest
+
+
 @pytest.fixture
 def prepare_experiment(tmp_path, tiny_params):
     """``prepare_experiment(model_name, augmentation=True, **sections)``: a split written by the audit's
     lib functions for `image_folder`, and `lib.experiment.prepare` run on it."""
-    from lib import audit, experiment, sources, split
+    from lib import experiment
     from lib.config import load_params
-    from lib.paths import run_paths
 
     def prepare(model_name: str, augmentation: bool = True, **sections):
         values = tiny_params | sections | ({} if augmentation else {"augmentation": NO_AUGMENTATION})
         params_file = write_params(tmp_path / f"{model_name}.yaml", values)
-        params = load_params(params_file)
-        images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
-        images["split"] = split.assign_split(images, params.split)
-        split.write_split_manifest(images, run_paths(params).split_manifest)
+        write_first_round_split(load_params(params_file))
         return experiment.prepare(str(params_file), model_name)
 
     return prepare

@@ -139,7 +139,9 @@ def test_findings_escape_class_names():
         "images_usable": 3, "files_excluded": 0, "classes": {"<b>bold</b>": 2, "plain": 1},
         "imbalance_ratio": 2.0, "exact_duplicate_pairs": 0, "exact_duplicate_pairs_across_splits": 0,
         "near_duplicate_pairs": 0, "near_duplicate_pairs_across_splits": 0,
-        "test_images_with_a_train_duplicate": 0, "split_sizes": {"test": 1},
+        "test_images_with_a_train_duplicate": 0, "split_sizes": {"test": 1}, "feature_duplicate_pairs": 0,
+        "feature_duplicate_pairs_across_splits": 0, "group_near_duplicates": True,
+        "thresholds": {"phash_max_distance": 8, "feature_min_similarity": 0.9},
     }
     text = audit.findings_markdown(summary)
     assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>" not in text
@@ -180,3 +182,25 @@ def test_scan_skips_are_listed_with_their_reason_and_never_opened(tmp_path):
     empty = table.set_index("relpath").loc["empty/"]
     assert not empty["usable"] and empty["reason"].startswith("class folder without any image file")
     assert empty["sha256"] == "" and table["usable"].sum() == 1
+
+
+def test_feature_pairs_groups_and_leaks_by_round():
+    images = pd.DataFrame({"label": ["a"] * 4 + ["b"] * 2, "usable": [True, True, False, True, True, True]})
+    features = np.array([[1.0, 0.0], [0.99, 0.05], [0.0, 1.0], [0.0, 0.99], [0.7, 0.7]])  # usable rows only
+    pairs = audit.feature_duplicate_pairs(images, features, 0.95)
+    assert pairs[["a", "b", "kind"]].values.tolist() == [[0, 1, "feature"], [3, 4, "feature"]]
+    assert pairs["distance"].between(0.95, 1.0).all()
+    with pytest.raises(ValueError, match="5 usable images"):
+        audit.feature_duplicate_pairs(images, features[:4], 0.95)
+    group = audit.duplicate_groups(images, pairs)
+    assert group[0] == group[1] and group[3] == group[4] and len(set(group)) == 4
+
+    crossing = pd.Series(["train", "test", "", "test", "train", "val"])
+    together = pd.Series(["train", "train", "", "test", "test", "val"])
+    exact_with_unusable = pd.DataFrame({"a": [1], "b": [2], "distance": [0], "kind": ["exact"]})
+    leaks = audit.leaks_by_round(pd.concat([pairs, exact_with_unusable], ignore_index=True),
+                                 {"seed-1": {"plain": crossing, "used": together}})
+    assert leaks.loc["seed-1"].to_dict() == {
+        "pairs across splits (plain)": 2, "test images with a training near-duplicate (plain)": 2,
+        "pairs across splits (used)": 0, "test images with a training near-duplicate (used)": 0,
+    }

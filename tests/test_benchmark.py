@@ -3,10 +3,9 @@
 import importlib.util
 import json
 
-from conftest import write_params
-from lib import audit, sources, split
+from conftest import write_first_round_split, write_params
 from lib.config import load_params
-from lib.paths import PROJECT_ROOT, run_paths
+from lib.paths import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("benchmark", PROJECT_ROOT / "benchmarks" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)
@@ -20,11 +19,7 @@ def test_original_protocol_trains_both_models_on_the_split(tmp_path, tiny_params
         "cnn": {"conv_filters": [4], "dense_units": 8, "training": ONE_EPOCH},
         "mobilenet_v2": {"weights": None, "dense_units": 8, "head": ONE_EPOCH, "fine_tune": ONE_EPOCH},
     })
-    params = load_params(params_file)
-    images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
-    images["split"] = split.assign_split(images, params.split)
-    manifest = run_paths(params).split_manifest
-    split.write_split_manifest(images, manifest)
+    images, manifest = write_first_round_split(load_params(params_file))
 
     results = benchmark.original_protocol(params_file, manifest, tmp_path)
     assert results["train_images"] == int((images["split"] == "train").sum())

@@ -16,27 +16,67 @@ def _results(correct_a, correct_b, n_classes=3):
     return results
 
 
+def _rounds(*pairs):
+    """``{round: results}`` from (correct_a, correct_b) per round, with seeds and methods in the metrics."""
+    rounds = {}
+    for number, (a, b) in enumerate(pairs):
+        results = _results(a, b)
+        for r in results.values():
+            r.metrics.update({"seed": number, "minority_method": "class_weight"})
+        rounds[f"seed-{number}"] = results
+    return rounds
+
+
 def test_a_clear_difference_is_called_significant():
     a = np.ones(200, dtype=bool)
     b = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
-    results = _results(a, b)
-    test = compare.paired_test(results)
-    assert (test["first"], test["second"], test["only_a"], test["only_b"]) == ("Model A", "Model B", 80, 0)
-    ci = compare.intervals(results, seed=0, n_resamples=300)
-    assert ci.loc["Model A", "accuracy"] == 1.0 and ci.loc["Model B", "accuracy"] == pytest.approx(0.6)
-    assert ci.loc["Model B", "accuracy low"] < 0.6 < ci.loc["Model B", "accuracy high"]
-    assert compare.difference_is_significant(test, ci)
-    assert "is significant at the 5 % level" in report.significance_html(test, ci)
+    rounds = _rounds((a, b), (a, np.roll(b, 7)))
+    tests = compare.paired_tests(rounds)
+    assert tests[["first", "second", "only_a", "only_b"]].values.tolist() == [["Model A", "Model B", 80, 0]] * 2
+    summary = compare.summary_across_rounds(rounds, seed=0, n_resamples=300)
+    assert summary.loc[("Model A", "accuracy"), "mean"] == 1.0
+    assert summary.loc[("Model B", "accuracy"), "mean"] == pytest.approx(0.6)
+    assert summary.loc[("Model B", "accuracy"), "low"] < 0.6 < summary.loc[("Model B", "accuracy"), "high"]
+    significant = compare.models_differ(summary, tests)
+    assert significant
+    assert "is significant at the 5 % level" in report.statistics_html(summary, tests, significant, "holdout")
+    assert "the difference is significant" in report.conclusion_html(summary, significant)
 
 
 def test_a_small_difference_is_not_significant():
     a = np.r_[np.ones(40, dtype=bool), np.zeros(10, dtype=bool)]
     b = np.r_[np.ones(38, dtype=bool), np.zeros(12, dtype=bool)]
-    results = _results(a, b)
-    test, ci = compare.paired_test(results), compare.intervals(results, seed=0, n_resamples=300)
-    assert test["p_value"] > 0.05
-    assert not compare.difference_is_significant(test, ci)
-    assert "is not significant at the 5 % level" in report.significance_html(test, ci)
+    rounds = _rounds((a, b), (b, a))
+    tests = compare.paired_tests(rounds)
+    summary = compare.summary_across_rounds(rounds, seed=0, n_resamples=300)
+    assert (tests["p_value"].astype(float) > 0.05).all()
+    significant = compare.models_differ(summary, tests)
+    assert not significant
+    assert "is not significant at the 5 % level" in report.statistics_html(summary, tests, significant, "holdout")
+    assert "but the difference is not significant" in report.conclusion_html(summary, significant)
+
+
+def test_one_round_with_a_large_p_value_makes_the_difference_not_significant():
+    a = np.ones(200, dtype=bool)
+    clear = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
+    close = np.r_[np.ones(198, dtype=bool), np.zeros(2, dtype=bool)]
+    rounds = _rounds((a, clear), (a, close))
+    assert not compare.models_differ(compare.summary_across_rounds(rounds, seed=0, n_resamples=200),
+                                     compare.paired_tests(rounds))
+
+
+def test_summary_mean_and_std_are_over_rounds():
+    a = np.r_[np.ones(30, dtype=bool), np.zeros(10, dtype=bool)]   # accuracy 0.75
+    b = np.r_[np.ones(20, dtype=bool), np.zeros(20, dtype=bool)]   # accuracy 0.5
+    rounds = _rounds((a, a), (b, b))
+    summary = compare.summary_across_rounds(rounds, seed=0, n_resamples=200)
+    row = summary.loc[("Model A", "accuracy")]
+    assert row["mean"] == pytest.approx(0.625) and row["std"] == pytest.approx(np.std([0.75, 0.5], ddof=1))
+    assert row["rounds"] == 2
+    per_round = compare.per_round_table(rounds)
+    assert per_round.loc[per_round["model"] == "Model A", "accuracy"].tolist() == [0.75, 0.5]
+    cell = report.statistics_table(summary).loc["accuracy", "Model A"]
+    assert cell.startswith("0.625 ± 0.177 [")
 
 
 def test_predictions_on_different_images_do_not_pair():
@@ -44,11 +84,6 @@ def test_predictions_on_different_images_do_not_pair():
     results["b"].predictions["relpath"] = [f"other{i}.jpg" for i in range(6)]
     with pytest.raises(ValueError, match="tested on different images"):
         compare.correctness(results)
-
-
-def test_interval_table_puts_value_and_bounds_in_one_cell():
-    ci = pd.DataFrame({"accuracy": [0.9], "accuracy low": [0.85], "accuracy high": [0.95]}, index=["Model A"])
-    assert report.interval_table(ci).loc["Model A", "accuracy"] == "0.900 [0.850, 0.950]"
 
 
 def test_formatted_rows():

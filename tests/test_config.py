@@ -14,7 +14,9 @@ def test_default_params_file_is_the_replication_subset():
     assert grocery.max_per_class == {"Oat-Milk": 14}
     assert params.data.image_size == (224, 224)
     assert (params.split.train, params.split.val, params.split.test) == (0.70, 0.15, 0.15)
-    assert run_paths(params).split_manifest == PROJECT_ROOT / "reports/default/data/split.csv"
+    assert run_paths(params).round("seed-42").split_manifest == PROJECT_ROOT / "reports/default/rounds/seed-42/split.csv"
+    assert params.evaluation.seeds == [42, 43, 44] and params.split.group_near_duplicates
+    assert params.minority.methods == ["class_weight", "oversample", "logit_adjustment"]
 
 
 def test_every_bad_field_is_reported_in_one_error(tmp_path):

@@ -8,7 +8,7 @@ from lib import groups
 from lib.config import parse_params
 from lib.split import SplitError
 
-SPLIT = parse_params({}).split
+FRACTIONS = (0.70, 0.15, 0.15)
 
 
 def test_feature_pairs_are_found_by_cosine_similarity():
@@ -44,7 +44,7 @@ def _dataset(rng, per_class=(60, 40, 30), group_size=3):
 def test_no_group_spans_two_splits_and_classes_stay_stratified():
     labels, pairs = _dataset(np.random.default_rng(0))
     group_of = groups.near_duplicate_groups(len(labels), pairs)
-    split = groups.grouped_stratified_split(labels, group_of, SPLIT)
+    split = groups.grouped_stratified_split(labels, group_of, FRACTIONS, 42)
     assert groups.cross_split_pairs(pairs, split) == 0
     for group in np.unique(group_of):
         assert split[group_of == group].nunique() == 1
@@ -52,14 +52,14 @@ def test_no_group_spans_two_splits_and_classes_stay_stratified():
     assert (shares["test"].between(0.08, 0.25)).all() and (shares["train"] > 0.55).all()
     # a random split of the same data does separate near-duplicates
     from lib.split import stratified_split
-    assert groups.cross_split_pairs(pairs, stratified_split(labels, SPLIT)) > 0
+    assert groups.cross_split_pairs(pairs, stratified_split(labels, FRACTIONS, 42)) > 0
 
 
 def test_a_class_in_too_few_groups_is_a_clear_error():
     labels = pd.Series(["a"] * 30 + ["b"] * 8)
     pairs = pd.DataFrame({"a": list(range(30, 37)), "b": list(range(31, 38))})  # all of 'b' is one group
     with pytest.raises(SplitError, match=r"'b' has no (train|val|test) image.*too few near-duplicate groups"):
-        groups.grouped_stratified_split(labels, groups.near_duplicate_groups(38, pairs), SPLIT)
+        groups.grouped_stratified_split(labels, groups.near_duplicate_groups(38, pairs), FRACTIONS, 42)
 
 
 def test_an_image_and_its_copy_are_a_feature_pair():

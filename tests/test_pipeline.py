@@ -68,10 +68,12 @@ def _digests(array):
 
 def test_no_validation_or_test_image_reaches_training(prepared):
     data = prepared.data
-    train_x, _ = _batches(prepared.train_ds)
     val_x, _ = _batches(prepared.val_ds)
-    assert _digests(train_x) == _digests(data.train.images)
-    assert not _digests(train_x) & (_digests(data.val.images) | _digests(data.test.images))
+    for method in ("class_weight", "oversample", "logit_adjustment"):
+        train_x, _ = _batches(prepared.training_stream(method))
+        assert _digests(train_x) <= _digests(data.train.images)
+        assert not _digests(train_x) & (_digests(data.val.images) | _digests(data.test.images))
+    assert _digests(_batches(prepared.training_stream("class_weight"))[0]) == _digests(data.train.images)
     np.testing.assert_array_equal(val_x, data.val.images.astype(np.float32))
     assert len(data.train) + len(data.val) + len(data.test) == 30
     assert prepared.class_weight_table().index.tolist() == ["alpha", "beta", "gamma"]

@@ -17,7 +17,9 @@ from conftest import make_class_folders, write_params
 from lib import run
 from lib.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.experiment import load_trained_model
-from lib.paths import NOTEBOOKS_DIR, ModelPaths
+from lib.config import load_params
+from lib.minority import Postprocessing
+from lib.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
 from lib.pipeline import decode_images
 from lib.split import MANIFEST_COLUMNS
 
@@ -52,6 +54,7 @@ def tiny_study(tmp_path_factory):
         "reports_dir": str(root / "reports"),
         "data": {"source": "folder", "directory": str(folder), "image_size": [32, 32]},
         "audit": {"samples_per_class": 3},
+        "evaluation": {"seeds": [1, 2]},
         **TINY_TRAINING,
     }
     params_file = write_params(root / "tiny.yaml", params)
@@ -73,26 +76,37 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_every_notebook_runs_without_errors(tiny_study):
-    _, root, record, _ = tiny_study
-    assert list(record) == [step.notebook for step in run.STEPS] + [run.REPORT_STEP]
+    params_file, root, record, _ = tiny_study
+    assert list(record) == ["01_data_audit.ipynb",
+                            "rounds/seed-1/02_cnn.ipynb", "rounds/seed-1/03_mobilenetv2.ipynb",
+                            "rounds/seed-2/02_cnn.ipynb", "rounds/seed-2/03_mobilenetv2.ipynb",
+                            "04_comparison.ipynb", "05_report.ipynb", run.REPORT_STEP]
     assert not any(entry["reused"] for entry in record.values())
-    for step in run.STEPS:
-        executed = nbformat.read(root / "notebooks" / step.notebook, as_version=4)
+    for planned in run.planned_steps(load_params(params_file)):
+        executed = nbformat.read(planned.executed_copy(RunPaths(root)), as_version=4)
         outputs = [o for c in executed.cells for o in c.get("outputs", [])]
-        assert not [o for o in outputs if o.get("output_type") == "error"], step.notebook
+        assert not [o for o in outputs if o.get("output_type") == "error"], planned.label
         figures = [o for o in outputs if "image/png" in o.get("data", {})
                    or "data:image/png" in "".join(o.get("data", {}).get("text/html", ""))]
-        assert figures, f"{step.notebook} shows no figure"
+        assert figures, f"{planned.label} shows no figure"
 
 
 @pytest.mark.slow
-def test_audit_writes_the_split_manifest(tiny_study):
+def test_audit_writes_a_split_manifest_per_round(tiny_study):
     _, root, _, _ = tiny_study
-    manifest = pd.read_csv(root / "data" / "split.csv")
-    assert list(manifest.columns) == MANIFEST_COLUMNS
-    assert manifest["label"].value_counts().to_dict() == TINY_CLASSES
-    assert set(manifest.groupby("label")["split"].nunique()) == {3}, "every class in every split"
+    manifests = [pd.read_csv(root / "rounds" / name / "split.csv") for name in ("seed-1", "seed-2")]
+    for manifest in manifests:
+        assert list(manifest.columns) == MANIFEST_COLUMNS
+        assert manifest["label"].value_counts().to_dict() == TINY_CLASSES
+        assert set(manifest.groupby("label")["split"].nunique()) == {3}, "every class in every split"
+    assert not manifests[0].set_index("relpath")["split"].equals(manifests[1].set_index("relpath")["split"])
+    images = pd.read_csv(root / "data" / "images.csv")
+    for manifest in manifests:  # no near-duplicate group in two splits
+        grouped = manifest.merge(images[["relpath", "group"]], on="relpath")
+        assert grouped.groupby("group")["split"].nunique().max() == 1
     summary = json.loads((root / "data" / "audit.json").read_text())
+    assert [row["round"] for row in summary["leaks_by_round"]] == ["seed-1", "seed-2"]
+    assert all(row["test images with a training near-duplicate (used)"] == 0 for row in summary["leaks_by_round"])
     assert summary["classes"] == TINY_CLASSES
     assert summary["imbalance_ratio"] == 1.5
     assert summary["params"]["data"]["image_size"] == [32, 32]
@@ -102,8 +116,8 @@ def test_audit_writes_the_split_manifest(tiny_study):
 @pytest.mark.parametrize("model_name", ["cnn", "mobilenetv2"])
 def test_model_artefacts_and_their_columns(tiny_study, model_name):
     _, root, _, _ = tiny_study
-    folder = root / model_name
-    manifest = pd.read_csv(root / "data" / "split.csv")
+    folder = root / "rounds" / "seed-1" / model_name
+    manifest = pd.read_csv(root / "rounds" / "seed-1" / "split.csv")
     test_rows = manifest[manifest["split"] == "test"]
 
     predictions = pd.read_csv(folder / "predictions.csv")
@@ -127,21 +141,37 @@ def test_model_artefacts_and_their_columns(tiny_study, model_name):
         assert metrics["parameters"]["unfrozen_layers"] == 13  # the last 20 layers less 7 BatchNorm
         assert metrics["parameters"]["trainable_phase2"] > metrics["parameters"]["trainable_phase1"]
     assert json.loads((folder / "params.json").read_text())["cnn"]["training"]["epochs"] == 1
+    assert metrics["round"] == "seed-1" and metrics["seed"] == 1
+
+    # the first round compares the minority-class methods on validation; the second trains the chosen one
+    methods = pd.read_csv(folder / "methods.csv")
+    assert sorted(methods["method"].unique()) == ["class_weight", "logit_adjustment", "oversample"]
+    assert sorted(methods["split"].unique()) == ["test", "val"]
+    chosen = methods.loc[methods["chosen"], "method"].unique().tolist()
+    assert chosen == [metrics["minority_method"]]
+    val = methods[methods["split"] == "val"].set_index("method")["macro_f1"]
+    assert val[chosen[0]] == val.max()
+    second = root / "rounds" / "seed-2" / model_name
+    assert not (second / "methods.csv").exists()
+    assert json.loads((second / "metrics.json").read_text())["minority_method"] == chosen[0]
 
     model = load_trained_model(ModelPaths(folder))
     images = decode_images(predictions["path"], (32, 32)).astype("float32")
+    post = Postprocessing(**json.loads((folder / "postprocessing.json").read_text()))
     np.testing.assert_allclose(
-        model.predict(images, verbose=0), predictions.filter(like="p_").to_numpy(), atol=1e-5
+        post.apply(model.predict(images, verbose=0)), predictions.filter(like="p_").to_numpy(), atol=1e-5
     )
 
 
 @pytest.mark.slow
 def test_same_params_and_seed_give_identical_predictions(tiny_study):
     params_file, root, _, _ = tiny_study
-    first = {name: pd.read_csv(root / name / "predictions.csv") for name in ("cnn", "mobilenetv2")}
+    files = [root / "rounds" / r / name / table for r in ("seed-1", "seed-2") for name in ("cnn", "mobilenetv2")
+             for table in ("predictions.csv", "methods.csv") if (root / "rounds" / r / name / table).exists()]
+    first = {file: pd.read_csv(file) for file in files}
     run.run_study(params_file, force=True)
-    for name, before in first.items():
-        pd.testing.assert_frame_equal(before, pd.read_csv(root / name / "predictions.csv"), check_exact=True)
+    for file, before in first.items():
+        pd.testing.assert_frame_equal(before, pd.read_csv(file), check_exact=True)
 
 
 @pytest.mark.slow
@@ -193,14 +223,20 @@ def test_report_is_rendered_with_the_runs_numbers_and_no_code(tiny_study):
     html = (root.parent / "report.html").read_text()
     assert html == (root / "report.html").read_text()
     for name in ("cnn", "mobilenetv2"):
-        metrics = json.loads((root / name / "metrics.json").read_text())
+        metrics = json.loads((root / "rounds" / "seed-1" / name / "metrics.json").read_text())
         assert f"{100 * metrics['accuracy']:.1f} %" in html
         assert f"{metrics['macro_f1']:.3f}" in html
-    for section in ("Abstract", "1 Introduction", "2 Data", "3 Methods", "4 Results", "5 Discussion",
-                    "6 Conclusion and future work", "References", "Appendix: reproducibility"):
+    summary = pd.read_csv(root / "comparison.csv").set_index(["model", "metric"])
+    for model in ("Custom CNN", "MobileNetV2"):
+        row = summary.loc[(model, "macro-F1")]
+        assert f"{row['mean']:.3f} ± {row['std']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" in html
+    for section in ("Abstract", "1 Introduction", "2 Data", "3 Methods", "4 Results", "5 Statistical analysis",
+                    "6 Discussion", "7 Conclusion and future work", "References", "Appendix: reproducibility"):
         assert section in html
-    assert re.findall(r"<b>Figure (\d+)\.</b>", html) == [str(n) for n in range(1, 6)]
-    assert "<b>Table 1.</b>" in html and "<b>Table 8.</b>" in html
+    assert "McNemar" in html and "Limitations." in html and "ECE" in html
+    figures = re.findall(r"<b>Figure (\d+)\.</b>", html)
+    assert figures == [str(n) for n in range(1, len(figures) + 1)] and len(figures) >= 9
+    assert "<b>Table 1.</b>" in html and "<b>Table 10.</b>" in html
     assert "from lib import" not in html and "display(HTML" not in html and "jp-InputArea" not in html
     assert "Traceback" not in html and "WARNING" not in html
 
@@ -228,7 +264,7 @@ def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study,
     monkeypatch.setenv("KERAS_HOME", str(damaged.parent.parent))
     with pytest.raises(run.StepFailed) as raised:
         run.run_study(params_file, force=True)
-    assert str(raised.value).startswith("03_mobilenetv2.ipynb failed in cell")
+    assert str(raised.value).startswith("01_data_audit.ipynb failed in cell")  # its near-duplicate features
     assert "is damaged (not an HDF5 file)" in str(raised.value)
     assert _published(root.parent) == before
 
@@ -237,18 +273,23 @@ def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study,
 def test_unchanged_steps_are_reused_and_changed_ones_rerun(tiny_study, tmp_path):
     params_file, root, _, _ = tiny_study
     reports = tmp_path / "reports"
-    shutil.copytree(root.parent, reports)
+    shutil.copytree(root.parent, reports, ignore=shutil.ignore_patterns(".staging-*"))  # not a failed run
     values = yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
     same = write_params(tmp_path / "same.yaml", values)
 
     record = run.run_study(same)
-    assert [record[s.notebook]["reused"] for s in run.STEPS] == [True, True, True, True, False]  # report: always
-    assert (reports / "tiny" / "report.html").read_text().count("yes, inputs unchanged") == 4
+    assert [entry["reused"] for entry in record.values()][:-1] == [True] * 6 + [False]  # report: always
+    assert (reports / "tiny" / "report.html").read_text().count("yes, inputs unchanged") == 6
 
     values["cnn"]["training"]["epochs"] = 2
     record = run.run_study(write_params(tmp_path / "more_cnn_epochs.yaml", values))
-    assert [record[s.notebook]["reused"] for s in run.STEPS] == [True, False, True, False, False]
-    assert len(pd.read_csv(reports / "tiny" / "cnn" / "history.csv")) <= 2
+    assert {label: entry["reused"] for label, entry in record.items() if label != run.REPORT_STEP} == {
+        "01_data_audit.ipynb": True,
+        "rounds/seed-1/02_cnn.ipynb": False, "rounds/seed-1/03_mobilenetv2.ipynb": True,
+        "rounds/seed-2/02_cnn.ipynb": False, "rounds/seed-2/03_mobilenetv2.ipynb": True,
+        "04_comparison.ipynb": False, "05_report.ipynb": False,
+    }
+    assert len(pd.read_csv(reports / "tiny" / "rounds" / "seed-1" / "cnn" / "history.csv")) <= 2
 
 
 @pytest.mark.slow
@@ -257,20 +298,28 @@ def test_an_interrupted_run_changes_nothing_and_the_next_run_completes(tiny_stud
     before = _published(root.parent)
     real_execute = run.execute_step
 
-    def interrupted_in_second_step(step, *args):
-        if step.notebook == "02_cnn.ipynb":
-            raise KeyboardInterrupt
-        return real_execute(step, *args)
+    executed = []
 
-    monkeypatch.setattr(run, "execute_step", interrupted_in_second_step)
+    def interrupted_in_the_second_round(planned, *args):
+        if planned.label == "rounds/seed-2/02_cnn.ipynb":
+            raise KeyboardInterrupt
+        executed.append(planned.label)
+        return real_execute(planned, *args)
+
+    monkeypatch.setattr(run, "execute_step", interrupted_in_the_second_round)
     assert run.main([str(params_file), "--force"]) == 130
     error = capsys.readouterr().err
-    assert "interrupted in 02_cnn.ipynb" in error
+    assert "interrupted in rounds/seed-2/02_cnn.ipynb" in error
     assert "The previous report and artefacts are unchanged." in error
     assert _published(root.parent) == before
+    assert executed == ["01_data_audit.ipynb", "rounds/seed-1/02_cnn.ipynb", "rounds/seed-1/03_mobilenetv2.ipynb"]
 
-    monkeypatch.setattr(run, "execute_step", real_execute)
+    # the next run resumes: what the interrupted run finished is reused, the rest runs
+    executed.clear()
+    monkeypatch.setattr(run, "execute_step", lambda planned, *args: executed.append(planned.label) or real_execute(planned, *args))
     assert run.main([str(params_file)]) == 0
+    assert "resuming the unfinished run" in capsys.readouterr().out
+    assert executed == ["rounds/seed-2/02_cnn.ipynb", "04_comparison.ipynb", "05_report.ipynb"]
     assert not (root.parent / ".staging-tiny").exists()
 
 
@@ -285,5 +334,6 @@ def test_each_step_depends_only_on_the_lib_modules_it_imports():
     assert {"models.py", "train.py", "experiment.py"} <= deps["02_cnn.ipynb"]
     assert "report.py" not in deps["02_cnn.ipynb"] | deps["03_mobilenetv2.ipynb"] | deps["04_comparison.ipynb"]
     assert {"report.py", "report.css", "compare.py"} <= deps["05_report.ipynb"]
-    assert "models.py" not in deps["01_data_audit.ipynb"]
+    assert "train.py" not in deps["01_data_audit.ipynb"]
+    assert {"rounds.py", "groups.py", "models.py"} <= deps["01_data_audit.ipynb"]  # near-duplicate features
     assert "run.py" not in set().union(*deps.values())

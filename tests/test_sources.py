@@ -241,7 +241,7 @@ def test_real_grocery_store_default_subset(keras_home, monkeypatch):
     dataset_dir = keras_home / "datasets" / TOP / "dataset"
     assert len(sources.load_grocery_store(dataset_dir)) == sources.GROCERY_STORE_IMAGE_COUNT
 
-    split = stratified_split(records["label"], params.split)
+    split = stratified_split(records["label"], (params.split.train, params.split.val, params.split.test), 42)
     assert split.value_counts().to_dict() == {"train": 1280, "val": 275, "test": 275}
     per_class = pd.crosstab(records["label"], split)
     shares = per_class.div(per_class.sum(axis=1), axis=0)

@@ -3,7 +3,10 @@ import pandas as pd
 import pytest
 
 from lib import provenance, split
-from lib.config import SplitParams
+from lib import rounds
+from lib.config import parse_params
+
+FRACTIONS = (0.70, 0.15, 0.15)
 
 
 def _labels(counts: dict[str, int]) -> pd.Series:
@@ -12,10 +15,9 @@ def _labels(counts: dict[str, int]) -> pd.Series:
 
 def test_split_is_stratified_disjoint_and_reproducible():
     labels = _labels({"a": 200, "b": 100, "c": 14})
-    params = SplitParams()
-    first = split.stratified_split(labels, params)
-    assert first.equals(split.stratified_split(labels, params))
-    assert not first.equals(split.stratified_split(labels, SplitParams(seed=1)))
+    first = split.stratified_split(labels, FRACTIONS, 42)
+    assert first.equals(split.stratified_split(labels, FRACTIONS, 42))
+    assert not first.equals(split.stratified_split(labels, FRACTIONS, 1))
 
     table = pd.crosstab(labels, first)
     expected = pd.DataFrame({"train": [140, 70], "val": [30, 15], "test": [30, 15]}, index=["a", "b"])
@@ -27,7 +29,7 @@ def test_split_is_stratified_disjoint_and_reproducible():
 def test_a_class_too_small_to_split_is_named_with_its_count():
     labels = _labels({"big": 50, "tiny": 2, "one": 1})
     with pytest.raises(split.SplitError) as raised:
-        split.stratified_split(labels, SplitParams())
+        split.stratified_split(labels, FRACTIONS, 42)
     message = str(raised.value)
     assert "'one' has 1, 'tiny' has 2" in message
     assert "each class needs at least 7" in message
@@ -50,20 +52,26 @@ def test_balanced_class_weights():
     assert weights == pytest.approx({"a": 40 / (2 * 30), "b": 40 / (2 * 10)})
 
 
-def test_assign_split_keeps_a_manifest_split_and_excludes_unusable():
+def test_a_manifest_split_is_kept_in_every_round_and_unusable_images_are_excluded():
     images = pd.DataFrame(
         {"label": ["a"] * 4 + ["b"] * 4, "usable": [True] * 7 + [False],
          "split": ["train", "train", "val", "test", "train", "val", "test", "train"]}
     )
-    assigned = split.assign_split(images, SplitParams())
-    assert assigned.tolist() == ["train", "train", "val", "test", "train", "val", "test", ""]
+    assigned = rounds.assign_round_splits(images, np.arange(8), parse_params({}))
+    assert list(assigned) == ["seed-42", "seed-43", "seed-44"]
+    for kinds in assigned.values():
+        assert kinds["used"].tolist() == ["train", "train", "val", "test", "train", "val", "test", ""]
 
 
-def test_assign_split_draws_one_when_there_is_none():
+def test_each_round_draws_its_own_split_when_the_source_has_none():
     images = pd.DataFrame({"label": ["a"] * 20 + ["b"] * 20, "usable": [True] * 39 + [False]})
-    assigned = split.assign_split(images, SplitParams())
-    assert assigned.iloc[-1] == ""
-    assert assigned.iloc[:-1].isin(["train", "val", "test"]).all()
+    assigned = rounds.assign_round_splits(images, np.arange(40), parse_params({"split": {"group_near_duplicates": False}}))
+    used = [kinds["used"] for kinds in assigned.values()]
+    for split_ in used:
+        assert split_.iloc[-1] == ""
+        assert split_.iloc[:-1].isin(["train", "val", "test"]).all()
+    assert not used[0].equals(used[1]), "a new seed draws a new split"
+    assert used[0].equals(assigned["seed-42"]["plain"]), "without grouping the plain split is the one used"
 
 
 def test_manifest_hash_ignores_where_the_data_lives():

@@ -38,3 +38,35 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_images()
     assert (high_l - low_l) < (high_s - low_s) / 2
     macro = lambda t, p: f1_score(t, p, average="macro")
     assert stats.bootstrap_ci(*large, macro, n_resamples=200, seed=1) == stats.bootstrap_ci(*large, macro, n_resamples=200, seed=1)
+
+
+def test_round_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 4, 80)
+    y_pred = np.where(rng.random(80) < 0.6, y_true, rng.integers(0, 4, 80))
+    y_pred[y_pred == 3] = 2  # class 3 is never predicted: its F1 is 0
+    values = stats.round_metrics(y_true, y_pred, 4)
+    assert values[0] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert values[1] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert values[2] == pytest.approx(f1_score(y_true, y_pred, labels=range(4), average="macro", zero_division=0))
+    np.testing.assert_allclose(values[3:], f1_score(y_true, y_pred, labels=range(4), average=None, zero_division=0))
+    assert values[6] == 0.0
+
+
+def test_rounds_bootstrap_brackets_the_mean_and_is_reproducible():
+    rng = np.random.default_rng(4)
+    rounds = []
+    for _ in range(3):
+        y_true = rng.integers(0, 3, 120)
+        rounds.append((y_true, np.where(rng.random(120) < 0.75, y_true, (y_true + 1) % 3)))
+    mean = np.mean([stats.round_metrics(t, p, 3) for t, p in rounds], axis=0)
+    low, high = stats.rounds_bootstrap(rounds, 3, n_resamples=400, seed=2)
+    assert low.shape == high.shape == (6,)
+    assert np.all(low <= mean + 1e-12) and np.all(mean <= high + 1e-12)
+    assert np.all(high - low > 0)
+    again = stats.rounds_bootstrap(rounds, 3, n_resamples=400, seed=2)
+    np.testing.assert_array_equal(low, again[0])
+    with pytest.raises(ValueError, match="equally long"):
+        stats.rounds_bootstrap([(np.array([0, 1]), np.array([0]))], 2)

@@ -73,24 +73,31 @@ def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepar
 
     # validation images are not augmented: the cached path computes exactly what the model does on pixels
     on_pixels = model.predict(experiment.data.val.images.astype("float32"), verbose=0)
-    head = cache.head_phase()
+    head = cache.head_phase("class_weight")
     np.testing.assert_allclose(head.model.predict(cache.val["pooled"][0], verbose=0), on_pixels, atol=1e-5)
 
     dense_before = model.get_layer("dense").get_weights()[0].copy()
     fit_phase(head.model, head.train, head.val, experiment.params.mobilenet_v2.head, name="head",
-              class_weight=experiment.class_weight, checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
+              class_weight=experiment.class_weight("class_weight"), checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
     assert not np.array_equal(model.get_layer("dense").get_weights()[0], dense_before)
 
     unfrozen = models.unfreeze_top(base, 20)
-    tune = cache.fine_tune_phase()
+    tune = cache.fine_tune_phase("class_weight")
     on_pixels = model.predict(experiment.data.val.images.astype("float32"), verbose=0)
     np.testing.assert_allclose(tune.model.predict(cache.val["below_top"][0], verbose=0), on_pixels, atol=1e-5)
     conv_before = base.get_layer("Conv_1").get_weights()[0].copy()
     fit_phase(tune.model, tune.train, tune.val, experiment.params.mobilenet_v2.fine_tune, name="fine-tune",
-              class_weight=experiment.class_weight, checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
+              class_weight=experiment.class_weight("class_weight"), checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
     assert "Conv_1" in unfrozen
     assert not np.array_equal(base.get_layer("Conv_1").get_weights()[0], conv_before)
     assert cache.summary()["augmented_views"] == 2 and cache.summary()["cut_below_layer"] == "block_15_expand"
+
+    # another model (new random weights: MOBILENET has none) reuses the cache exactly
+    other, other_base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
+    bound = cache.bind(other, other_base)
+    models.unfreeze_top(other_base, 20)
+    np.testing.assert_allclose(bound.fine_tune_phase("oversample").model.predict(cache.val["below_top"][0], verbose=0),
+                               other.predict(experiment.data.val.images.astype("float32"), verbose=0), atol=1e-5)
 
 
 def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
@@ -99,7 +106,10 @@ def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
     inputs = transfer.phase_inputs(experiment, model, base)
     assert inputs.summary() == {"activation_cache": False}
-    assert inputs.head_phase() == transfer.PhaseInputs(model, experiment.train_ds, experiment.val_ds)
+    phase = inputs.head_phase("class_weight")
+    assert phase.model is model and phase.val is experiment.val_ds
+    images, targets = next(iter(phase.train))
+    assert images.shape[1:] == (32, 32, 3) and targets.shape[1] == experiment.n_classes
 
 
 def test_without_augmentation_one_view_is_cached(prepare_experiment):
@@ -107,4 +117,23 @@ def test_without_augmentation_one_view_is_cached(prepare_experiment):
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
     cache = transfer.phase_inputs(experiment, model, base)
     assert cache.views == 1 and cache.top is None
-    assert cache.fine_tune_phase().model.input_shape == (None, 1280)
+    assert cache.fine_tune_phase("class_weight").model.input_shape == (None, 1280)
+
+
+def test_oversampled_cached_views_draw_every_class_equally_often():
+    labels = np.array([0] * 90 + [1] * 10)
+    inputs = np.stack([np.arange(100.0)[:, None], 1000 + np.arange(100.0)[:, None]])  # (views, N, 1)
+    views = transfer.CachedViews(inputs, labels, 2, batch_size=25, seed=3, oversample=True)
+    drawn, used_views = [], set()
+    for _ in range(20):
+        views.on_epoch_begin()
+        for index in range(len(views)):
+            x, y = views[index]
+            drawn.append(y.argmax(axis=1))
+            used_views |= set((x[:, 0] >= 1000).tolist())
+    drawn = np.concatenate(drawn)
+    assert len(drawn) == 20 * 100
+    assert abs(drawn.mean() - 0.5) < 0.05, "class 1 (10 % of the images) is half of the draws"
+    assert used_views == {True, False}, "repeats come from both augmented views"
+    with pytest.raises(ValueError, match="seed"):
+        transfer.CachedViews(inputs, labels, 2, batch_size=25, seed=None, oversample=True)

@@ -1,0 +1,85 @@
+"""Minority-class methods: the oversampled stream, logit adjustment, and the choice on validation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import minority
+from lib.config import parse_params
+
+
+def test_oversampling_balances_the_stream_and_holds_only_training_images():
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)  # pixel value = row number
+    stream = minority.oversampled_dataset(images, labels, 3, seed=7)
+    epochs = [[(int(x[0, 0, 0]), int(y)) for x, y in stream.as_numpy_iterator()] for _ in range(3)]
+    assert all(len(epoch) == 100 for epoch in epochs), "an epoch has as many draws as the split has images"
+    drawn = np.array([y for epoch in epochs for _, y in epoch])
+    shares = np.bincount(drawn, minlength=3) / len(drawn)
+    assert np.allclose(shares, 1 / 3, atol=0.06)
+    assert all(labels[row] == y for epoch in epochs for row, y in epoch), "every image keeps its label"
+    assert {row for epoch in epochs for row, y in epoch if y == 2} == {95, 96, 97, 98, 99}
+    assert epochs[0] != epochs[1], "each epoch draws afresh"
+    again = minority.oversampled_dataset(images, labels, 3, seed=7)
+    assert [(int(x[0, 0, 0]), int(y)) for x, y in again.as_numpy_iterator()] == epochs[0]
+
+
+def test_the_training_stream_oversamples_and_validation_is_untouched(prepare_experiment):
+    experiment = prepare_experiment("cnn", augmentation=False)
+    train_paths = set(experiment.data.train.rows["path"])
+    stream = experiment.training_stream("oversample")
+    drawn = np.concatenate([y.numpy().argmax(axis=1) for _, y in stream])
+    assert len(drawn) == len(experiment.data.train)
+    counts = np.bincount(experiment.data.train.labels)
+    plain = np.concatenate([y.numpy().argmax(axis=1) for _, y in experiment.training_stream("class_weight")])
+    assert np.array_equal(np.bincount(plain), counts), "without oversampling every image once"
+    val = np.concatenate([y.numpy().argmax(axis=1) for _, y in experiment.val_ds])
+    assert np.array_equal(val, experiment.data.val.labels), "validation: every image once, in order"
+    assert not train_paths & set(experiment.data.val.rows["path"]) and not train_paths & set(experiment.data.test.rows["path"])
+    assert experiment.class_weight("oversample") is None and experiment.class_weight("logit_adjustment") is None
+    assert experiment.class_weight("class_weight")[int(np.argmin(counts))] > 1.0
+
+
+def test_logit_adjustment_moves_decisions_towards_rare_classes():
+    priors = np.array([0.9, 0.1])
+    probabilities = np.array([[0.6, 0.4], [0.95, 0.05]])
+    np.testing.assert_allclose(minority.adjust_probabilities(probabilities, priors, 0.0), probabilities)
+    adjusted = minority.adjust_probabilities(probabilities, priors, 1.0)
+    np.testing.assert_allclose(adjusted.sum(axis=1), 1.0)
+    # p / prior: 0.6/0.9 < 0.4/0.1, so the first image now goes to the rare class; the second stays
+    assert adjusted.argmax(axis=1).tolist() == [1, 0]
+
+
+def test_tau_is_tuned_on_validation_and_ties_prefer_the_smallest():
+    priors = np.array([0.9, 0.1])
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    assert minority.tune_tau(probabilities, labels, priors, [0.0, 0.5, 1.0, 2.0], "macro_f1") == 0.5
+    confident = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
+    assert minority.tune_tau(confident, labels, priors, [2.0, 0.0, 1.0], "macro_f1") == 0.0
+
+
+def test_the_method_is_chosen_on_validation_only():
+    table = pd.DataFrame([
+        {"method": "class_weight", "split": "val", "macro_f1": 0.80},
+        {"method": "class_weight", "split": "test", "macro_f1": 0.99},
+        {"method": "oversample", "split": "val", "macro_f1": 0.85},
+        {"method": "oversample", "split": "test", "macro_f1": 0.50},
+        {"method": "logit_adjustment", "split": "val", "macro_f1": 0.85},
+    ])
+    order = ["class_weight", "oversample", "logit_adjustment"]
+    assert minority.choose_method(table, "macro_f1", order) == "oversample"  # tie: the earlier one
+    scores = minority.scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), ["a", "b"], "b")
+    assert scores["minority_recall"] == 0.5 and scores["minority_precision"] == 0.5 and scores["minority_f1"] == 0.5
+
+
+def test_postprocessing_applies_only_to_logit_adjustment():
+    params = parse_params({}).minority
+    train = np.array([0] * 9 + [1])
+    val_labels = np.array([0, 1])
+    val_probabilities = np.array([[0.9, 0.1], [0.7, 0.3]])
+    plain = minority.fit_postprocessing("class_weight", val_probabilities, val_labels, train, 2, params)
+    assert plain.apply(val_probabilities) is val_probabilities and plain.tau == 0.0
+    adjusted = minority.fit_postprocessing("logit_adjustment", val_probabilities, val_labels, train, 2, params)
+    assert adjusted.tau > 0 and adjusted.apply(val_probabilities).argmax(axis=1).tolist() == [0, 1]
+    assert adjusted.to_dict()["priors"] == pytest.approx([0.9, 0.1])
