@@ -10,6 +10,7 @@ that later steps read.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 
 import keras
@@ -43,6 +44,7 @@ class Experiment:
     model_name: str
     data: StudyData
     val_ds: object
+    step_key: str | None = None  # set by ./run_all.sh: finished trainings with this key are reused
 
     @property
     def round_paths(self) -> RoundPaths:
@@ -106,10 +108,14 @@ class Experiment:
         return [str(table.loc[table["chosen"], "method"].iloc[0])]
 
 
-def prepare(params_file: str, model_name: str, run_dir: str | None = None, round_name: str | None = None) -> Experiment:
+def prepare(params_file: str, model_name: str, run_dir: str | None = None, round_name: str | None = None,
+            step_key: str | None = None) -> Experiment:
     """Seed everything for the round, read and decode its split, and build the validation stream.
 
     ``round_name`` None is the first round (what a notebook opened in Jupyter runs).
+    ``step_key``: the runner's key of this step's inputs (`lib.run.step_key`); each method's
+    training is saved under it, so that a run interrupted part-way through a step reuses the
+    methods it had finished (None: always train).
     """
     run_params = load_params(params_file)
     round_ = find_round(evaluation_rounds(run_params.evaluation), round_name)
@@ -126,6 +132,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         model_name=model_name,
         data=data,
         val_ds=make_dataset(data.val, len(data.class_names), params.training.batch_size),
+        step_key=step_key,
     )
     experiment.model_paths.root.mkdir(parents=True, exist_ok=True)
     return experiment
@@ -159,6 +166,32 @@ def validate(experiment: Experiment, method: str, model: keras.Model, history: p
     return TrainedModel(method, model, history, parameters, post, probabilities)
 
 
+def save_training(experiment: Experiment, method: str, model: keras.Model, history: pd.DataFrame,
+                  parameters: dict[str, int]) -> None:
+    """Keep a finished training of ``method`` under the step's key (nothing without a key)."""
+    if experiment.step_key is None:
+        return
+    folder = experiment.model_paths.method_dir(method)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key").unlink(missing_ok=True)
+    model.save(folder / "model.keras")
+    history.to_csv(folder / "history.csv", index=False)
+    (folder / "parameters.json").write_text(json.dumps(parameters))
+    (folder / "key").write_text(experiment.step_key)  # last: its presence means the rest is complete
+
+
+def saved_training(experiment: Experiment, method: str) -> TrainedModel | None:
+    """A training of ``method`` finished earlier with the same step key (same inputs), validated again; or None."""
+    folder = experiment.model_paths.method_dir(method)
+    key = folder / "key"
+    if experiment.step_key is None or not key.is_file() or key.read_text() != experiment.step_key:
+        return None
+    print(f"--- {minority.METHOD_TITLES[method]}: reused the training an interrupted run finished", flush=True)
+    model = keras.models.load_model(folder / "model.keras", safe_mode=True)
+    history = pd.read_csv(folder / "history.csv")
+    return validate(experiment, method, model, history, json.loads((folder / "parameters.json").read_text()))
+
+
 def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
     """The study's CNN, trained from scratch once per minority-class method this round trains.
 
@@ -166,6 +199,9 @@ def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
     """
     params, trained = experiment.params, {}
     for method in experiment.methods_to_train():
+        if (saved := saved_training(experiment, method)) is not None:
+            trained[method] = saved
+            continue
         print(f"--- {minority.METHOD_TITLES[method]}", flush=True)
         set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
         model = build_cnn(experiment.n_classes, params.data.image_size, params.cnn)
@@ -175,6 +211,7 @@ def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
             checkpoint_path=experiment.model_paths.checkpoint, verbose=params.training.verbose,
         )
         trained[method] = validate(experiment, method, model, history, parameter_counts(model))
+        save_training(experiment, method, model, history, trained[method].parameters)
     return trained
 
 
@@ -240,6 +277,7 @@ def evaluate_and_save(
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     files.postprocessing.write_text(json.dumps(trained.postprocessing.to_dict(), indent=2) + "\n")
     files.params.write_text(json.dumps(experiment.params.to_dict(), indent=2) + "\n")
+    shutil.rmtree(files.root / "methods", ignore_errors=True)  # the step is complete: nothing left to resume
     return metrics, predictions
 
 

@@ -135,6 +135,9 @@ class ModelPaths:
     def methods(self) -> Path:  # the minority-class methods compared on validation (first round)
         return self.root / "methods.csv"
 
+    def method_dir(self, method: str) -> Path:  # a finished training of one minority-class method
+        return self.root / "methods" / method
+
     @property
     def postprocessing(self) -> Path:  # validation-tuned post-processing of the probabilities, if any
         return self.root / "postprocessing.json"

@@ -210,8 +210,11 @@ class StepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a notebook; the message names it."""
 
 
-def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths) -> Path:
-    """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy."""
+def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None) -> Path:
+    """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy.
+
+    A per-round step also gets its input ``key``, under which it keeps each finished training.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -220,7 +223,7 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths) -> Path
     executed.parent.mkdir(parents=True, exist_ok=True)
     parameters = {"params_file": str(params_file), "run_dir": str(run.root)}
     if planned.round_name is not None:
-        parameters["round_name"] = planned.round_name
+        parameters |= {"round_name": planned.round_name, "step_key": key}
     try:
         papermill.execute_notebook(
             NOTEBOOKS_DIR / step.notebook,
@@ -300,7 +303,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
             progress.write_text(json.dumps(previous | record | {planned.label: {"key": None}}, indent=2) + "\n")
             start = time.perf_counter()
             try:
-                execute_step(planned, params_path, staging)
+                execute_step(planned, params_path, staging, key)
             except KeyboardInterrupt:
                 raise StepInterrupted(
                     f"in {planned.label}; its executed copy so far is {planned.executed_copy(staging)}"

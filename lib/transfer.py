@@ -252,7 +252,7 @@ def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInp
     Each method starts from the same weights (the round's seed is set again); the frozen
     layers' activations are cached once and shared by every method's model.
     """
-    from lib.experiment import validate
+    from lib.experiment import save_training, saved_training, validate
     from lib.models import build_mobilenet_v2, parameter_counts, unfreeze_top
     from lib.provenance import set_seed
     from lib.train import combine_phases, fit_phase
@@ -260,6 +260,9 @@ def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInp
     params, trained, inputs = experiment.params, {}, None
     mobilenet = params.mobilenet_v2
     for method in experiment.methods_to_train():
+        if (saved := saved_training(experiment, method)) is not None:
+            trained[method] = saved
+            continue
         print(f"--- {METHOD_TITLES[method]}", flush=True)
         set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
         model, base = build_mobilenet_v2(experiment.n_classes, params.data.image_size, mobilenet)
@@ -280,4 +283,5 @@ def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInp
             "unfrozen_layers": len(unfrozen),
         }
         trained[method] = validate(experiment, method, model, combine_phases(head_history, tune_history), parameters)
+        save_training(experiment, method, model, trained[method].history, parameters)
     return trained, inputs

@@ -83,3 +83,27 @@ def test_postprocessing_applies_only_to_logit_adjustment():
     adjusted = minority.fit_postprocessing("logit_adjustment", val_probabilities, val_labels, train, 2, params)
     assert adjusted.tau > 0 and adjusted.apply(val_probabilities).argmax(axis=1).tolist() == [0, 1]
     assert adjusted.to_dict()["priors"] == pytest.approx([0.9, 0.1])
+
+
+def test_a_finished_training_is_reused_only_under_the_same_step_key(prepare_experiment, monkeypatch):
+    from lib import experiment as experiments
+
+    small_cnn = {"conv_filters": [4], "dense_units": 8, "training": {"learning_rate": 1e-3, "epochs": 1, "patience": 1}}
+    prepared = prepare_experiment("cnn", cnn=small_cnn, minority={"methods": ["class_weight"]})
+    assert experiments.saved_training(prepared, "class_weight") is None  # no key: never reused
+    prepared.step_key = "key-1"
+    trained = experiments.cnn_by_method(prepared)["class_weight"]
+    assert (prepared.model_paths.method_dir("class_weight") / "key").read_text() == "key-1"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training was trained again")
+
+    monkeypatch.setattr(experiments, "fit_phase", no_training)
+    reused = experiments.cnn_by_method(prepared)["class_weight"]
+    np.testing.assert_allclose(reused.val_probabilities, trained.val_probabilities, atol=1e-6)
+    pd.testing.assert_frame_equal(reused.history, trained.history, check_dtype=False)
+
+    prepared.step_key = "key-2"  # other inputs: trained again
+    assert experiments.saved_training(prepared, "class_weight") is None
+    experiments.evaluate_and_save(prepared, reused)
+    assert not (prepared.model_paths.root / "methods").exists(), "a finished step keeps no resume files"
