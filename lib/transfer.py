@@ -21,6 +21,7 @@ so the saved model is the ordinary pixels-in model.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -246,7 +247,17 @@ def phase_inputs(experiment, model: keras.Model, base: keras.Model) -> Activatio
     return PixelInputs(experiment, model)
 
 
-def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInputs]:
+class ReusedInputs:
+    """What the trainings reused from an interrupted run were trained on (no cache is rebuilt to say so)."""
+
+    def __init__(self, summary: dict):
+        self._summary = summary
+
+    def summary(self) -> dict:
+        return self._summary
+
+
+def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInputs | ReusedInputs]:
     """MobileNetV2, both phases, once per minority-class method this round trains; and the inputs used.
 
     Each method starts from the same weights (the round's seed is set again); the frozen
@@ -257,11 +268,12 @@ def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInp
     from lib.provenance import set_seed
     from lib.train import combine_phases, fit_phase
 
-    params, trained, inputs = experiment.params, {}, None
+    params, trained, inputs, reused = experiment.params, {}, None, None
     mobilenet = params.mobilenet_v2
     for method in experiment.methods_to_train():
         if (saved := saved_training(experiment, method)) is not None:
             trained[method] = saved
+            reused = json.loads((experiment.model_paths.method_dir(method) / "inputs.json").read_text())
             continue
         print(f"--- {METHOD_TITLES[method]}", flush=True)
         set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
@@ -283,5 +295,8 @@ def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInp
             "unfrozen_layers": len(unfrozen),
         }
         trained[method] = validate(experiment, method, model, combine_phases(head_history, tune_history), parameters)
+        if experiment.step_key is not None:  # before save_training, whose key file marks the folder complete
+            experiment.model_paths.method_dir(method).mkdir(parents=True, exist_ok=True)
+            (experiment.model_paths.method_dir(method) / "inputs.json").write_text(json.dumps(inputs.summary()))
         save_training(experiment, method, model, trained[method].history, parameters)
-    return trained, inputs
+    return trained, inputs if inputs is not None else ReusedInputs(reused)

@@ -137,3 +137,21 @@ def test_oversampled_cached_views_draw_every_class_equally_often():
     assert used_views == {True, False}, "repeats come from both augmented views"
     with pytest.raises(ValueError, match="seed"):
         transfer.CachedViews(inputs, labels, 2, batch_size=25, seed=None, oversample=True)
+
+
+def test_mobilenet_v2_trainings_of_an_interrupted_step_are_reused(prepare_experiment, monkeypatch):
+    from lib import train
+
+    one_epoch = {"learning_rate": 1e-3, "epochs": 1, "patience": 1}
+    experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"head": one_epoch, "fine_tune": one_epoch},
+                                    minority={"methods": ["oversample"]})
+    experiment.step_key = "key-1"
+    trained, inputs = transfer.mobilenet_v2_by_method(experiment)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training was trained again")
+
+    monkeypatch.setattr(train, "fit_phase", no_training)
+    again, reused = transfer.mobilenet_v2_by_method(experiment)
+    assert reused.summary() == inputs.summary() and reused.summary()["activation_cache"]
+    np.testing.assert_allclose(again["oversample"].val_probabilities, trained["oversample"].val_probabilities, atol=1e-6)
