@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from lib.paths import RoundPaths, RunPaths
-from lib.stats import bootstrap_ci, mcnemar_exact, round_metrics, rounds_bootstrap
+from lib.stats import mcnemar_exact, round_metrics, rounds_bootstrap
 
 # Folder name of each model's artefacts -> the name a reader sees.
 MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
@@ -156,24 +155,21 @@ def histories(results: dict[str, ModelResults]) -> dict[str, pd.DataFrame]:
     return {r.name: r.history for r in results.values()}
 
 
-INTERVAL_METRICS = {
-    "accuracy": accuracy_score,
-    "balanced accuracy": balanced_accuracy_score,
-    "macro-F1": lambda t, p: f1_score(t, p, average="macro", zero_division=0),
-}
+HEADLINE_METRICS = ["accuracy", "balanced accuracy", "macro-F1"]
 
 
 def intervals(
     results: dict[str, ModelResults], seed: int, confidence: float = 0.95, n_resamples: int = 2000
 ) -> pd.DataFrame:
-    """Each model's headline metrics with a bootstrap interval over the test images (rows: models)."""
+    """Each model's headline metrics on one round's test images, with a bootstrap interval (rows: models)."""
     rows = {}
     for r in results.values():
-        true, predicted = r.predictions["true_label"].to_numpy(), r.predictions["predicted_label"].to_numpy()
+        labels = _labels(r)
+        values = round_metrics(*labels, len(r.class_names))
+        low, high = rounds_bootstrap([labels], len(r.class_names), confidence, n_resamples, seed)
         row = {}
-        for name, metric in INTERVAL_METRICS.items():
-            low, high = bootstrap_ci(true, predicted, metric, confidence, n_resamples, seed)
-            row |= {name: metric(true, predicted), f"{name} low": low, f"{name} high": high}
+        for i, name in enumerate(HEADLINE_METRICS):  # the first entries of round_metrics
+            row |= {name: values[i], f"{name} low": low[i], f"{name} high": high[i]}
         rows[r.name] = row
     return pd.DataFrame(rows).T
 
@@ -206,7 +202,7 @@ def _labels(result: ModelResults) -> tuple[np.ndarray, np.ndarray]:
 
 def metric_names(class_names: list[str]) -> list[str]:
     """The names of `lib.stats.round_metrics`' entries."""
-    return ["accuracy", "balanced accuracy", "macro-F1", *[f"F1: {name}" for name in class_names]]
+    return [*HEADLINE_METRICS, *[f"F1: {name}" for name in class_names]]
 
 
 def per_round_table(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:

@@ -263,6 +263,19 @@ def publish(staging: RunPaths, final: RunPaths, reports_dir: Path) -> None:
         os.replace(partial, reports_dir / name)  # atomic: a reader never sees half a report
 
 
+def remove_unplanned_rounds(run: RunPaths, plan: list[PlannedStep]) -> list[str]:
+    """Delete the round folders no step of ``plan`` runs for; return their names.
+
+    They come from a run with other evaluation params (copied from the last published run, or
+    left in an unfinished staging folder), and would otherwise be published with this one.
+    """
+    planned = {p.round_name for p in plan if p.round_name is not None}
+    stale = sorted(f for f in run.rounds_dir.iterdir() if f.name not in planned) if run.rounds_dir.is_dir() else []
+    for folder in stale:
+        shutil.rmtree(folder)
+    return [folder.name for folder in stale]
+
+
 def run_study(params_file: str | Path, force: bool = False, render: bool = True) -> dict[str, dict]:
     """Validate the params, run (or reuse) every step in a staging folder, render, publish.
 
@@ -289,8 +302,11 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
     staging.root.mkdir(parents=True, exist_ok=True)
     data_listing = data_source_listing(params)
 
-    record: dict[str, dict] = {}
     plan = planned_steps(params)
+    for name in remove_unplanned_rounds(staging, plan):
+        print(f"round {name} is not in this run's evaluation params: its folder is left out", flush=True)
+
+    record: dict[str, dict] = {}
     for number, planned in enumerate(plan, start=1):
         key = step_key(planned, params, staging, data_listing)
         before = previous.get(planned.label, {})

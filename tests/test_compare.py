@@ -91,3 +91,22 @@ def test_formatted_rows():
     shown = report.formatted(table, count_rows=("total parameters",))
     assert shown.loc["F1"].tolist() == ["1.000", "0.250"]
     assert shown.loc["total parameters"].tolist() == ["1,234,567", "12"]
+
+
+def test_one_rounds_intervals_bracket_scikit_learns_metrics():
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(5)
+    results = _results(rng.random(150) < 0.9, rng.random(150) < 0.6)
+    table = compare.intervals(results, seed=0, n_resamples=300)
+    assert list(table.index) == ["Model A", "Model B"]
+    for r in results.values():
+        true, predicted = r.predictions["true_label"], r.predictions["predicted_label"]
+        expected = {"accuracy": accuracy_score(true, predicted),
+                    "balanced accuracy": balanced_accuracy_score(true, predicted),
+                    "macro-F1": f1_score(true, predicted, average="macro")}
+        for name, value in expected.items():
+            row = table.loc[r.name]
+            assert row[name] == pytest.approx(value)
+            assert row[f"{name} low"] < value < row[f"{name} high"]
+    assert table.loc["Model A", "accuracy low"] > table.loc["Model B", "accuracy high"]

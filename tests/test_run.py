@@ -193,6 +193,19 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path, tiny_params):
     assert not (tmp_path / "reports" / "tiny" / "data" / "split.csv").exists()
 
 
+def test_round_folders_of_other_evaluation_params_are_removed_before_publishing(tmp_path):
+    params = load_params(write_params(tmp_path / "p.yaml", {"reports_dir": str(tmp_path / "r"),
+                                                           "evaluation": {"seeds": [7, 8]}}))
+    staged = RunPaths(tmp_path / "staging")
+    for name in ("seed-7", "seed-8", "seed-9", "fold-1-of-5"):
+        (staged.round(name).root / "cnn").mkdir(parents=True)
+        (staged.round(name).root / "split.csv").write_text("relpath,label,split\n")
+    assert run.remove_unplanned_rounds(staged, run.planned_steps(params)) == ["fold-1-of-5", "seed-9"]
+    assert sorted(p.name for p in staged.rounds_dir.iterdir()) == ["seed-7", "seed-8"]
+    assert (staged.round("seed-7").root / "split.csv").is_file()
+    assert run.remove_unplanned_rounds(RunPaths(tmp_path / "empty"), run.planned_steps(params)) == []
+
+
 def test_bad_params_stop_the_run_before_any_notebook(tmp_path, capsys):
     params_file = write_params(tmp_path / "bad.yaml", {"reports_dir": str(tmp_path / "r"), "split": {"train": 2}})
     assert run.main([str(params_file)]) == 2
@@ -276,35 +289,32 @@ def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study,
     assert _published(root.parent) == before
 
 
-@pytest.mark.slow
-def test_unchanged_steps_are_reused_and_changed_ones_rerun(tiny_study, tmp_path):
+def _copy_of_the_study(tiny_study, tmp_path: Path) -> tuple[Path, dict]:
+    """The tiny study's published reports copied to ``tmp_path`` (not a failed run's staging), and its
+    params pointing there: runs on the copy leave the module's study as it is."""
     params_file, root, _, _ = tiny_study
     reports = tmp_path / "reports"
-    shutil.copytree(root.parent, reports, ignore=shutil.ignore_patterns(".staging-*"))  # not a failed run
-    values = yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
-    same = write_params(tmp_path / "same.yaml", values)
+    shutil.copytree(root.parent, reports, ignore=shutil.ignore_patterns(".staging-*"))
+    return reports, yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
 
-    record = run.run_study(same)
+
+@pytest.mark.slow
+def test_unchanged_steps_are_reused(tiny_study, tmp_path):
+    reports, values = _copy_of_the_study(tiny_study, tmp_path)
+    record = run.run_study(write_params(tmp_path / "same.yaml", values))
     assert [entry["reused"] for entry in record.values()][:-1] == [True] * 6 + [False]  # report: always
     assert (reports / "tiny" / "report.html").read_text().count("yes, inputs unchanged") == 6
 
-    values["cnn"]["training"]["epochs"] = 2
-    record = run.run_study(write_params(tmp_path / "more_cnn_epochs.yaml", values))
-    assert {label: entry["reused"] for label, entry in record.items() if label != run.REPORT_STEP} == {
-        "01_data_audit.ipynb": True,
-        "rounds/seed-1/02_cnn.ipynb": False, "rounds/seed-1/03_mobilenetv2.ipynb": True,
-        "rounds/seed-2/02_cnn.ipynb": False, "rounds/seed-2/03_mobilenetv2.ipynb": True,
-        "04_comparison.ipynb": False, "05_report.ipynb": False,
-    }
-    assert len(pd.read_csv(reports / "tiny" / "rounds" / "seed-1" / "cnn" / "history.csv")) <= 2
-
 
 @pytest.mark.slow
-def test_an_interrupted_run_changes_nothing_and_the_next_run_completes(tiny_study, monkeypatch, capsys):
-    params_file, root, _, _ = tiny_study
-    before = _published(root.parent)
+def test_an_interrupted_run_changes_nothing_and_the_next_one_resumes_rerunning_only_changed_steps(
+    tiny_study, tmp_path, monkeypatch, capsys
+):
+    reports, values = _copy_of_the_study(tiny_study, tmp_path)
+    values["cnn"]["training"]["epochs"] = 2
+    more_cnn_epochs = write_params(tmp_path / "more_cnn_epochs.yaml", values)
+    before = _published(reports)
     real_execute = run.execute_step
-
     executed = []
 
     def interrupted_in_the_second_round(planned, *args):
@@ -314,20 +324,24 @@ def test_an_interrupted_run_changes_nothing_and_the_next_run_completes(tiny_stud
         return real_execute(planned, *args)
 
     monkeypatch.setattr(run, "execute_step", interrupted_in_the_second_round)
-    assert run.main([str(params_file), "--force"]) == 130
+    assert run.main([str(more_cnn_epochs)]) == 130
     error = capsys.readouterr().err
     assert "interrupted in rounds/seed-2/02_cnn.ipynb" in error
     assert "The previous report and artefacts are unchanged." in error
-    assert _published(root.parent) == before
-    assert executed == ["01_data_audit.ipynb", "rounds/seed-1/02_cnn.ipynb", "rounds/seed-1/03_mobilenetv2.ipynb"]
+    assert _published(reports) == before
+    assert executed == ["rounds/seed-1/02_cnn.ipynb"]  # the audit and MobileNetV2 do not depend on CNN epochs
 
     # the next run resumes: what the interrupted run finished is reused, the rest runs
     executed.clear()
     monkeypatch.setattr(run, "execute_step", lambda planned, *args: executed.append(planned.label) or real_execute(planned, *args))
-    assert run.main([str(params_file)]) == 0
+    assert run.main([str(more_cnn_epochs)]) == 0
     assert "resuming the unfinished run" in capsys.readouterr().out
     assert executed == ["rounds/seed-2/02_cnn.ipynb", "04_comparison.ipynb", "05_report.ipynb"]
-    assert not (root.parent / ".staging-tiny").exists()
+    assert not (reports / ".staging-tiny").exists()
+    for round_name in ("seed-1", "seed-2"):
+        cnn = reports / "tiny" / "rounds" / round_name / "cnn"
+        assert json.loads((cnn / "params.json").read_text())["cnn"]["training"]["epochs"] == 2
+        assert len(pd.read_csv(cnn / "history.csv")) <= 2
 
 
 @pytest.mark.slow
