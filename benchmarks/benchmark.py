@@ -1,7 +1,7 @@
 """Time the study's pipeline against the original study's protocol, on the same split and epochs.
 
     .venv/bin/python benchmarks/benchmark.py [--params params/default.yaml] [--parts ours,baseline,...]
-                                             [--write benchmarks/RESULTS.md]
+                                             [--from-run reports/default] [--write benchmarks/RESULTS.md]
 
 Parts (each runs in its own process, so that each peak resident memory is its own):
 
@@ -11,11 +11,16 @@ Parts (each runs in its own process, so that each peak resident memory is its ow
   ``ImageDataGenerator.flow_from_dataframe`` decoding every JPEG in every epoch, the same
   CNN, and MobileNetV2 with its full forward pass in every epoch; same epochs, class
   weights, optimiser and early stopping.
-- ``plain``: our MobileNetV2 notebook with ``mobilenet_v2.activation_cache: false``.
-- ``spread``: our MobileNetV2 notebook again with seeds 43 and 44 (the run-to-run spread the
-  cached and plain paths are compared against).
+- ``plain``: our MobileNetV2 notebook with ``mobilenet_v2.activation_cache: false``, seed 42.
+- ``spread``: our MobileNetV2 notebook, with its activation cache, with seeds 42, 43 and 44 on
+  the same split (the run-to-run spread the plain path is compared against; seed 42's time
+  is the one compared with the plain path's).
 - ``memory``: peak memory of the data path (decode, one augmented epoch, MobileNetV2's
   activation cache) on the default subset and on all 42 coarse classes.
+
+The baseline, plain and spread parts use the data and round-42 split of the ``ours`` part;
+without it, ``--from-run`` names an earlier run of the same data, split and audit params
+(e.g. ``reports/default``) whose split they use instead.
 
 It prints a Markdown summary; ``--write`` also saves it, with the date and the machine.
 """
@@ -145,6 +150,18 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
     return results
 
 
+def split_of_earlier_run(run_dir: Path, params_file: Path) -> Path:
+    """The round-42 split manifest of an earlier run made with the same data, split and audit params."""
+    audit_summary, manifest = run_dir / "data" / "audit.json", run_dir / "rounds" / ROUND / "split.csv"
+    if not (audit_summary.is_file() and manifest.is_file()):
+        raise SystemExit(f"--from-run {run_dir}: no audit or round {ROUND} split there (expected {manifest})")
+    used, wanted = json.loads(audit_summary.read_text())["params"], load_params(params_file).to_dict()
+    for section in ("data", "split", "audit"):
+        if used[section] != wanted[section]:
+            raise SystemExit(f"--from-run {run_dir} was made with other '{section}' params than {params_file}")
+    return manifest
+
+
 # --- parts, each in a child process ----------------------------------------------------
 
 
@@ -249,6 +266,8 @@ def cpu_model() -> str:
 def summary_markdown(results: dict, machine: dict, commit: str) -> str:
     lines = [f"## {date.today().isoformat()}: {cpu_model()}, {machine.get('cpu_count', '?')} cores, "
              f"commit {commit[:10]}", ""]
+    if results.get("split_from"):
+        lines += [f"Data and split (round {ROUND}) from the earlier run `{results['split_from']}`.", ""]
     ours, base = results.get("ours"), results.get("baseline")
     if ours:
         lines += ["### Our pipeline (`python -m lib.run --force`, audit to PDF)", "",
@@ -285,19 +304,20 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
             lines.append(f"- {model} training: {base[model]['training_seconds'] / ours[model]['training_seconds']:.2f}x")
         lines.append("")
     plain, spread = results.get("plain"), results.get("spread")
-    if plain and ours:
-        cached = ours["steps"].get("03_mobilenetv2.ipynb")
-        lines += ["### MobileNetV2 notebook: activation cache vs plain path", "",
+    if plain and spread:
+        cached = spread["seeds"][0]
+        scores = [s["macro_f1"] for s in spread["seeds"]]
+        lines += ["### MobileNetV2 notebook: activation cache vs plain path (seed 42, same split)", "",
                   f"- plain (`activation_cache: false`): notebook {plain['notebook_seconds']:.0f} s, "
                   f"training {plain['training_seconds']:.0f} s; test accuracy {plain['accuracy']:.3f}, "
-                  f"macro-F1 {plain['macro_f1']:.3f}",
-                  f"- cached (in our run above): notebook {cached:.0f} s: **{plain['notebook_seconds'] / cached:.1f}x "
-                  "faster**"]
-        if spread:
-            scores = [ours["mobilenetv2"]["macro_f1"]] + [s["macro_f1"] for s in spread["seeds"]]
-            lines.append(f"- cached path over seeds 42, 43, 44: macro-F1 {', '.join(f'{s:.3f}' for s in scores)} "
-                         f"(range {min(scores):.3f}-{max(scores):.3f}); plain path, seed 42: {plain['macro_f1']:.3f}")
-        lines.append("")
+                  f"macro-F1 {plain['macro_f1']:.3f}; peak resident memory {plain['peak_rss_gib']:.2f} GiB",
+                  f"- cached: notebook {cached['notebook_seconds']:.0f} s, training {cached['training_seconds']:.0f} s; "
+                  f"test accuracy {cached['accuracy']:.3f}, macro-F1 {cached['macro_f1']:.3f}: "
+                  f"**{plain['notebook_seconds'] / cached['notebook_seconds']:.1f}x faster**",
+                  f"- cached path over training seeds 42, 43, 44: macro-F1 {', '.join(f'{s:.3f}' for s in scores)} "
+                  f"(range {min(scores):.3f}-{max(scores):.3f}); plain path, seed 42: {plain['macro_f1']:.3f}, "
+                  + ("inside" if min(scores) <= plain["macro_f1"] <= max(scores) else "outside") + " that range",
+                  ""]
     if results.get("memory"):
         lines += ["### Peak memory of the data path and the activation cache, by dataset size", "",
                   "| dataset | images | classes | peak RSS | activation cache | seconds |", "|---|---|---|---|---|---|"]
@@ -312,6 +332,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params/default.yaml", type=Path)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--from-run", type=Path, help="an earlier run whose data and split the parts use "
+                        "when 'ours' is not among them")
     parser.add_argument("--write", type=Path, help="also append the summary to this Markdown file")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # internal: run one part in this process
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
@@ -349,16 +371,20 @@ def main(argv=None) -> int:
         run_dir = run_paths(load_params(params_variant(params_file, work, "probe", **benchmark_run(work)))).root
         if "ours" in parts:
             results["ours"] = run_part("ours", params_file, work, [])
-        split_manifest = run_dir / "rounds" / ROUND / "split.csv"
-        if {"baseline", "plain", "spread"} & set(parts) and not split_manifest.is_file():
-            raise SystemExit(f"{run_dir} has no split yet: run the 'ours' part first")
+        if {"baseline", "plain", "spread"} & set(parts):
+            if "ours" not in parts:
+                if not args.from_run:
+                    parser.error("the baseline, plain and spread parts need the 'ours' part or --from-run")
+                run_dir = (PROJECT_ROOT / args.from_run).resolve()
+                results["split_from"] = str(args.from_run)
+            split_manifest = split_of_earlier_run(run_dir, params_file)
         if "baseline" in parts:
             results["baseline"] = run_part("baseline", params_file, work, [str(split_manifest)])
         if "plain" in parts:
             results["plain"] = run_part("notebook", params_file, work, [str(run_dir), "42", "plain"])
         if "spread" in parts:
             results["spread"] = {"seeds": [run_part("notebook", params_file, work, [str(run_dir), str(seed), "cached"])
-                                           for seed in (43, 44)]}
+                                           for seed in (42, 43, 44)]}
         if "memory" in parts:
             results["memory"] = {which: run_part("memory", params_file, work, [which]) for which in ("default", "all")}
     text = summary_markdown(results, machine_info(), git_commit())

@@ -35,3 +35,35 @@ def test_original_protocol_trains_both_models_on_the_split(tmp_path, tiny_params
     assert "end to end: **3.00x**" in text
     assert "30.0 training images/s" in text  # 20 images x 3 epochs / 2 s
     json.dumps(results)  # the raw figures are written as JSON
+
+
+def test_parts_can_use_the_split_of_an_earlier_run_with_the_same_data_params(tmp_path):
+    import pytest
+
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "rounds" / benchmark.ROUND).mkdir(parents=True)
+    manifest = run / "rounds" / benchmark.ROUND / "split.csv"
+    manifest.write_text("relpath,label,split\n")
+    same = write_params(tmp_path / "same.yaml", {"evaluation": {"seeds": [1, 2]}})  # other rounds: still the same data
+    (run / "data" / "audit.json").write_text(json.dumps({"params": load_params(same).to_dict()}))
+    assert benchmark.split_of_earlier_run(run, same) == manifest
+
+    other = write_params(tmp_path / "other.yaml", {"data": {"image_size": [96, 96]}})
+    with pytest.raises(SystemExit, match="other 'data' params"):
+        benchmark.split_of_earlier_run(run, other)
+    with pytest.raises(SystemExit, match="no audit or round"):
+        benchmark.split_of_earlier_run(tmp_path, same)
+
+
+def test_the_summary_compares_the_plain_path_with_the_cached_paths_spread():
+    def notebook(seconds, macro_f1):
+        return {"notebook_seconds": seconds, "training_seconds": seconds / 2, "accuracy": macro_f1,
+                "macro_f1": macro_f1, "peak_rss_gib": 2.0}
+
+    spread = {"seeds": [notebook(100.0, 0.95), notebook(90.0, 0.99), notebook(95.0, 0.97)]}
+    text = benchmark.summary_markdown({"plain": notebook(600.0, 0.96), "spread": spread, "split_from": "reports/x"},
+                                      {"cpu_count": "2"}, "abc")
+    assert "**6.0x faster**" in text  # 600 s plain / 100 s cached, both seed 42
+    assert "range 0.950-0.990" in text and "0.960, inside that range" in text
+    assert "from the earlier run `reports/x`" in text
