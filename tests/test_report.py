@@ -11,3 +11,10 @@ def test_methods_table_says_what_the_activation_cache_means():
     plain = report.methods_table(parse_params({"mobilenet_v2": {"activation_cache": False}}))
     assert "recomputed on every image in every epoch" in plain.loc["training inputs", "MobileNetV2"]
     assert plain.loc["training inputs", "Custom CNN"] == cached.loc["training inputs", "Custom CNN"]
+
+
+def test_the_overfitting_verdict_follows_the_sign_and_size_of_the_gap():
+    assert report.overfitting_verdict(12.0).startswith("overfits: ") and "by 12.0 points" in report.overfitting_verdict(12.0)
+    assert report.overfitting_verdict(2.0).startswith("shows little overfitting")
+    below = report.overfitting_verdict(-3.5)
+    assert below.startswith("does not overfit") and "3.5 points above its training accuracy" in below
