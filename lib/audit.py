@@ -301,7 +301,7 @@ def write_outputs(
         "round_manifest_sha256": {name: manifest_sha256(m) for name, m in manifests.items()},
         "manifest_sha256": manifest_sha256(next(iter(manifests.values()))),
         "params_fingerprint": params.fingerprint(),
-        "params": params.to_dict(),
+        "params": params.study_values(),  # not reports_dir: a copied run's later steps still match
     }
     paths.audit_summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary

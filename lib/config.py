@@ -288,9 +288,14 @@ class Params(_Section):
         """Plain JSON-able values, e.g. for the report's appendix."""
         return json.loads(self.model_dump_json())
 
+    def study_values(self) -> dict:
+        """Every value that shapes the results: all but ``reports_dir``, where they are kept."""
+        return {key: value for key, value in self.to_dict().items() if key != "reports_dir"}
+
     def fingerprint(self) -> str:
-        """A short hash of every value: two runs with the same fingerprint used the same params."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """A short hash of the study's values: two runs with the same fingerprint used the same params
+        (wherever they keep their reports)."""
+        canonical = json.dumps(self.study_values(), sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()[:12]
 
 

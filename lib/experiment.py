@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -166,17 +167,16 @@ def validate(experiment: Experiment, method: str, model: keras.Model, history: p
     return TrainedModel(method, model, history, parameters, post, probabilities)
 
 
-def save_training(experiment: Experiment, method: str, model: keras.Model, history: pd.DataFrame,
-                  parameters: dict[str, int]) -> None:
-    """Keep a finished training of ``method`` under the step's key (nothing without a key)."""
+def save_training(experiment: Experiment, trained: TrainedModel) -> None:
+    """Keep a finished training under the step's key (nothing without a key), for an interrupted run to reuse."""
     if experiment.step_key is None:
         return
-    folder = experiment.model_paths.method_dir(method)
+    folder = experiment.model_paths.method_dir(trained.method)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "key").unlink(missing_ok=True)
-    model.save(folder / "model.keras")
-    history.to_csv(folder / "history.csv", index=False)
-    (folder / "parameters.json").write_text(json.dumps(parameters))
+    trained.model.save(folder / "model.keras")
+    trained.history.to_csv(folder / "history.csv", index=False)
+    (folder / "parameters.json").write_text(json.dumps(trained.parameters))
     (folder / "key").write_text(experiment.step_key)  # last: its presence means the rest is complete
 
 
@@ -192,10 +192,11 @@ def saved_training(experiment: Experiment, method: str) -> TrainedModel | None:
     return validate(experiment, method, model, history, json.loads((folder / "parameters.json").read_text()))
 
 
-def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
-    """The study's CNN, trained from scratch once per minority-class method this round trains.
+def train_each_method(experiment: Experiment, train: Callable[[str], TrainedModel]) -> dict[str, TrainedModel]:
+    """``train(method)`` for every minority-class method this round trains, in order; a training that an
+    interrupted run finished under the same step key is reused instead.
 
-    Every method starts from the same initial weights (the round's seed is set again).
+    Every method starts from the same initial weights: the round's seed is set again before each.
     """
     params, trained = experiment.params, {}
     for method in experiment.methods_to_train():
@@ -204,15 +205,25 @@ def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
             continue
         print(f"--- {minority.METHOD_TITLES[method]}", flush=True)
         set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+        trained[method] = train(method)
+        save_training(experiment, trained[method])
+    return trained
+
+
+def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
+    """The study's CNN, trained from scratch once per minority-class method this round trains."""
+    params = experiment.params
+
+    def train(method: str) -> TrainedModel:
         model = build_cnn(experiment.n_classes, params.data.image_size, params.cnn)
         history = fit_phase(
             model, experiment.training_stream(method), experiment.val_ds, params.cnn.training,
             name="training", class_weight=experiment.class_weight(method),
             checkpoint_path=experiment.model_paths.checkpoint, verbose=params.training.verbose,
         )
-        trained[method] = validate(experiment, method, model, history, parameter_counts(model))
-        save_training(experiment, method, model, history, trained[method].parameters)
-    return trained
+        return validate(experiment, method, model, history, parameter_counts(model))
+
+    return train_each_method(experiment, train)
 
 
 def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> tuple[TrainedModel, pd.DataFrame]:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lib.groups import assemble_split, group_fold
-from lib.groups import grouped_stratified_split
+from lib.groups import assemble_split, group_fold, grouped_stratified_split
 from lib.sources import SPLITS
 from lib.split import SplitError, check_splittable, stratified_split
 

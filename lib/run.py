@@ -193,8 +193,7 @@ def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str) -> 
     digest.update(notebook.read_bytes())
     _digest_paths(lib_dependencies(notebook), digest)
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
-    values = params.to_dict()
-    values.pop("reports_dir")  # where results are kept does not change them
+    values = params.study_values()
     used = values if step.params_sections == ("*",) else {k: values[k] for k in step.params_sections}
     digest.update(json.dumps(used, sort_keys=True).encode())
     digest.update(data_listing.encode())

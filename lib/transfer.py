@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from lib.minority import METHOD_TITLES, balanced_draws
+from lib.minority import balanced_draws
 from lib.pipeline import SplitData, build_augmentation, make_dataset
 
 
@@ -260,23 +260,17 @@ class ReusedInputs:
 def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInputs | ReusedInputs]:
     """MobileNetV2, both phases, once per minority-class method this round trains; and the inputs used.
 
-    Each method starts from the same weights (the round's seed is set again); the frozen
-    layers' activations are cached once and shared by every method's model.
+    The frozen layers' activations are cached once and shared by every method's model.
     """
-    from lib.experiment import save_training, saved_training, validate
+    from lib.experiment import train_each_method, validate
     from lib.models import build_mobilenet_v2, parameter_counts, unfreeze_top
-    from lib.provenance import set_seed
     from lib.train import combine_phases, fit_phase
 
-    params, trained, inputs, reused = experiment.params, {}, None, None
+    params, inputs = experiment.params, None
     mobilenet = params.mobilenet_v2
-    for method in experiment.methods_to_train():
-        if (saved := saved_training(experiment, method)) is not None:
-            trained[method] = saved
-            reused = json.loads((experiment.model_paths.method_dir(method) / "inputs.json").read_text())
-            continue
-        print(f"--- {METHOD_TITLES[method]}", flush=True)
-        set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+
+    def train(method: str):
+        nonlocal inputs
         model, base = build_mobilenet_v2(experiment.n_classes, params.data.image_size, mobilenet)
         head_parameters = parameter_counts(model)
         inputs = phase_inputs(experiment, model, base) if inputs is None else inputs.bind(model, base)
@@ -294,9 +288,13 @@ def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInp
             "trainable_phase2": parameter_counts(model)["trainable"],
             "unfrozen_layers": len(unfrozen),
         }
-        trained[method] = validate(experiment, method, model, combine_phases(head_history, tune_history), parameters)
-        if experiment.step_key is not None:  # before save_training, whose key file marks the folder complete
+        if experiment.step_key is not None:  # what a resumed run reports when it reuses this training
             experiment.model_paths.method_dir(method).mkdir(parents=True, exist_ok=True)
             (experiment.model_paths.method_dir(method) / "inputs.json").write_text(json.dumps(inputs.summary()))
-        save_training(experiment, method, model, trained[method].history, parameters)
-    return trained, inputs if inputs is not None else ReusedInputs(reused)
+        return validate(experiment, method, model, combine_phases(head_history, tune_history), parameters)
+
+    trained = train_each_method(experiment, train)
+    if inputs is None:  # every training was reused: report the inputs the first one recorded
+        first = experiment.model_paths.method_dir(next(iter(trained)))
+        inputs = ReusedInputs(json.loads((first / "inputs.json").read_text()))
+    return trained, inputs

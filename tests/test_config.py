@@ -61,9 +61,12 @@ def test_a_missing_params_file_is_named(tmp_path):
         load_params(tmp_path / "nope.yaml")
 
 
-def test_fingerprint_changes_with_any_value():
+def test_fingerprint_changes_with_any_value_but_the_reports_folder():
     assert parse_params({}).fingerprint() == parse_params({}).fingerprint()
     assert parse_params({}).fingerprint() != parse_params({"seed": 7}).fingerprint()
+    assert parse_params({}).fingerprint() != parse_params({"run_name": "other"}).fingerprint()
+    assert parse_params({}).fingerprint() == parse_params({"reports_dir": "/elsewhere"}).fingerprint()
+    assert "reports_dir" not in parse_params({}).study_values()
 
 
 def test_a_nested_section_can_be_partly_overridden():

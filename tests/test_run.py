@@ -110,6 +110,7 @@ def test_audit_writes_a_split_manifest_per_round(tiny_study):
     assert summary["classes"] == TINY_CLASSES
     assert summary["imbalance_ratio"] == 1.5
     assert summary["params"]["data"]["image_size"] == [32, 32]
+    assert "reports_dir" not in summary["params"]  # a copy of the run elsewhere is the same run
 
 
 @pytest.mark.slow
