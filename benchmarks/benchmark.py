@@ -235,13 +235,17 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
             "cache": cache.summary()}
 
 
-def run_part(name: str, params_file: Path, work: Path, extra: list[str]) -> dict:
-    """Run one part in a fresh Python process; returns what it printed as JSON."""
-    out = work / f"{name}-{'-'.join(extra) or 'all'}.json"
+def run_part(name: str, label: str, params_file: Path, work: Path, extra: list[str]) -> dict:
+    """Run part ``name`` in a fresh Python process; returns what it wrote, as JSON, to ``work/<label>.json``
+    (the child takes ``work`` to be the folder of that file)."""
+    out = work / f"{label}.json"
     command = [sys.executable, __file__, "--params", str(params_file), "--part", name, "--json", str(out), *extra]
-    print(f"\n=== {name} {' '.join(extra)}", flush=True)
+    print(f"\n=== {label}: {name} {' '.join(extra)}", flush=True)
     subprocess.run(command, check=True, cwd=PROJECT_ROOT)
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    # printed as each part ends, so that a later part's failure does not lose this one's figures
+    print(json.dumps(result, default=str), flush=True)
+    return result
 
 
 # --- the summary -------------------------------------------------------------------------
@@ -370,7 +374,7 @@ def main(argv=None) -> int:
         work = Path(folder)
         run_dir = run_paths(load_params(params_variant(params_file, work, "probe", **benchmark_run(work)))).root
         if "ours" in parts:
-            results["ours"] = run_part("ours", params_file, work, [])
+            results["ours"] = run_part("ours", "ours", params_file, work, [])
         if {"baseline", "plain", "spread"} & set(parts):
             if "ours" not in parts:
                 if not args.from_run:
@@ -379,14 +383,16 @@ def main(argv=None) -> int:
                 results["split_from"] = str(args.from_run)
             split_manifest = split_of_earlier_run(run_dir, params_file)
         if "baseline" in parts:
-            results["baseline"] = run_part("baseline", params_file, work, [str(split_manifest)])
+            results["baseline"] = run_part("baseline", "baseline", params_file, work, [str(split_manifest)])
         if "plain" in parts:
-            results["plain"] = run_part("notebook", params_file, work, [str(run_dir), "42", "plain"])
+            results["plain"] = run_part("notebook", "plain-42", params_file, work, [str(run_dir), "42", "plain"])
         if "spread" in parts:
-            results["spread"] = {"seeds": [run_part("notebook", params_file, work, [str(run_dir), str(seed), "cached"])
+            results["spread"] = {"seeds": [run_part("notebook", f"cached-{seed}", params_file, work,
+                                                    [str(run_dir), str(seed), "cached"])
                                            for seed in (42, 43, 44)]}
         if "memory" in parts:
-            results["memory"] = {which: run_part("memory", params_file, work, [which]) for which in ("default", "all")}
+            results["memory"] = {which: run_part("memory", f"memory-{which}", params_file, work, [which])
+                                 for which in ("default", "all")}
     text = summary_markdown(results, machine_info(), git_commit())
     print("\n" + text)
     print(json.dumps(results, indent=2, default=str))

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+from pathlib import Path
 
 from conftest import write_first_round_split, write_params
 from lib.config import load_params
@@ -67,3 +68,20 @@ def test_the_summary_compares_the_plain_path_with_the_cached_paths_spread():
     assert "**6.0x faster**" in text  # 600 s plain / 100 s cached, both seed 42
     assert "range 0.950-0.990" in text and "0.960, inside that range" in text
     assert "from the earlier run `reports/x`" in text
+
+
+def test_each_part_writes_its_figures_into_the_work_folder_whatever_its_arguments(tmp_path, monkeypatch):
+    # a part's arguments may be paths (an earlier run, a split manifest): they must not end up in the file name
+    commands = []
+
+    def child(command, **_):
+        commands.append(command)
+        out = Path(command[command.index("--json") + 1])
+        out.write_text(json.dumps({"seconds": 1.0}))  # fails if the file's folder is not the work folder
+
+    monkeypatch.setattr(benchmark.subprocess, "run", child)
+    result = benchmark.run_part("notebook", "plain-42", tmp_path / "p.yaml", tmp_path, ["/runs/default", "42", "plain"])
+
+    assert result == {"seconds": 1.0}
+    json_path = Path(commands[0][commands[0].index("--json") + 1])
+    assert json_path.parent == tmp_path and commands[0][-3:] == ["/runs/default", "42", "plain"]
