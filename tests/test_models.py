@@ -103,6 +103,21 @@ def test_a_damaged_weights_file_says_so(tmp_path, monkeypatch):
         models.mobilenet_v2_base((96, 96), "imagenet")
 
 
+def test_precision_auto_turns_mixed_float16_on_when_tensorflow_sees_a_gpu(monkeypatch):
+    import tensorflow as tf
+
+    seen = {"GPU": ["/physical_device:GPU:0"], "CPU": ["/physical_device:CPU:0"]}
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: seen.get(kind, []))
+    try:
+        assert models.set_precision("auto") == "mixed_float16"
+        assert keras.config.dtype_policy().name == "mixed_float16"
+        cnn = models.build_cnn(3, (32, 32), DEFAULTS.cnn)
+        assert cnn.get_layer("conv1").compute_dtype == "float16"
+        assert cnn.output.dtype == "float32"
+    finally:
+        models.set_precision("float32")
+
+
 def test_precision_auto_is_float32_without_a_gpu_and_outputs_stay_float32():
     import tensorflow as tf
 
