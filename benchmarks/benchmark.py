@@ -173,8 +173,10 @@ def part_ours(params_file: Path, work: Path) -> dict:
     if main([str(variant), "--force"]) != 0:
         raise SystemExit("our pipeline failed")
     run = run_paths(load_params(variant))
+    steps = json.loads(run.steps.read_text())
     result = {"wall_seconds": time.perf_counter() - start, "run_dir": str(run.root),
-              "steps": {name: step["seconds"] for name, step in json.loads(run.steps.read_text()).items()}}
+              "steps": {name: step["seconds"] for name, step in steps.items()},
+              "step_peak_rss_gib": {name: step.get("peak_rss_gib") for name, step in steps.items()}}
     for model in ("cnn", "mobilenetv2"):
         metrics = json.loads(run.round(ROUND).model(model).metrics.read_text())
         result[model] = {key: metrics[key] for key in
@@ -267,6 +269,12 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def step_figures(ours: dict) -> str:
+    memory = ours.get("step_peak_rss_gib", {})  # absent in runs made before steps recorded it
+    return ", ".join(f"{name} {seconds:.0f} s" + (f" / {memory[name]:.2f} GiB" if memory.get(name) is not None else "")
+                     for name, seconds in ours["steps"].items())
+
+
 def summary_markdown(results: dict, machine: dict, commit: str) -> str:
     lines = [f"## {date.today().isoformat()}: {cpu_model()}, {machine.get('cpu_count', '?')} cores, "
              f"commit {commit[:10]}", ""]
@@ -277,7 +285,7 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
         lines += ["### Our pipeline (`python -m lib.run --force`, audit to PDF)", "",
                   f"- wall time **{ours['wall_seconds']:.0f} s** ({ours['wall_seconds'] / 60:.1f} min); "
                   f"peak resident memory **{ours['peak_rss_gib']:.2f} GiB**",
-                  "- steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in ours["steps"].items())]
+                  "- steps (wall time / peak memory of the step's kernel): " + step_figures(ours)]
         for model in ("cnn", "mobilenetv2"):
             m = ours[model]
             lines.append(f"- {model}: training {m['training_seconds']:.0f} s, epochs {m['epochs_run']}, "

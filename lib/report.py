@@ -427,10 +427,11 @@ def render(executed_notebook: Path, html_path: Path, pdf_path: Path, title: str)
 
 
 def steps_table(steps: dict) -> pd.DataFrame:
-    """Wall time of each step, and whether it was reused from the previous run (inputs unchanged)."""
+    """Wall time and peak memory of each step, and whether it was reused from the previous run (inputs unchanged)."""
     return pd.DataFrame(
         {
             "wall time (s)": [entry.get("seconds") for entry in steps.values()],
+            "peak memory (GiB)": [entry.get("peak_rss_gib") for entry in steps.values()],
             "reused": ["yes, inputs unchanged" if entry.get("reused") else "no, run" for entry in steps.values()],
         },
         index=pd.Index(list(steps), name="step"),

@@ -27,11 +27,13 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import psutil
 
 from lib.assets import seed_keras_cache
 from lib.config import ParamsError, load_params
@@ -209,6 +211,47 @@ class StepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a notebook; the message names it."""
 
 
+class ChildrenMemoryPeak:
+    """The largest resident memory of this process's children together (a step's notebook
+    kernel and anything it starts) while the ``with`` block runs, sampled every ``interval`` s.
+
+    What a step asks of the machine's memory; ``steps.json`` records it per step as
+    ``peak_rss_gib``. Sampling can miss a spike shorter than ``interval``.
+    """
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak_bytes = interval, 0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _resident_bytes(self) -> int:
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # it ended between the listing and the reading
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, self._resident_bytes())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> ChildrenMemoryPeak:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._sampler.join()
+
+    @property
+    def gib(self) -> float:
+        return round(self.peak_bytes / 2**30, 2)
+
+
 def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None) -> Path:
     """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy.
 
@@ -312,18 +355,21 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
         unchanged = before.get("key") == key and planned.executed_copy(staging).is_file()
         if unchanged and not (force or planned.step.always):
             print(f"[{number}/{len(plan)}] {planned.title}: inputs unchanged, reused", flush=True)
-            record[planned.label] = {"key": key, "seconds": before.get("seconds"), "reused": True}
+            record[planned.label] = {"key": key, "seconds": before.get("seconds"), "reused": True,
+                                     "peak_rss_gib": before.get("peak_rss_gib")}
         else:
             print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}", flush=True)
             progress.write_text(json.dumps(previous | record | {planned.label: {"key": None}}, indent=2) + "\n")
             start = time.perf_counter()
             try:
-                execute_step(planned, params_path, staging, key)
+                with ChildrenMemoryPeak() as memory:
+                    execute_step(planned, params_path, staging, key)
             except KeyboardInterrupt:
                 raise StepInterrupted(
                     f"in {planned.label}; its executed copy so far is {planned.executed_copy(staging)}"
                 ) from None
-            record[planned.label] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False}
+            record[planned.label] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False,
+                                     "peak_rss_gib": memory.gib}
         progress.write_text(json.dumps(previous | record, indent=2) + "\n")
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
 
@@ -369,10 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {interruption}" if str(interruption) else ""
         print(f"\ninterrupted{where}\nThe previous report and artefacts are unchanged.", file=sys.stderr)
         return 130
-    print("\nWall time per step:")
+    print("\nWall time and peak memory per step:")
     for step, entry in record.items():
         note = "  (reused: inputs unchanged)" if entry["reused"] else ""
-        print(f"  {step:<40} {entry['seconds'] or 0:8.1f} s{note}")
+        memory = f"{entry['peak_rss_gib']:6.2f} GiB" if entry.get("peak_rss_gib") is not None else " " * 10
+        print(f"  {step:<40} {entry['seconds'] or 0:8.1f} s {memory}{note}")
     print(f"  {'total':<40} {time.perf_counter() - started:8.1f} s")
     params = load_params(args.params_file)
     pages = json.loads(run_paths(params).report_info.read_text())["pdf_pages"]

@@ -29,12 +29,14 @@ def test_original_protocol_trains_both_models_on_the_split(tmp_path, tiny_params
         assert 0.0 <= results[model]["macro_f1"] <= 1.0 and results[model]["training_seconds"] > 0
 
     results["wall_seconds"], results["peak_rss_gib"] = 12.0, 1.5
-    ours = {"wall_seconds": 4.0, "peak_rss_gib": 1.0, "steps": {"02_cnn.ipynb": 2.0}, "train_images": 20,
+    ours = {"wall_seconds": 4.0, "peak_rss_gib": 1.0, "steps": {"02_cnn.ipynb": 2.0},
+            "step_peak_rss_gib": {"02_cnn.ipynb": 0.75}, "train_images": 20,
             "cnn": {"training_seconds": 2.0, "epochs_run": {"training": 3}, "accuracy": 0.5, "macro_f1": 0.4},
             "mobilenetv2": {"training_seconds": 1.0, "epochs_run": {"head": 1}, "accuracy": 0.5, "macro_f1": 0.4}}
     text = benchmark.summary_markdown({"ours": ours, "baseline": results}, {"cpu_count": "2"}, "abc")
     assert "end to end: **3.00x**" in text
     assert "30.0 training images/s" in text  # 20 images x 3 epochs / 2 s
+    assert "02_cnn.ipynb 2 s / 0.75 GiB" in text
     json.dumps(results)  # the raw figures are written as JSON
 
 

@@ -70,3 +70,14 @@ def test_an_image_and_its_copy_are_a_feature_pair():
     assert features.shape == (4, 1280)
     pairs = groups.similar_feature_pairs(features, 0.9999)
     assert (0, 3) in set(zip(pairs["a"], pairs["b"]))
+
+
+def test_features_of_uint8_images_are_those_of_the_same_images_as_float32():
+    import keras
+
+    images = np.random.default_rng(2).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)  # two batches
+    keras.utils.set_random_seed(0)
+    from_uint8 = groups.pooled_features(images, weights=None)
+    keras.utils.set_random_seed(0)
+    from_float = groups.feature_extractor((32, 32), weights=None).predict(images.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(from_uint8, from_float, rtol=1e-6, atol=1e-6)

@@ -44,6 +44,19 @@ TRICKY = "<i>gamma & co"
 TINY_CLASSES = {"alpha": 12, "beta": 10, TRICKY: 8}
 
 
+def test_children_memory_peak_measures_what_a_child_process_holds():
+    import subprocess
+    import sys
+
+    holding = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)"
+    with run.ChildrenMemoryPeak(interval=0.05) as large:
+        subprocess.run([sys.executable, "-c", holding], check=True)
+    with run.ChildrenMemoryPeak(interval=0.05) as small:
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5)"], check=True)
+    assert 0.28 <= large.gib <= 0.5  # 300 MiB touched, plus the interpreter
+    assert small.gib < 0.1
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     """The whole study, every notebook and the report, run once on a tiny generated dataset."""
@@ -83,6 +96,7 @@ def test_every_notebook_runs_without_errors(tiny_study):
                             "04_comparison.ipynb", "05_report.ipynb", run.REPORT_STEP]
     assert not any(entry["reused"] for entry in record.values())
     for planned in run.planned_steps(load_params(params_file)):
+        assert record[planned.label]["peak_rss_gib"] > 0.05, planned.label  # a kernel with TensorFlow loaded
         executed = nbformat.read(planned.executed_copy(RunPaths(root)), as_version=4)
         outputs = [o for c in executed.cells for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"], planned.label
@@ -304,7 +318,9 @@ def test_unchanged_steps_are_reused(tiny_study, tmp_path):
     reports, values = _copy_of_the_study(tiny_study, tmp_path)
     record = run.run_study(write_params(tmp_path / "same.yaml", values))
     assert [entry["reused"] for entry in record.values()][:-1] == [True] * 6 + [False]  # report: always
-    assert (reports / "tiny" / "report.html").read_text().count("yes, inputs unchanged") == 6
+    assert all(entry["peak_rss_gib"] > 0.05 for entry in record.values() if entry["reused"])  # kept from before
+    html = (reports / "tiny" / "report.html").read_text()
+    assert html.count("yes, inputs unchanged") == 6 and "peak memory (GiB)" in html
 
 
 @pytest.mark.slow
