@@ -15,10 +15,16 @@ Parts (each runs in its own process, so that each peak resident memory is its ow
 - ``spread``: our MobileNetV2 notebook, with its activation cache, with seeds 42, 43 and 44 on
   the same split (the run-to-run spread the plain path is compared against; seed 42's time
   is the one compared with the plain path's).
+- ``precision``: our CNN notebook in float32 with seed 42, against the CNN in the precision
+  ``training.precision`` picks on this machine (`lib.models.auto_precision`) with seeds 42, 43
+  and 44 on the same split (seed 42 taken from ``ours`` when it ran): what the 16-bit policy
+  saves, and whether float32's score falls inside its run-to-run spread.
+- ``peak``: this machine's matrix-multiply rate in float32 and bfloat16 (the practical peak
+  the CNN's throughput is compared with, besides the nominal 200 GFLOP/s).
 - ``memory``: peak memory of the data path (decode, one augmented epoch, MobileNetV2's
   activation cache) on the default subset and on all 42 coarse classes.
 
-The baseline, plain and spread parts use the data and round-42 split of the ``ours`` part;
+The baseline, plain, spread and precision parts use the data and round-42 split of the ``ours`` part;
 without it, ``--from-run`` names an earlier run of the same data, split and audit params
 (e.g. ``reports/default``) whose split they use instead.
 
@@ -45,7 +51,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from lib.config import load_params  # noqa: E402
 from lib.paths import run_paths  # noqa: E402
 
-PARTS = ("ours", "baseline", "plain", "spread", "memory")
+PARTS = ("peak", "ours", "baseline", "plain", "spread", "precision", "memory")
+NEEDS_SPLIT = {"baseline", "plain", "spread", "precision"}
 CPU_PEAK_GFLOPS = 200.0  # two cores of this machine, fp32 (the issue's figure)
 CNN_GFLOP_PER_TRAINING_IMAGE = 2.8  # forward and backward at 224 px
 BENCHMARK_SEED = 42
@@ -98,7 +105,7 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
 
     params = load_params(params_file)
     set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
-    set_precision(params.training.precision)
+    set_precision("float32")  # the original notebook's precision, whatever this machine could do
     manifest = read_split(split_manifest)
     names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     frames = {split: manifest[manifest["split"] == split] for split in ("train", "val", "test")}
@@ -180,13 +187,24 @@ def part_ours(params_file: Path, work: Path) -> dict:
     for model in ("cnn", "mobilenetv2"):
         metrics = json.loads(run.round(ROUND).model(model).metrics.read_text())
         result[model] = {key: metrics[key] for key in
-                         ("accuracy", "macro_f1", "training_seconds", "epochs_run", "training_inputs")}
+                         ("accuracy", "macro_f1", "training_seconds", "epochs_run", "training_inputs", "precision")}
     result["train_images"] = json.loads(run.audit_summary.read_text())["split_sizes"]["train"]
     return result
 
 
-def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, seed: int, **changes) -> dict:
-    """Run our MobileNetV2 notebook with training seed ``seed`` on the split of a finished run."""
+NOTEBOOK_OF_MODEL = {"mobilenetv2": "03_mobilenetv2.ipynb", "cnn": "02_cnn.ipynb"}
+# A notebook part's variants: which model's notebook, and what it changes in the params.
+NOTEBOOK_VARIANTS = {
+    "plain": ("mobilenetv2", {"mobilenet_v2": {"activation_cache": False}}),
+    "cached": ("mobilenetv2", {"mobilenet_v2": {"activation_cache": True}}),
+    "cnn-float32": ("cnn", {"training": {"precision": "float32"}}),
+    "cnn-auto": ("cnn", {"training": {"precision": "auto"}}),
+}
+
+
+def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, seed: int, model: str = "mobilenetv2",
+                      **changes) -> dict:
+    """Run one model's notebook with training seed ``seed`` on the round-42 split of a finished run."""
     import shutil
 
     import papermill
@@ -201,15 +219,34 @@ def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, s
     target.round(f"seed-{seed}").root.mkdir(parents=True)
     shutil.copy(run_dir / "rounds" / ROUND / "split.csv", target.round(f"seed-{seed}").split_manifest)
     start = time.perf_counter()
+    notebook = NOTEBOOK_OF_MODEL[model]
     papermill.execute_notebook(
-        NOTEBOOKS_DIR / "03_mobilenetv2.ipynb", target.root / "03_mobilenetv2.ipynb",
+        NOTEBOOKS_DIR / notebook, target.root / notebook,
         parameters={"params_file": str(variant), "run_dir": str(target.root)}, cwd=str(NOTEBOOKS_DIR),
         progress_bar=False,
     )
     seconds = time.perf_counter() - start
-    metrics = json.loads(target.round(f"seed-{seed}").model("mobilenetv2").metrics.read_text())
+    metrics = json.loads(target.round(f"seed-{seed}").model(model).metrics.read_text())
     return {"notebook_seconds": seconds, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-            "training_seconds": metrics["training_seconds"], "epochs_run": metrics["epochs_run"]}
+            "training_seconds": metrics["training_seconds"], "epochs_run": metrics["epochs_run"],
+            "precision": metrics["precision"]}
+
+
+def part_peak() -> dict:
+    """GFLOP/s of a 4096 x 4096 matrix product in float32 and bfloat16: what these cores can do at best."""
+    import tensorflow as tf
+
+    size, repeats, rates = 4096, 10, {}
+    for dtype in (tf.float32, tf.bfloat16):
+        a, b = (tf.cast(tf.random.normal((size, size), seed=i), dtype) for i in (1, 2))
+        product = tf.function(tf.matmul)
+        product(a, b).numpy()  # trace and warm up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = product(a, b)
+        result.numpy()
+        rates[dtype.name] = 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+    return {"matmul_gflops": rates}
 
 
 def part_memory(params_file: Path, work: Path, which: str) -> dict:
@@ -235,6 +272,18 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     cache = transfer.ActivationCache(prepared, model, base)
     return {"images": int(images["usable"].sum()), "classes": prepared.n_classes, "seconds": time.perf_counter() - start,
             "cache": cache.summary()}
+
+
+def precision_part(params_file: Path, work: Path, run_dir: Path, ours: dict | None) -> dict:
+    """The CNN in float32 (seed 42) and in the precision 'auto' picks here (seeds 42-44), on one split."""
+    float32 = run_part("notebook", "cnn-float32-42", params_file, work, [str(run_dir), "42", "cnn-float32"])
+    auto = []
+    for seed in (42, 43, 44):
+        if seed == BENCHMARK_SEED and ours:  # the same notebook, params, split and seed: the same training
+            auto.append({**ours["cnn"], "notebook_seconds": ours["steps"][f"rounds/{ROUND}/02_cnn.ipynb"]})
+        else:
+            auto.append(run_part("notebook", f"cnn-auto-{seed}", params_file, work, [str(run_dir), str(seed), "cnn-auto"]))
+    return {"float32": float32, "auto": auto}
 
 
 def run_part(name: str, label: str, params_file: Path, work: Path, extra: list[str]) -> dict:
@@ -275,6 +324,40 @@ def step_figures(ours: dict) -> str:
                      for name, seconds in ours["steps"].items())
 
 
+def cnn_throughput_line(ours: dict, peak: dict | None) -> str:
+    """The CNN's training rate in GFLOP/s, as a share of the nominal fp32 peak and of the measured peaks."""
+    cnn = ours["cnn"]
+    rate = images_per_second(cnn, ours["train_images"])
+    gflops = rate * CNN_GFLOP_PER_TRAINING_IMAGE
+    line = (f"- CNN training throughput ({cnn.get('precision', 'float32')}): {rate:.1f} img/s x "
+            f"{CNN_GFLOP_PER_TRAINING_IMAGE} GFLOP = {gflops:.0f} GFLOP/s = **{100 * gflops / CPU_PEAK_GFLOPS:.0f} % "
+            f"of the nominal fp32 peak** ({CPU_PEAK_GFLOPS:.0f} GFLOP/s; validation passes and augmentation included)")
+    if peak:
+        shares = ", ".join(f"{100 * gflops / value:.0f} % of the measured {dtype} peak ({value:.0f} GFLOP/s)"
+                           for dtype, value in peak["matmul_gflops"].items())
+        line += f"; {shares}"
+    return line
+
+
+def precision_lines(precision: dict) -> list[str]:
+    """The CNN in float32 against the CNN in the 'auto' precision, over its seeds."""
+    float32, auto = precision["float32"], precision["auto"]
+    scores = [run["macro_f1"] for run in auto]
+    policy = auto[0].get("precision", "auto")
+    inside = min(scores) <= float32["macro_f1"] <= max(scores)
+    return ["### CNN notebook: float32 vs the precision 'auto' picks here (same split)", "",
+            f"- float32, seed 42: notebook {float32['notebook_seconds']:.0f} s, training "
+            f"{float32['training_seconds']:.0f} s, epochs {float32['epochs_run']}; test accuracy "
+            f"{float32['accuracy']:.3f}, macro-F1 {float32['macro_f1']:.3f}",
+            f"- {policy}, seed 42: notebook {auto[0]['notebook_seconds']:.0f} s, training "
+            f"{auto[0]['training_seconds']:.0f} s, epochs {auto[0]['epochs_run']}; test accuracy "
+            f"{auto[0]['accuracy']:.3f}, macro-F1 {auto[0]['macro_f1']:.3f}: training "
+            f"**{float32['training_seconds'] / auto[0]['training_seconds']:.2f}x faster**",
+            f"- {policy} over training seeds 42, 43, 44: macro-F1 {', '.join(f'{s:.3f}' for s in scores)} "
+            f"(range {min(scores):.3f}-{max(scores):.3f}); float32, seed 42: {float32['macro_f1']:.3f}, "
+            + ("inside" if inside else "outside") + " that range", ""]
+
+
 def summary_markdown(results: dict, machine: dict, commit: str) -> str:
     lines = [f"## {date.today().isoformat()}: {cpu_model()}, {machine.get('cpu_count', '?')} cores, "
              f"commit {commit[:10]}", ""]
@@ -291,12 +374,7 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
             lines.append(f"- {model}: training {m['training_seconds']:.0f} s, epochs {m['epochs_run']}, "
                          f"{images_per_second(m, ours['train_images']):.1f} training images/s; "
                          f"test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}")
-        cnn_rate = images_per_second(ours["cnn"], ours["train_images"])
-        gflops = cnn_rate * CNN_GFLOP_PER_TRAINING_IMAGE
-        lines.append(f"- CNN training throughput: {cnn_rate:.1f} img/s x {CNN_GFLOP_PER_TRAINING_IMAGE} GFLOP = "
-                     f"{gflops:.0f} GFLOP/s = **{100 * gflops / CPU_PEAK_GFLOPS:.0f} % of the fp32 peak** "
-                     f"({CPU_PEAK_GFLOPS:.0f} GFLOP/s; validation passes included)")
-        lines.append("")
+        lines += [cnn_throughput_line(ours, results.get("peak")), ""]
     if base:
         total = sum(base[m]["training_seconds"] + base[m]["test_seconds"] for m in ("cnn", "mobilenetv2"))
         lines += ["### Original protocol (ImageDataGenerator.flow_from_dataframe, full forward pass every epoch)", "",
@@ -308,6 +386,11 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
                          f"{images_per_second(m, base['train_images']):.1f} training images/s; "
                          f"test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}")
         lines.append("")
+    if results.get("peak"):
+        rates = results["peak"]["matmul_gflops"]
+        lines += ["### This machine's peak (4096 x 4096 matrix product)", "",
+                  f"- float32 **{rates['float32']:.0f} GFLOP/s**, bfloat16 **{rates['bfloat16']:.0f} GFLOP/s** "
+                  f"(nominal fp32 figure used elsewhere: {CPU_PEAK_GFLOPS:.0f} GFLOP/s)", ""]
     if ours and base:
         lines += ["### Ratios (original protocol / ours)", "",
                   f"- end to end: **{base['wall_seconds'] / ours['wall_seconds']:.2f}x** "
@@ -330,6 +413,8 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
                   f"(range {min(scores):.3f}-{max(scores):.3f}); plain path, seed 42: {plain['macro_f1']:.3f}, "
                   + ("inside" if min(scores) <= plain["macro_f1"] <= max(scores) else "outside") + " that range",
                   ""]
+    if results.get("precision"):
+        lines += precision_lines(results["precision"])
     if results.get("memory"):
         lines += ["### Peak memory of the data path and the activation cache, by dataset size", "",
                   "| dataset | images | classes | peak RSS | activation cache | seconds |", "|---|---|---|---|---|---|"]
@@ -361,9 +446,11 @@ def main(argv=None) -> int:
         elif args.part == "baseline":
             result = original_protocol(params_file, Path(args.rest[0]), work)
         elif args.part == "notebook":
-            seed = int(args.rest[1])
-            result = _notebook_seconds(params_file, work, Path(args.rest[0]), f"{args.rest[2]}-{seed}", seed=seed,
-                                       mobilenet_v2={"activation_cache": args.rest[2] == "cached"})
+            run_dir, seed, variant = Path(args.rest[0]), int(args.rest[1]), args.rest[2]
+            model, changes = NOTEBOOK_VARIANTS[variant]
+            result = _notebook_seconds(params_file, work, run_dir, f"{variant}-{seed}", seed, model, **changes)
+        elif args.part == "peak":
+            result = part_peak()
         elif args.part == "memory":
             result = part_memory(params_file, work, args.rest[0])
         result.setdefault("wall_seconds", time.perf_counter() - start)
@@ -381,12 +468,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="benchmark-") as folder:
         work = Path(folder)
         run_dir = run_paths(load_params(params_variant(params_file, work, "probe", **benchmark_run(work)))).root
+        if "peak" in parts:
+            results["peak"] = run_part("peak", "peak", params_file, work, [])
         if "ours" in parts:
             results["ours"] = run_part("ours", "ours", params_file, work, [])
-        if {"baseline", "plain", "spread"} & set(parts):
+        if NEEDS_SPLIT & set(parts):
             if "ours" not in parts:
                 if not args.from_run:
-                    parser.error("the baseline, plain and spread parts need the 'ours' part or --from-run")
+                    parser.error(f"the {', '.join(sorted(NEEDS_SPLIT))} parts need the 'ours' part or --from-run")
                 run_dir = (PROJECT_ROOT / args.from_run).resolve()
                 results["split_from"] = str(args.from_run)
             split_manifest = split_of_earlier_run(run_dir, params_file)
@@ -398,6 +487,8 @@ def main(argv=None) -> int:
             results["spread"] = {"seeds": [run_part("notebook", f"cached-{seed}", params_file, work,
                                                     [str(run_dir), str(seed), "cached"])
                                            for seed in (42, 43, 44)]}
+        if "precision" in parts:
+            results["precision"] = precision_part(params_file, work, run_dir, results.get("ours"))
         if "memory" in parts:
             results["memory"] = {which: run_part("memory", f"memory-{which}", params_file, work, [which])
                                  for which in ("default", "all")}

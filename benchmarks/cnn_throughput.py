@@ -36,6 +36,8 @@ SETTINGS = {
     # Keras compiles with XLA only on accelerators by default; on a CPU it may fuse the
     # element-wise work around the convolutions.
     "float32, XLA (jit_compile=True)": {"precision": "float32", "jit_compile": True},
+    # The study's default (training.deterministic): what same-numbers-every-run costs.
+    "float32, TensorFlow op determinism": {"precision": "float32", "deterministic": True},
 }
 
 
@@ -66,6 +68,10 @@ def measure(setting: dict, steps: int, image_size: int) -> dict:
     from lib.models import build_cnn, set_precision
 
     set_precision(setting["precision"])
+    if setting.get("deterministic"):
+        from lib.provenance import set_seed
+
+        set_seed(0, deterministic_tensorflow=True)
     model = build_cnn(5, (image_size, image_size), parse_params({}).cnn)
     model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", jit_compile=setting.get("jit_compile", "auto"))
     rng = np.random.default_rng(0)

@@ -211,8 +211,9 @@ class TrainingParams(_Section):
     verbose: Literal[0, 1, 2] = Field(default=2, description="Keras fit verbosity (2: one line per epoch).")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
         default="auto",
-        description="Keras dtype policy. 'auto': mixed_float16 on a GPU, float32 on a CPU (bfloat16 was "
-        "7x slower on CPUs without AMX / AVX-512 BF16: see benchmarks/RESULTS.md).",
+        description="Keras dtype policy. 'auto': mixed_float16 on a GPU, mixed_bfloat16 on a CPU with "
+        "bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs, where bfloat16 is emulated and "
+        "7-10x slower (see lib.models.auto_precision and benchmarks/RESULTS.md).",
     )
 
 

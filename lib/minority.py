@@ -11,7 +11,8 @@ its 14-image class. Three methods are compared here (see `lib.config.MinorityPar
   ``tau`` tuned on validation (Menon et al., 2021, "Long-tail learning via logit adjustment").
 
 The first round trains every method and keeps the one with the best validation score
-(`choose_method`); later rounds train only that one. The test split never takes part.
+(`choose_method`; ties, common when the rare class has two validation images, go to the lower
+validation log-loss); later rounds train only that one. The test split never takes part.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
+from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, precision_recall_fscore_support
 
 METHOD_TITLES = {
     "class_weight": "class weights (the study's choice)",
@@ -101,7 +102,7 @@ def minority_class(train_labels: np.ndarray, class_names: list[str]) -> str:
 
 
 def scores(labels: np.ndarray, predicted: np.ndarray, class_names: list[str], minority: str) -> dict:
-    """Balanced accuracy, macro-F1, and the minority class's precision, recall and F1."""
+    """Balanced accuracy, macro-F1, and the minority class's precision, recall and F1 of arg-max predictions."""
     index = class_names.index(minority)
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predicted, labels=[index], zero_division=0
@@ -144,14 +145,24 @@ def fit_postprocessing(method: str, val_probabilities, val_labels, train_labels,
 
 def method_row(method: str, post: Postprocessing, split: str, probabilities, labels, class_names, minority) -> dict:
     """One row of the method comparison: a method's scores on one split, after its post-processing."""
-    predicted = post.apply(probabilities).argmax(axis=1)
-    return {"method": method, "split": split, "tau": post.tau, **scores(labels, predicted, class_names, minority)}
+    adjusted = post.apply(probabilities)
+    return {"method": method, "split": split, "tau": post.tau,
+            **scores(labels, adjusted.argmax(axis=1), class_names, minority),
+            "log_loss": float(log_loss(labels, adjusted, labels=np.arange(len(class_names))))}
 
 
 def choose_method(table: pd.DataFrame, metric: str, order: list[str]) -> str:
-    """The method with the best validation ``metric``; ties go to the earlier one in ``order``."""
+    """The method with the best validation ``metric``.
+
+    Ties go to the lower validation log-loss (when the table has it): with a handful of rare
+    validation images, several methods often classify every one right, and the log-loss still
+    tells which is more confident where it is right. Remaining ties go to the earlier method
+    in ``order``.
+    """
     val = table[table["split"] == "val"].set_index("method").reindex(order).dropna(subset=[metric])
     if val.empty:
         raise ValueError("no method has validation scores to choose from")
-    best = val[metric].max()
-    return str(val.index[val[metric] >= best - 1e-12][0])
+    tied = val[val[metric] >= val[metric].max() - 1e-12]
+    if "log_loss" in tied:
+        tied = tied[tied["log_loss"] <= tied["log_loss"].min() + 1e-12]
+    return str(tied.index[0])

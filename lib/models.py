@@ -7,6 +7,9 @@ with Keras' safe mode (no Lambda layers, no pickled code).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -15,15 +18,40 @@ from lib.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.sources import keras_cache_dir
 
 
+def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX-512 BF16 or AMX), per Linux's cpuinfo.
+
+    Elsewhere (no ``/proc/cpuinfo``) the answer is False, the safe side: float32.
+    """
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def auto_precision() -> str:
+    """What ``training.precision: auto`` means on this machine.
+
+    - a GPU: mixed float16;
+    - a CPU with bfloat16 arithmetic (AVX-512 BF16, AMX): mixed bfloat16, in which oneDNN runs
+      the convolutions in the CPU's bfloat16 instructions (benchmarks/RESULTS.md has the gain);
+    - any other CPU: float32, because there bfloat16 is emulated and the CNN trained 7-10x
+      slower with it (benchmarks/RESULTS.md).
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
+
+
 def set_precision(precision: str) -> str:
     """Set Keras' global dtype policy from ``training.precision``; returns the policy's name.
 
-    'auto' turns mixed float16 on when TensorFlow sees a GPU and keeps float32 on a CPU:
-    on CPUs without AMX or AVX-512 BF16 bfloat16 is emulated, and the CNN trained 7x
-    slower with it (benchmarks/RESULTS.md). The output layers stay float32 either way.
+    'auto' is resolved by `auto_precision`. Mixed policies keep the weights in float32 and
+    compute in 16 bits; both models' output layers stay float32 either way.
     """
     if precision == "auto":
-        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        precision = auto_precision()
     keras.config.set_dtype_policy(precision)
     return precision
 

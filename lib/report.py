@@ -156,8 +156,19 @@ def grouping_html(audit: dict) -> str:
     )
 
 
-def methods_table(params) -> pd.DataFrame:
-    """The training protocol actually used, both models side by side."""
+PRECISION_WORDS = {
+    "float32": "float32",
+    "mixed_bfloat16": "mixed bfloat16 (weights float32, layers compute in bfloat16, outputs float32)",
+    "mixed_float16": "mixed float16 (weights float32, layers compute in float16, outputs float32)",
+}
+
+
+def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFrame:
+    """The training protocol actually used, both models side by side.
+
+    ``precision``: the dtype policy each model's notebook recorded (``metrics["precision"]``),
+    by model name, since ``training.precision: auto`` depends on the machine.
+    """
     cnn, mob, tr, aug = params.cnn, params.mobilenet_v2, params.training, params.augmentation
     rows = {
         "input": (f"{params.data.image_size[0]}×{params.data.image_size[1]} RGB, scaled to [0, 1]",
@@ -199,7 +210,11 @@ def methods_table(params) -> pd.DataFrame:
               else f"stratified {ev.folds}-fold cross-validation for each seed {ev.seeds}")
     grouping = "near-duplicate groups kept whole" if params.split.group_near_duplicates else "no grouping"
     rows["evaluation"] = (f"{rounds}; {grouping}",) * 2
-    return pd.DataFrame(rows, index=["Custom CNN", "MobileNetV2"]).T
+    models = ["Custom CNN", "MobileNetV2"]
+    if precision:
+        rows["numeric precision"] = tuple(PRECISION_WORDS.get(precision.get(m, "?"), precision.get(m, "?"))
+                                          + f" (training.precision: {tr.precision})" for m in models)
+    return pd.DataFrame(rows, index=models).T
 
 
 def results_html(results: dict[str, ModelResults]) -> str:
@@ -316,7 +331,8 @@ def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: boo
 def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
     """The minority-class methods on the validation split (the choice) and the test split (for the record)."""
     columns = {"minority_precision": "minority precision", "minority_recall": "minority recall",
-               "minority_f1": "minority F1", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"}
+               "minority_f1": "minority F1", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy",
+               "log_loss": "log-loss"}
     table = methods.rename(columns=columns).assign(chosen=lambda t: t["chosen"].map({True: "yes", False: ""}))
     table = table.set_index(["model", "method", "split"])[[*columns.values(), "tau", "chosen"]]
     return table.sort_index(level="split", ascending=False, sort_remaining=False)
@@ -341,8 +357,9 @@ def methods_html(methods: pd.DataFrame, selection_metric: str) -> str:
         f"<p>Three ways to keep the rare class <i>{minority}</i> from being ignored were trained in the first "
         "round: class weights (the original study's choice), oversampling the rare class in the augmented "
         "training stream, and logit adjustment by the class priors with its strength tuned on validation. "
-        f"The method for all headline results is the one with the best validation score, chosen without "
-        f"looking at the test split: {parts}. The test rows are reported for the record only.</p>"
+        f"The method for all headline results is the one with the best validation score (ties broken by the "
+        f"lower validation log-loss), chosen without looking at the test split: {parts}. The test rows are "
+        "reported for the record only.</p>"
     )
 
 

@@ -214,6 +214,8 @@ class StepInterrupted(KeyboardInterrupt):
 class ChildrenMemoryPeak:
     """The largest resident memory of this process's children together (a step's notebook
     kernel and anything it starts) while the ``with`` block runs, sampled every ``interval`` s.
+    Children that were already running when the block began (a worker pool, say) are not the
+    block's, and are left out.
 
     What a step asks of the machine's memory; ``steps.json`` records it per step as
     ``peak_rss_gib``. Sampling can miss a spike shorter than ``interval``.
@@ -221,12 +223,15 @@ class ChildrenMemoryPeak:
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak_bytes = interval, 0
+        self._earlier: set[int] = set()
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
 
     def _resident_bytes(self) -> int:
         total = 0
         for child in psutil.Process().children(recursive=True):
+            if child.pid in self._earlier:
+                continue
             try:
                 total += child.memory_info().rss
             except psutil.Error:  # it ended between the listing and the reading
@@ -240,6 +245,7 @@ class ChildrenMemoryPeak:
                 return
 
     def __enter__(self) -> ChildrenMemoryPeak:
+        self._earlier = {child.pid for child in psutil.Process().children(recursive=True)}
         self._sampler.start()
         return self
 

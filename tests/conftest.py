@@ -45,6 +45,16 @@ def make_class_folders(root: Path, counts: dict[str, int], seed: int = 0, size=(
     return root
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """Keras' dtype policy is global: a test whose pipeline picked a 16-bit policy ('auto' on a GPU or
+    a bfloat16 CPU) must not change the numbers of the tests after it."""
+    yield
+    import keras
+
+    keras.config.set_dtype_policy("float32")
+
+
 def write_params(path: Path, values: dict) -> Path:
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path

@@ -87,3 +87,25 @@ def test_each_part_writes_its_figures_into_the_work_folder_whatever_its_argument
     assert result == {"seconds": 1.0}
     json_path = Path(commands[0][commands[0].index("--json") + 1])
     assert json_path.parent == tmp_path and commands[0][-3:] == ["/runs/default", "42", "plain"]
+
+
+def test_the_summary_compares_float32_with_the_automatic_precision_and_the_measured_peak():
+    def cnn(seconds, macro_f1, precision):
+        return {"notebook_seconds": seconds + 10, "training_seconds": seconds, "epochs_run": {"training": 25},
+                "accuracy": macro_f1, "macro_f1": macro_f1, "precision": precision}
+
+    precision = {"float32": cnn(900.0, 0.90, "float32"),
+                 "auto": [cnn(600.0, 0.88, "mixed_bfloat16"), cnn(610.0, 0.93, "mixed_bfloat16"),
+                          cnn(605.0, 0.91, "mixed_bfloat16")]}
+    peak = {"matmul_gflops": {"float32": 220.0, "bfloat16": 400.0}}
+    ours = {"wall_seconds": 700.0, "peak_rss_gib": 2.0, "steps": {}, "train_images": 1280,
+            "cnn": {"training_seconds": 640.0, "epochs_run": {"training": 25}, "accuracy": 0.9, "macro_f1": 0.9,
+                    "precision": "mixed_bfloat16"},
+            "mobilenetv2": {"training_seconds": 50.0, "epochs_run": {"head": 10}, "accuracy": 1.0, "macro_f1": 1.0}}
+    text = benchmark.summary_markdown({"precision": precision, "peak": peak, "ours": ours}, {"cpu_count": "2"}, "abc")
+    assert "training **1.50x faster**" in text  # 900 s float32 / 600 s mixed bfloat16, both seed 42
+    assert "range 0.880-0.930" in text and "0.900, inside that range" in text
+    assert "float32 **220 GFLOP/s**, bfloat16 **400 GFLOP/s**" in text
+    # 1280 images x 25 epochs / 640 s = 50 img/s x 2.8 GFLOP = 140 GFLOP/s
+    assert "(mixed_bfloat16): 50.0 img/s" in text and "= **70 % of the nominal fp32 peak**" in text
+    assert "64 % of the measured float32 peak (220 GFLOP/s), 35 % of the measured bfloat16 peak" in text

@@ -69,6 +69,10 @@ def test_the_method_is_chosen_on_validation_only():
     ])
     order = ["class_weight", "oversample", "logit_adjustment"]
     assert minority.choose_method(table, "macro_f1", order) == "oversample"  # tie: the earlier one
+    with_loss = table.assign(log_loss=[0.30, 0.01, 0.20, 0.01, 0.10])
+    assert minority.choose_method(with_loss, "macro_f1", order) == "logit_adjustment"  # tie: lower val log-loss
+    with_loss.loc[4, "macro_f1"] = 0.84
+    assert minority.choose_method(with_loss, "macro_f1", order) == "oversample"  # the metric comes first
     scores = minority.scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), ["a", "b"], "b")
     assert scores["minority_recall"] == 0.5 and scores["minority_precision"] == 0.5 and scores["minority_f1"] == 0.5
 
@@ -107,3 +111,15 @@ def test_a_finished_training_is_reused_only_under_the_same_step_key(prepare_expe
     assert experiments.saved_training(prepared, "class_weight") is None
     experiments.evaluate_and_save(prepared, reused)
     assert not (prepared.model_paths.root / "methods").exists(), "a finished step keeps no resume files"
+
+
+def test_a_method_row_scores_the_post_processed_probabilities_including_their_log_loss():
+    labels = np.array([0, 0, 1])
+    probabilities = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    row = minority.method_row("class_weight", minority.Postprocessing("class_weight"), "val", probabilities,
+                              labels, ["common", "rare"], "rare")
+    assert row["log_loss"] == pytest.approx(-np.mean(np.log([0.8, 0.6, 0.7])))
+    assert row["minority_recall"] == 1.0 and row["macro_f1"] == 1.0
+    adjusted = minority.Postprocessing("logit_adjustment", tau=1.0, priors=[0.9, 0.1])
+    shifted = minority.method_row("logit_adjustment", adjusted, "val", probabilities, labels, ["common", "rare"], "rare")
+    assert shifted["log_loss"] != pytest.approx(row["log_loss"])  # scored after the adjustment

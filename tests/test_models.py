@@ -118,16 +118,32 @@ def test_precision_auto_turns_mixed_float16_on_when_tensorflow_sees_a_gpu(monkey
         models.set_precision("float32")
 
 
-def test_precision_auto_is_float32_without_a_gpu_and_outputs_stay_float32():
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse avx2 fma avx512f avx512_bf16 avx512_vnni", "mixed_bfloat16"),  # AMD Zen 4, Intel Cooper Lake
+        ("fpu sse avx2 fma avx512f amx_bf16 amx_tile", "mixed_bfloat16"),  # Intel Sapphire Rapids
+        ("fpu sse avx2 fma avx512f avx512_vnni", "float32"),  # AVX-512 without bf16 arithmetic
+        ("fpu sse avx2 fma", "float32"),
+    ],
+)
+def test_precision_auto_on_a_cpu_is_bfloat16_only_where_the_cpu_computes_in_bfloat16(tmp_path, monkeypatch, flags, expected):
     import tensorflow as tf
 
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else ["cpu"])
+    monkeypatch.setattr(models, "cpu_has_native_bfloat16",
+                        lambda cpuinfo=cpuinfo, real=models.cpu_has_native_bfloat16: real(cpuinfo))
     try:
-        expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
         assert models.set_precision("auto") == expected
         assert keras.config.dtype_policy().name == expected
-        models.set_precision("mixed_bfloat16")
         cnn = models.build_cnn(3, (32, 32), DEFAULTS.cnn)
-        assert cnn.get_layer("conv1").compute_dtype == "bfloat16"
+        assert cnn.get_layer("conv1").compute_dtype == {"mixed_bfloat16": "bfloat16"}.get(expected, "float32")
         assert cnn.output.dtype == "float32"  # softmax and loss in full precision
     finally:
         models.set_precision("float32")
+
+
+def test_without_cpuinfo_a_cpu_counts_as_having_no_bfloat16(tmp_path):
+    assert models.cpu_has_native_bfloat16(tmp_path / "no-such-file") is False

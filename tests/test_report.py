@@ -18,3 +18,11 @@ def test_the_overfitting_verdict_follows_the_sign_and_size_of_the_gap():
     assert report.overfitting_verdict(2.0).startswith("shows little overfitting")
     below = report.overfitting_verdict(-3.5)
     assert below.startswith("does not overfit") and "3.5 points above its training accuracy" in below
+
+
+def test_methods_table_states_the_precision_each_model_trained_in():
+    params = parse_params({"training": {"precision": "auto"}})
+    table = report.methods_table(params, {"Custom CNN": "mixed_bfloat16", "MobileNetV2": "float32"})
+    assert table.loc["numeric precision", "Custom CNN"].startswith("mixed bfloat16")
+    assert table.loc["numeric precision", "MobileNetV2"] == "float32 (training.precision: auto)"
+    assert "numeric precision" not in report.methods_table(params).index  # nothing recorded: no row

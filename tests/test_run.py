@@ -47,12 +47,16 @@ TINY_CLASSES = {"alpha": 12, "beta": 10, TRICKY: 8}
 def test_children_memory_peak_measures_what_a_child_process_holds():
     import subprocess
     import sys
+    import time
 
     holding = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)"
+    already_running = subprocess.Popen([sys.executable, "-c", holding.replace("1.5", "30")])  # not the block's
+    time.sleep(1.0)
     with run.ChildrenMemoryPeak(interval=0.05) as large:
         subprocess.run([sys.executable, "-c", holding], check=True)
     with run.ChildrenMemoryPeak(interval=0.05) as small:
         subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5)"], check=True)
+    already_running.kill()
     assert 0.28 <= large.gib <= 0.5  # 300 MiB touched, plus the interpreter
     assert small.gib < 0.1
 
