@@ -342,6 +342,14 @@ METRIC_NAMES = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"
 SCHEME_NAMES = {"holdout": "repeated stratified hold-out", "kfold": "stratified k-fold cross-validation"}
 
 
+METHOD_PHRASES = {
+    "class_weight": "class weights (the original study's choice)",
+    "oversample": "oversampling the rare class in the augmented training stream",
+    "logit_adjustment": "logit adjustment by the class priors with its strength tuned on validation",
+}
+NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three"}
+
+
 def methods_html(methods: pd.DataFrame, selection_metric: str) -> str:
     """Which method each model's headline results use, and why (validation only)."""
     if methods.empty:
@@ -353,10 +361,15 @@ def methods_html(methods: pd.DataFrame, selection_metric: str) -> str:
         f"{row[selection_metric]:.3f}, minority F1 {row['minority_f1']:.2f})"
         for _, row in chosen.iterrows()
     )
+    compared = list(dict.fromkeys(methods["method"]))
+    described = ", ".join(escape(METHOD_PHRASES.get(m, m)) for m in compared)
+    if len(compared) == 1:
+        return (f"<p>One way to keep the rare class <i>{minority}</i> from being ignored was configured, "
+                f"{described}, so no method was compared; its first-round validation scores: {parts}.</p>")
+    count = NUMBER_WORDS.get(len(compared), str(len(compared)))
     return (
-        f"<p>Three ways to keep the rare class <i>{minority}</i> from being ignored were trained in the first "
-        "round: class weights (the original study's choice), oversampling the rare class in the augmented "
-        "training stream, and logit adjustment by the class priors with its strength tuned on validation. "
+        f"<p>{count} ways to keep the rare class <i>{minority}</i> from being ignored were trained in the first "
+        f"round: {described}. "
         f"The method for all headline results is the one with the best validation score (ties broken by the "
         f"lower validation log-loss), chosen without looking at the test split: {parts}. The test rows are "
         "reported for the record only.</p>"

@@ -26,3 +26,17 @@ def test_methods_table_states_the_precision_each_model_trained_in():
     assert table.loc["numeric precision", "Custom CNN"].startswith("mixed bfloat16")
     assert table.loc["numeric precision", "MobileNetV2"] == "float32 (training.precision: auto)"
     assert "numeric precision" not in report.methods_table(params).index  # nothing recorded: no row
+
+
+def test_the_method_paragraph_names_the_methods_that_were_compared():
+    import pandas as pd
+
+    def rows(methods):
+        return pd.DataFrame([{"model": "Custom CNN", "method": m, "split": "val", "chosen": i == 0, "macro_f1": 0.9,
+                              "minority_f1": 0.5, "minority_class": "Oat-Milk"} for i, m in enumerate(methods)])
+
+    two = report.methods_html(rows(["oversample", "logit_adjustment"]), "macro_f1")
+    assert two.startswith("<p>Two ways") and "oversampling" in two and "class weights" not in two
+    assert "Custom CNN: oversample (validation macro-F1 0.900" in two
+    one = report.methods_html(rows(["class_weight"]), "macro_f1")
+    assert one.startswith("<p>One way") and "so no method was compared" in one
