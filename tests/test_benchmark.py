@@ -103,7 +103,7 @@ def test_the_summary_compares_float32_with_the_automatic_precision_and_the_measu
                     "precision": "mixed_bfloat16"},
             "mobilenetv2": {"training_seconds": 50.0, "epochs_run": {"head": 10}, "accuracy": 1.0, "macro_f1": 1.0}}
     text = benchmark.summary_markdown({"precision": precision, "peak": peak, "ours": ours}, {"cpu_count": "2"}, "abc")
-    assert "training **1.50x faster**" in text  # 900 s float32 / 600 s mixed bfloat16, both seed 42
+    assert "**1.50x faster per epoch** (36.0 s against 24.0 s" in text  # 900 s / 25 against 600 s / 25, seed 42
     assert "range 0.880-0.930" in text and "0.900, inside that range" in text
     assert "float32 **220 GFLOP/s**, bfloat16 **400 GFLOP/s**" in text
     # 1280 images x 25 epochs / 640 s = 50 img/s x 2.8 GFLOP = 140 GFLOP/s
