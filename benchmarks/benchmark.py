@@ -339,6 +339,15 @@ def cnn_throughput_line(ours: dict, peak: dict | None) -> str:
     return line
 
 
+def spread_line(label: str, seeds: list[dict], reference_label: str, reference: dict) -> str:
+    """Macro-F1 over training seeds 42-44, and whether the seed-42 reference falls inside their range."""
+    scores = [run["macro_f1"] for run in seeds]
+    inside = min(scores) <= reference["macro_f1"] <= max(scores)
+    return (f"- {label} over training seeds 42, 43, 44: macro-F1 {', '.join(f'{s:.3f}' for s in scores)} "
+            f"(range {min(scores):.3f}-{max(scores):.3f}); {reference_label}, seed 42: {reference['macro_f1']:.3f}, "
+            + ("inside" if inside else "outside") + " that range")
+
+
 def seconds_per_epoch(model: dict) -> float:
     return model["training_seconds"] / sum(model["epochs_run"].values())
 
@@ -346,9 +355,7 @@ def seconds_per_epoch(model: dict) -> float:
 def precision_lines(precision: dict) -> list[str]:
     """The CNN in float32 against the CNN in the 'auto' precision, over its seeds."""
     float32, auto = precision["float32"], precision["auto"]
-    scores = [run["macro_f1"] for run in auto]
     policy = auto[0].get("precision", "auto")
-    inside = min(scores) <= float32["macro_f1"] <= max(scores)
     return ["### CNN notebook: float32 vs the precision 'auto' picks here (same split)", "",
             f"- float32, seed 42: notebook {float32['notebook_seconds']:.0f} s, training "
             f"{float32['training_seconds']:.0f} s, epochs {float32['epochs_run']}; test accuracy "
@@ -359,9 +366,7 @@ def precision_lines(precision: dict) -> list[str]:
             f"{seconds_per_epoch(float32) / seconds_per_epoch(auto[0]):.2f}x faster per epoch** "
             f"({seconds_per_epoch(float32):.1f} s against {seconds_per_epoch(auto[0]):.1f} s, validation included; "
             "early stopping ends each run at its own epoch)",
-            f"- {policy} over training seeds 42, 43, 44: macro-F1 {', '.join(f'{s:.3f}' for s in scores)} "
-            f"(range {min(scores):.3f}-{max(scores):.3f}); float32, seed 42: {float32['macro_f1']:.3f}, "
-            + ("inside" if inside else "outside") + " that range", ""]
+            spread_line(policy, auto, "float32", float32), ""]
 
 
 def summary_markdown(results: dict, machine: dict, commit: str) -> str:
@@ -407,7 +412,6 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
     plain, spread = results.get("plain"), results.get("spread")
     if plain and spread:
         cached = spread["seeds"][0]
-        scores = [s["macro_f1"] for s in spread["seeds"]]
         lines += ["### MobileNetV2 notebook: activation cache vs plain path (seed 42, same split)", "",
                   f"- plain (`activation_cache: false`): notebook {plain['notebook_seconds']:.0f} s, "
                   f"training {plain['training_seconds']:.0f} s; test accuracy {plain['accuracy']:.3f}, "
@@ -415,10 +419,7 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
                   f"- cached: notebook {cached['notebook_seconds']:.0f} s, training {cached['training_seconds']:.0f} s; "
                   f"test accuracy {cached['accuracy']:.3f}, macro-F1 {cached['macro_f1']:.3f}: "
                   f"**{plain['notebook_seconds'] / cached['notebook_seconds']:.1f}x faster**",
-                  f"- cached path over training seeds 42, 43, 44: macro-F1 {', '.join(f'{s:.3f}' for s in scores)} "
-                  f"(range {min(scores):.3f}-{max(scores):.3f}); plain path, seed 42: {plain['macro_f1']:.3f}, "
-                  + ("inside" if min(scores) <= plain["macro_f1"] <= max(scores) else "outside") + " that range",
-                  ""]
+                  spread_line("cached path", spread["seeds"], "plain path", plain), ""]
     if results.get("precision"):
         lines += precision_lines(results["precision"])
     if results.get("memory"):

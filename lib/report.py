@@ -20,7 +20,7 @@ import nbformat
 import pandas as pd
 import yaml
 
-from lib.compare import ModelResults, overfitting_gap, trainable_parameters
+from lib.compare import MODELS, ModelResults, overfitting_gap, trainable_parameters
 
 STYLE = Path(__file__).with_name("report.css")
 
@@ -210,7 +210,7 @@ def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFra
               else f"stratified {ev.folds}-fold cross-validation for each seed {ev.seeds}")
     grouping = "near-duplicate groups kept whole" if params.split.group_near_duplicates else "no grouping"
     rows["evaluation"] = (f"{rounds}; {grouping}",) * 2
-    models = ["Custom CNN", "MobileNetV2"]
+    models = list(MODELS.values())
     if precision:
         rows["numeric precision"] = tuple(PRECISION_WORDS.get(precision.get(m, "?"), precision.get(m, "?"))
                                           + f" (training.precision: {tr.precision})" for m in models)
