@@ -75,6 +75,7 @@ def test_the_method_is_chosen_on_validation_only():
     assert minority.choose_method(with_loss, "macro_f1", order) == "oversample"  # the metric comes first
     scores = minority.scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), ["a", "b"], "b")
     assert scores["minority_recall"] == 0.5 and scores["minority_precision"] == 0.5 and scores["minority_f1"] == 0.5
+    assert scores["minority_images"] == 2
 
 
 def test_postprocessing_applies_only_to_logit_adjustment():
@@ -87,6 +88,21 @@ def test_postprocessing_applies_only_to_logit_adjustment():
     adjusted = minority.fit_postprocessing("logit_adjustment", val_probabilities, val_labels, train, 2, params)
     assert adjusted.tau > 0 and adjusted.apply(val_probabilities).argmax(axis=1).tolist() == [0, 1]
     assert adjusted.to_dict()["priors"] == pytest.approx([0.9, 0.1])
+
+
+def test_default_tau_is_fixed_at_one_not_fitted_to_the_validation_images():
+    train = np.array([0] * 9 + [1])
+    val_labels = np.array([0, 0])
+    # Adjusting by tau = 1 turns the second (common-class) image into a wrong rare-class guess;
+    # tau = 0 would score better on these images, and a tuned grid picks it.
+    val_probabilities = np.array([[0.9, 0.1], [0.6, 0.4]])
+    default = parse_params({}).minority
+    fixed = minority.fit_postprocessing("logit_adjustment", val_probabilities, val_labels, train, 2, default)
+    assert default.tau_grid == [1.0] and fixed.tau == 1.0
+    assert fixed.apply(val_probabilities).argmax(axis=1).tolist() == [0, 1]
+    grid = parse_params({"minority": {"tau_grid": [0.0, 1.0]}}).minority
+    tuned = minority.fit_postprocessing("logit_adjustment", val_probabilities, val_labels, train, 2, grid)
+    assert tuned.tau == 0.0
 
 
 def test_a_finished_training_is_reused_only_under_the_same_step_key(prepare_experiment, monkeypatch):
