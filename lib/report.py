@@ -330,7 +330,8 @@ def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: boo
 
 def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
     """The minority-class methods on the validation split (the choice) and the test split (for the record)."""
-    columns = {"minority_precision": "minority precision", "minority_recall": "minority recall",
+    columns = {"minority_images": "minority images",
+               "minority_precision": "minority precision", "minority_recall": "minority recall",
                "minority_f1": "minority F1", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy",
                "log_loss": "log-loss"}
     table = methods.rename(columns=columns).assign(chosen=lambda t: t["chosen"].map({True: "yes", False: ""}))
@@ -345,15 +346,27 @@ SCHEME_NAMES = {"holdout": "repeated stratified hold-out", "kfold": "stratified 
 METHOD_PHRASES = {
     "class_weight": "class weights (the original study's choice)",
     "oversample": "oversampling the rare class in the augmented training stream",
-    "logit_adjustment": "logit adjustment by the class priors with its strength tuned on validation",
 }
 NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three"}
 
 
-def methods_html(methods: pd.DataFrame, selection_metric: str) -> str:
-    """Which method each model's headline results use, and why (validation only)."""
+def method_phrase(method: str, tau_grid: list[float]) -> str:
+    """A method in words; for logit adjustment, whether its strength was fixed in advance or tuned."""
+    if method != "logit_adjustment":
+        return METHOD_PHRASES.get(method, method)
+    if len(tau_grid) == 1:
+        return (f"logit adjustment by the class priors (strength tau = {tau_grid[0]:g}, fixed in advance, so that "
+                "no method fits a parameter to the validation images that rank the methods)")
+    return ("logit adjustment by the class priors with its strength tau tuned on validation (which favours it "
+            "in the comparison: it alone is fitted to the images that rank the methods)")
+
+
+def methods_html(methods: pd.DataFrame, minority_params) -> str:
+    """Which method each model's headline results use, and why (validation only), and how many
+    rare validation images the choice rests on."""
     if methods.empty:
         return "<p>One minority-class method was configured, so none was compared.</p>"
+    selection_metric = minority_params.selection_metric
     chosen = methods[methods["chosen"] & (methods["split"] == "val")]
     minority = escape(str(methods["minority_class"].iloc[0]))
     parts = "; ".join(
@@ -362,7 +375,7 @@ def methods_html(methods: pd.DataFrame, selection_metric: str) -> str:
         for _, row in chosen.iterrows()
     )
     compared = list(dict.fromkeys(methods["method"]))
-    described = ", ".join(escape(METHOD_PHRASES.get(m, m)) for m in compared)
+    described = ", ".join(escape(method_phrase(m, minority_params.tau_grid)) for m in compared)
     if len(compared) == 1:
         return (f"<p>One way to keep the rare class <i>{minority}</i> from being ignored was configured, "
                 f"{described}, so no method was compared; its first-round validation scores: {parts}.</p>")
@@ -372,8 +385,18 @@ def methods_html(methods: pd.DataFrame, selection_metric: str) -> str:
         f"round: {described}. "
         f"The method for all headline results is the one with the best validation score (ties broken by the "
         f"lower validation log-loss), chosen without looking at the test split: {parts}. The test rows are "
-        "reported for the record only.</p>"
+        f"reported for the record only.{evidence_sentence(methods, minority)}</p>"
     )
+
+
+def evidence_sentence(methods: pd.DataFrame, minority: str) -> str:
+    """How many rare validation images the choice rests on, when the table records it."""
+    if "minority_images" not in methods:
+        return ""
+    count = int(methods.loc[methods["split"] == "val", "minority_images"].max())
+    return (f" The choice rests on {count} validation image(s) of <i>{minority}</i>: methods that differ by one "
+            "such image cannot be told apart, so it is a pre-set rule rather than evidence that one method is "
+            "better.")
 
 
 def calibration_html(errors: dict[str, float]) -> str:

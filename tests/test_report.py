@@ -33,10 +33,16 @@ def test_the_method_paragraph_names_the_methods_that_were_compared():
 
     def rows(methods):
         return pd.DataFrame([{"model": "Custom CNN", "method": m, "split": "val", "chosen": i == 0, "macro_f1": 0.9,
-                              "minority_f1": 0.5, "minority_class": "Oat-Milk"} for i, m in enumerate(methods)])
+                              "minority_f1": 0.5, "minority_images": 2, "minority_class": "Oat-Milk"}
+                             for i, m in enumerate(methods)])
 
-    two = report.methods_html(rows(["oversample", "logit_adjustment"]), "macro_f1")
+    minority_params = parse_params({}).minority
+    two = report.methods_html(rows(["oversample", "logit_adjustment"]), minority_params)
     assert two.startswith("<p>Two ways") and "oversampling" in two and "class weights" not in two
     assert "Custom CNN: oversample (validation macro-F1 0.900" in two
-    one = report.methods_html(rows(["class_weight"]), "macro_f1")
+    assert "tau = 1, fixed in advance" in two and "rests on 2 validation image(s) of <i>Oat-Milk</i>" in two
+    tuned = report.methods_html(rows(["logit_adjustment"] * 1 + ["oversample"]),
+                                parse_params({"minority": {"tau_grid": [0.0, 1.0]}}).minority)
+    assert "tuned on validation (which favours it" in tuned
+    one = report.methods_html(rows(["class_weight"]), minority_params)
     assert one.startswith("<p>One way") and "so no method was compared" in one
