@@ -243,13 +243,22 @@ def paired_tests(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame
     return pd.DataFrame({name: paired_test(results) for name, results in all_rounds.items()}).T.rename_axis("round")
 
 
+def intervals_overlap(summary: pd.DataFrame, metric: str = "macro-F1") -> bool:
+    """Whether the two models' bootstrap intervals of ``metric`` (averaged over rounds) overlap."""
+    intervals = summary.xs(metric, level="metric")
+    (low_a, high_a), (low_b, high_b) = intervals[["low", "high"]].to_numpy()[:2]
+    return bool(low_a <= high_b and low_b <= high_a)
+
+
+def rounds_above(tests: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """The rounds whose McNemar p-value is above ``alpha``."""
+    return [str(name) for name, p in tests["p_value"].items() if float(p) > alpha]
+
+
 def models_differ(summary: pd.DataFrame, tests: pd.DataFrame, metric: str = "macro-F1", alpha: float = 0.05) -> bool:
     """A significant difference: McNemar's p at most ``alpha`` in every round, and the two models'
     intervals of ``metric`` (averaged over rounds) do not overlap."""
-    intervals = summary.xs(metric, level="metric")
-    (low_a, high_a), (low_b, high_b) = intervals[["low", "high"]].to_numpy()[:2]
-    overlap = low_a <= high_b and low_b <= high_a
-    return bool((tests["p_value"].astype(float) <= alpha).all() and not overlap)
+    return not rounds_above(tests, alpha) and not intervals_overlap(summary, metric)
 
 
 def method_comparison(paths: RunPaths, params, models: dict[str, str] = MODELS) -> pd.DataFrame:

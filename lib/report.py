@@ -20,7 +20,7 @@ import nbformat
 import pandas as pd
 import yaml
 
-from lib.compare import MODELS, ModelResults, overfitting_gap, trainable_parameters
+from lib.compare import MODELS, ModelResults, intervals_overlap, overfitting_gap, rounds_above, trainable_parameters
 
 STYLE = Path(__file__).with_name("report.css")
 
@@ -317,7 +317,8 @@ def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: boo
     )
     p_values = ", ".join(f"{escape(name)}: p = {float(p):.3g}" for name, p in tests["p_value"].items())
     verdict = ("the difference between the models is significant at the 5 % level" if significant
-               else "the difference between the models is not significant at the 5 % level")
+               else f"the difference between the models is not significant at the 5 % level "
+                    f"({not_significant_because(summary, tests)})")
     return (
         f"<p>The study ran {rounds} evaluation round(s) ({SCHEME_NAMES[scheme]}); each round draws its own split and "
         "its own initialisation. Below, each metric is given as its mean over rounds ± the standard deviation "
@@ -326,6 +327,21 @@ def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: boo
         f"predictions: {p_values}. We call a difference significant only when every round's p is at most 0.05 "
         f"and the two intervals do not overlap: {verdict}.</p>"
     )
+
+
+def not_significant_because(summary: pd.DataFrame, tests: pd.DataFrame) -> str:
+    """Which half of the significance rule failed, in words."""
+    reasons = []
+    if above := rounds_above(tests):
+        reasons.append(f"McNemar's p is above 0.05 in {', '.join(escape(name) for name in above)}")
+    if intervals_overlap(summary):
+        if not above:
+            reasons.append("McNemar's test finds the two models' errors different in every round, but the "
+                           "macro-F1 intervals overlap; the test counts images, most of them from the large "
+                           "classes, while macro-F1 weighs the smallest class as much as the largest")
+        else:
+            reasons.append("the macro-F1 intervals overlap")
+    return "; ".join(reasons)
 
 
 def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:

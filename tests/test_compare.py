@@ -42,6 +42,13 @@ def test_a_clear_difference_is_called_significant():
     assert "is significant at the 5 % level" in report.statistics_html(summary, tests, significant, "holdout")
     assert "the difference is significant" in report.conclusion_html(summary, significant)
 
+    # Same McNemar tests, but intervals made to overlap: not significant, and the words say why.
+    widened = summary.copy()
+    widened.loc[("Model B", "macro-F1"), "high"] = 1.0
+    assert compare.intervals_overlap(widened) and not compare.models_differ(widened, tests)
+    words = report.statistics_html(widened, tests, False, "holdout")
+    assert "is not significant at the 5 % level (McNemar's test finds the two models' errors different" in words
+
 
 def test_a_small_difference_is_not_significant():
     a = np.r_[np.ones(40, dtype=bool), np.zeros(10, dtype=bool)]
@@ -53,6 +60,8 @@ def test_a_small_difference_is_not_significant():
     significant = compare.models_differ(summary, tests)
     assert not significant
     assert "is not significant at the 5 % level" in report.statistics_html(summary, tests, significant, "holdout")
+    assert "McNemar's p is above 0.05 in seed-0, seed-1" in report.statistics_html(summary, tests, significant,
+                                                                                   "holdout")
     assert "but the difference is not significant" in report.conclusion_html(summary, significant)
 
 
