@@ -346,11 +346,13 @@ def not_significant_because(summary: pd.DataFrame, tests: pd.DataFrame) -> str:
 
 def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
     """The minority-class methods on the validation split (the choice) and the test split (for the record)."""
-    columns = {"minority_images": "minority images",
-               "minority_precision": "minority precision", "minority_recall": "minority recall",
-               "minority_f1": "minority F1", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy",
-               "log_loss": "log-loss"}
-    table = methods.rename(columns=columns).assign(chosen=lambda t: t["chosen"].map({True: "yes", False: ""}))
+    columns = {"minority_images": "minority images", "minority P / R / F1": "minority P / R / F1",
+               "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy", "log_loss": "log-loss"}
+    # Precision, recall and F1 share one column (without spaces, so that it does not wrap), so that
+    # the table fits a printed page.
+    rare = methods[["minority_precision", "minority_recall", "minority_f1"]]
+    table = methods.assign(**{"minority P / R / F1": ["/".join(f"{v:.2f}" for v in row) for row in rare.to_numpy()]})
+    table = table.rename(columns=columns).assign(chosen=lambda t: t["chosen"].map({True: "yes", False: ""}))
     table = table.set_index(["model", "method", "split"])[[*columns.values(), "tau", "chosen"]]
     return table.sort_index(level="split", ascending=False, sort_remaining=False)
 

@@ -46,3 +46,18 @@ def test_the_method_paragraph_names_the_methods_that_were_compared():
     assert "tuned on validation (which favours it" in tuned
     one = report.methods_html(rows(["class_weight"]), minority_params)
     assert one.startswith("<p>One way") and "so no method was compared" in one
+
+
+def test_the_method_table_puts_minority_precision_recall_and_f1_in_one_column_val_first():
+    import pandas as pd
+
+    methods = pd.DataFrame([
+        {"model": "Custom CNN", "method": m, "split": split, "minority_images": 2, "minority_precision": 0.25,
+         "minority_recall": 1.0, "minority_f1": 0.4, "macro_f1": 0.8, "balanced_accuracy": 0.9, "log_loss": 0.2,
+         "tau": 0.0, "chosen": m == "oversample", "minority_class": "Oat-Milk"}
+        for split in ("test", "val") for m in ("class_weight", "oversample")])
+    table = report.methods_report_table(methods)
+    assert table.index.get_level_values("split").tolist() == ["val", "val", "test", "test"]
+    assert table["minority P / R / F1"].iloc[0] == "0.25/1.00/0.40"
+    assert table.loc[("Custom CNN", "oversample", "val"), "chosen"] == "yes"
+    assert "minority F1" not in table.columns
