@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lib.paths import RoundPaths, RunPaths
-from lib.stats import mcnemar_exact, round_metrics, rounds_bootstrap
+from lib.stats import mcnemar_exact, paired_difference_bootstrap, round_metrics, rounds_bootstrap
 
 # Folder name of each model's artefacts -> the name a reader sees.
 MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
@@ -104,7 +104,11 @@ def correctness(results: dict[str, ModelResults]) -> pd.DataFrame:
         r.name: r.predictions.set_index("relpath").pipe(lambda p: p["true_label"] == p["predicted_label"])
         for r in results.values()
     }
-    table = pd.DataFrame(frames)
+    return _paired(pd.DataFrame(frames))
+
+
+def _paired(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (one row per test image, by relpath), checked to hold every model's result for every image."""
     if table.isna().any().any():
         raise ValueError("the models were tested on different images: their predictions do not pair up")
     return table
@@ -236,6 +240,35 @@ def summary_across_rounds(
                          "std": values[:, i].std(ddof=1) if len(values) > 1 else 0.0,
                          "low": low[i], "high": high[i], "rounds": len(values)})
     return pd.DataFrame(rows).set_index(["model", "metric"])
+
+
+def _paired_labels(results: dict[str, ModelResults]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first two models' test labels on the same images, as class indices: (true, first, second)."""
+    first, second = list(results.values())[:2]
+    index = {name: i for i, name in enumerate(first.class_names)}
+    paired = _paired(first.predictions.set_index("relpath")[["true_label", "predicted_label"]].join(
+        second.predictions.set_index("relpath")["predicted_label"].rename("second"), how="outer"))
+    return tuple(paired[column].map(index).to_numpy() for column in ("true_label", "predicted_label", "second"))
+
+
+def difference_across_rounds(
+    all_rounds: dict[str, dict[str, ModelResults]], seed: int, confidence: float = 0.95, n_resamples: int = 2000
+) -> pd.DataFrame:
+    """Per metric: the second model's score minus the first's, averaged over rounds, with a paired
+    bootstrap interval (both models scored on the same resampled test images in every resample).
+
+    Rows: metric; columns: first, second, difference, low, high.
+    """
+    example = next(iter(all_rounds.values()))
+    first, second = [r.name for r in list(example.values())[:2]]
+    n_classes = len(next(iter(example.values())).class_names)
+    labels = [_paired_labels(results) for results in all_rounds.values()]
+    differences = np.mean([round_metrics(t, b, n_classes) - round_metrics(t, a, n_classes) for t, a, b in labels],
+                          axis=0)
+    low, high = paired_difference_bootstrap(labels, n_classes, confidence, n_resamples, seed)
+    names = metric_names(next(iter(example.values())).class_names)
+    return pd.DataFrame({"first": first, "second": second, "difference": differences, "low": low, "high": high},
+                        index=pd.Index(names, name="metric"))
 
 
 def paired_tests(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:

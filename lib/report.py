@@ -308,8 +308,30 @@ def statistics_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(summary.index.get_level_values("metric").unique()).rename_axis(index="metric", columns=None)
 
 
-def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: bool, scheme: str) -> str:
-    """Rounds, intervals and McNemar's p-values in words; 'not significant' unless both tests agree."""
+def difference_table(difference: pd.DataFrame) -> pd.DataFrame:
+    """Rows: metrics; columns: the paired difference 'second − first' (`lib.compare.difference_across_rounds`)
+    and its interval."""
+    name = f"{difference['second'].iloc[0]} − {difference['first'].iloc[0]}"
+    return difference[["difference", "low", "high"]].rename(
+        columns={"difference": name, "low": "95 % low", "high": "95 % high"})
+
+
+def difference_sentence(difference: pd.DataFrame, metric: str = "macro-F1") -> str:
+    """The paired interval of the difference in words, and whether it excludes 0."""
+    row = difference.loc[metric]
+    excludes = row["low"] > 0 or row["high"] < 0
+    return (
+        f" The paired bootstrap interval of the difference in {metric} ({escape(row['second'])} minus "
+        f"{escape(row['first'])}, both models scored on the same resampled test images, which two separate "
+        f"intervals ignore) is {row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]; it "
+        + ("excludes 0." if excludes else "includes 0.")
+    )
+
+
+def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: bool, scheme: str,
+                    difference: pd.DataFrame | None = None) -> str:
+    """Rounds, intervals and McNemar's p-values in words; 'not significant' unless both tests agree;
+    then, given it, the paired interval of the difference."""
     rounds = int(summary["rounds"].iloc[0])
     per_model = "; ".join(
         f"{escape(model)} {row['mean']:.3f} ± {row['std']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
@@ -325,7 +347,8 @@ def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: boo
         "between rounds, with a 95 % percentile bootstrap interval of the mean (scipy; each round's test images "
         f"resampled independently). Macro-F1: {per_model}. McNemar's exact test on each round's paired test "
         f"predictions: {p_values}. We call a difference significant only when every round's p is at most 0.05 "
-        f"and the two intervals do not overlap: {verdict}.</p>"
+        f"and the two intervals do not overlap: {verdict}."
+        f"{difference_sentence(difference) if difference is not None else ''}</p>"
     )
 
 

@@ -119,3 +119,27 @@ def test_one_rounds_intervals_bracket_scikit_learns_metrics():
             assert row[name] == pytest.approx(value)
             assert row[f"{name} low"] < value < row[f"{name} high"]
     assert table.loc["Model A", "accuracy low"] > table.loc["Model B", "accuracy high"]
+
+
+def test_difference_across_rounds_is_second_minus_first_with_a_paired_interval():
+    a = np.r_[np.ones(30, dtype=bool), np.zeros(10, dtype=bool)]   # accuracy 0.75
+    b = np.r_[np.ones(36, dtype=bool), np.zeros(4, dtype=bool)]    # accuracy 0.9, right wherever a is
+    rounds = _rounds((a, b), (a, b))
+    difference = compare.difference_across_rounds(rounds, seed=0, n_resamples=300)
+    row = difference.loc["accuracy"]
+    assert (row["first"], row["second"]) == ("Model A", "Model B")
+    assert row["difference"] == pytest.approx(0.15) and 0 < row["low"] <= 0.15 <= row["high"]
+    assert list(difference.index) == compare.metric_names(rounds["seed-0"]["a"].class_names)
+    summary = compare.summary_across_rounds(rounds, seed=0, n_resamples=300)
+    table = report.difference_table(difference)
+    assert list(table.columns) == ["Model B − Model A", "95 % low", "95 % high"]
+    assert table.loc["accuracy", "Model B − Model A"] == pytest.approx(0.15)
+    words = report.statistics_html(summary, compare.paired_tests(rounds), False, "holdout", difference)
+    # B's errors are a subset of A's, so no resample can favour A: the interval lies above 0.
+    assert difference.loc["macro-F1", "low"] > 0
+    assert "difference in macro-F1 (Model B minus Model A" in words and "it excludes 0." in words
+    same = compare.difference_across_rounds(_rounds((a, a)), seed=0, n_resamples=100)
+    assert "it includes 0." in report.difference_sentence(same)
+    rounds["seed-1"]["b"].predictions["relpath"] = "other-" + rounds["seed-1"]["b"].predictions["relpath"]
+    with pytest.raises(ValueError, match="do not pair up"):
+        compare.difference_across_rounds(rounds, seed=0, n_resamples=50)

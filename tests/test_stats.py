@@ -64,3 +64,21 @@ def test_rounds_bootstrap_brackets_the_mean_and_is_reproducible():
     np.testing.assert_array_equal(low, again[0])
     with pytest.raises(ValueError, match="equally long"):
         stats.rounds_bootstrap([(np.array([0, 1]), np.array([0]))], 2)
+
+
+def test_paired_difference_is_narrower_than_two_separate_intervals_when_errors_are_nested():
+    # B errs on 15 of the 20 images that A errs on, and nowhere else: B is never worse than A.
+    y_true = np.arange(100) % 2
+    wrong = 1 - y_true
+    a = np.where(np.arange(100) < 20, wrong, y_true)
+    b = np.where(np.arange(100) < 15, wrong, y_true)
+    rounds = [(y_true, a, b), (y_true, a, b)]
+    low, high = stats.paired_difference_bootstrap(rounds, 2, n_resamples=500, seed=0)
+    assert 0 < low[0] <= 0.05 <= high[0]  # accuracy: B - A
+    separate_a = stats.rounds_bootstrap([(y_true, a)] * 2, 2, n_resamples=500, seed=0)
+    separate_b = stats.rounds_bootstrap([(y_true, b)] * 2, 2, n_resamples=500, seed=0)
+    assert separate_b[0][0] < separate_a[1][0]  # the two separate accuracy intervals overlap
+    same_low, same_high = stats.paired_difference_bootstrap([(y_true, a, a)], 2, n_resamples=200, seed=0)
+    assert np.all(same_low == 0) and np.all(same_high == 0)
+    with pytest.raises(ValueError, match="three equally long"):
+        stats.paired_difference_bootstrap([(y_true, a, b[:50])], 2)
