@@ -277,8 +277,14 @@ def discussion_html(audit: dict, results: dict[str, ModelResults], overfit_thres
     )
 
 
-def conclusion_html(summary: pd.DataFrame, significant: bool) -> str:
-    """The finding, worded by the statistics: 'not significant' unless `lib.compare.models_differ` says so."""
+def conclusion_html(summary: pd.DataFrame, significant: bool, tests: pd.DataFrame | None = None,
+                    difference: pd.DataFrame | None = None) -> str:
+    """The finding, worded by the statistics: 'not significant' unless `lib.compare.models_differ` says so.
+
+    Given McNemar's ``tests`` and the paired ``difference``: when the rule says 'not significant' only
+    because the two separate intervals overlap, while every round's test and the paired interval agree
+    on the better model, the conclusion says so too.
+    """
     means = summary.xs("macro-F1", level="metric")["mean"].sort_values(ascending=False)
     (best, best_f1), (other, other_f1) = list(means.items())[:2]
     rounds = int(summary["rounds"].iloc[0])
@@ -289,6 +295,18 @@ def conclusion_html(summary: pd.DataFrame, significant: bool) -> str:
         else f"{escape(best)} scores the higher mean macro-F1 over {rounds} round(s) ({best_f1:.3f} against "
         f"{other_f1:.3f}), but the difference is not significant"
     )
+    if not significant and tests is not None and difference is not None and not rounds_above(tests):
+        row = difference.loc["macro-F1"]
+        best_is_second = row["second"] == best
+        interval_favours = row["low"] > 0 if best_is_second else row["high"] < 0
+        # McNemar's discordant images: 'only_b' are those only the second model gets right.
+        tests_favour = all((t["only_b"] > t["only_a"]) == best_is_second for _, t in tests.iterrows())
+        if interval_favours and tests_favour:
+            finding += (
+                f" by this study's rule, because the two macro-F1 intervals overlap; McNemar's test (p at most "
+                f"{tests['p_value'].astype(float).max():.3g} in every round) and the paired interval of the "
+                f"difference ({row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
+                f"{escape(row['second'])} minus {escape(row['first'])}) both favour {escape(best)}")
     return (
         f"<p>On this data, {finding}. Future work: more rounds (or k-fold cross-validation) so that the "
         "smallest class is tested on more images; more photographs of the rare products; and a test set "

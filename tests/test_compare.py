@@ -138,6 +138,13 @@ def test_difference_across_rounds_is_second_minus_first_with_a_paired_interval()
     # B's errors are a subset of A's, so no resample can favour A: the interval lies above 0.
     assert difference.loc["macro-F1", "low"] > 0
     assert "difference in macro-F1 (Model B minus Model A" in words and "it excludes 0." in words
+    # Not significant by the rule (say the intervals overlapped), yet every test favours B: the conclusion says so.
+    tests = compare.paired_tests(rounds).assign(p_value=0.01)
+    concluded = report.conclusion_html(summary, False, tests, difference)
+    assert "but the difference is not significant by this study's rule" in concluded
+    assert "both favour Model B" in concluded
+    against = tests.assign(only_a=10, only_b=0)  # McNemar's discordant images point the other way
+    assert "favour" not in report.conclusion_html(summary, False, against, difference)
     same = compare.difference_across_rounds(_rounds((a, a)), seed=0, n_resamples=100)
     assert "it includes 0." in report.difference_sentence(same)
     rounds["seed-1"]["b"].predictions["relpath"] = "other-" + rounds["seed-1"]["b"].predictions["relpath"]
