@@ -259,16 +259,14 @@ def difference_across_rounds(
 
     Rows: metric; columns: first, second, difference, low, high.
     """
-    example = next(iter(all_rounds.values()))
-    first, second = [r.name for r in list(example.values())[:2]]
-    n_classes = len(next(iter(example.values())).class_names)
+    first, second = list(next(iter(all_rounds.values())).values())[:2]
+    n_classes = len(first.class_names)
     labels = [_paired_labels(results) for results in all_rounds.values()]
     differences = np.mean([round_metrics(t, b, n_classes) - round_metrics(t, a, n_classes) for t, a, b in labels],
                           axis=0)
     low, high = paired_difference_bootstrap(labels, n_classes, confidence, n_resamples, seed)
-    names = metric_names(next(iter(example.values())).class_names)
-    return pd.DataFrame({"first": first, "second": second, "difference": differences, "low": low, "high": high},
-                        index=pd.Index(names, name="metric"))
+    return pd.DataFrame({"first": first.name, "second": second.name, "difference": differences, "low": low,
+                         "high": high}, index=pd.Index(metric_names(first.class_names), name="metric"))
 
 
 def paired_tests(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:
