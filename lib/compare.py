@@ -286,6 +286,22 @@ def rounds_above(tests: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     return [str(name) for name, p in tests["p_value"].items() if float(p) > alpha]
 
 
+def paired_evidence_favours(tests: pd.DataFrame, difference: pd.DataFrame, metric: str = "macro-F1",
+                            alpha: float = 0.05) -> str | None:
+    """The model that every paired comparison favours, or None: McNemar's p at most ``alpha`` in every
+    round with more discordant images right for that model, and the paired interval of the difference
+    in ``metric`` (`difference_across_rounds`) excluding 0 on its side."""
+    if rounds_above(tests, alpha):
+        return None
+    row = difference.loc[metric]
+    # McNemar's discordant images: 'only_b' are those only the second model gets right.
+    if row["low"] > 0 and (tests["only_b"] > tests["only_a"]).all():
+        return str(row["second"])
+    if row["high"] < 0 and (tests["only_a"] > tests["only_b"]).all():
+        return str(row["first"])
+    return None
+
+
 def models_differ(summary: pd.DataFrame, tests: pd.DataFrame, metric: str = "macro-F1", alpha: float = 0.05) -> bool:
     """A significant difference: McNemar's p at most ``alpha`` in every round, and the two models'
     intervals of ``metric`` (averaged over rounds) do not overlap."""

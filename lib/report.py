@@ -20,7 +20,8 @@ import nbformat
 import pandas as pd
 import yaml
 
-from lib.compare import MODELS, ModelResults, intervals_overlap, overfitting_gap, rounds_above, trainable_parameters
+from lib.compare import (MODELS, ModelResults, intervals_overlap, overfitting_gap, paired_evidence_favours, rounds_above,
+                         trainable_parameters)
 
 STYLE = Path(__file__).with_name("report.css")
 
@@ -295,18 +296,14 @@ def conclusion_html(summary: pd.DataFrame, significant: bool, tests: pd.DataFram
         else f"{escape(best)} scores the higher mean macro-F1 over {rounds} round(s) ({best_f1:.3f} against "
         f"{other_f1:.3f}), but the difference is not significant"
     )
-    if not significant and tests is not None and difference is not None and not rounds_above(tests):
+    if (not significant and tests is not None and difference is not None
+            and paired_evidence_favours(tests, difference) == best):
         row = difference.loc["macro-F1"]
-        best_is_second = row["second"] == best
-        interval_favours = row["low"] > 0 if best_is_second else row["high"] < 0
-        # McNemar's discordant images: 'only_b' are those only the second model gets right.
-        tests_favour = all((t["only_b"] > t["only_a"]) == best_is_second for _, t in tests.iterrows())
-        if interval_favours and tests_favour:
-            finding += (
-                f" by this study's rule, because the two macro-F1 intervals overlap; McNemar's test (p at most "
-                f"{tests['p_value'].astype(float).max():.3g} in every round) and the paired interval of the "
-                f"difference ({row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
-                f"{escape(row['second'])} minus {escape(row['first'])}) both favour {escape(best)}")
+        finding += (
+            f" by this study's rule, because the two macro-F1 intervals overlap; McNemar's test (p at most "
+            f"{tests['p_value'].astype(float).max():.3g} in every round) and the paired interval of the "
+            f"difference ({row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
+            f"{escape(row['second'])} minus {escape(row['first'])}) both favour {escape(best)}")
     return (
         f"<p>On this data, {finding}. Future work: more rounds (or k-fold cross-validation) so that the "
         "smallest class is tested on more images; more photographs of the rare products; and a test set "
@@ -387,12 +384,12 @@ def not_significant_because(summary: pd.DataFrame, tests: pd.DataFrame) -> str:
 
 def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
     """The minority-class methods on the validation split (the choice) and the test split (for the record)."""
-    columns = {"minority_images": "minority images", "minority P / R / F1": "minority P / R / F1",
+    columns = {"minority_images": "minority images", "minority_prf": "minority P / R / F1",
                "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy", "log_loss": "log-loss"}
     # Precision, recall and F1 share one column (without spaces, so that it does not wrap), so that
     # the table fits a printed page.
     rare = methods[["minority_precision", "minority_recall", "minority_f1"]]
-    table = methods.assign(**{"minority P / R / F1": ["/".join(f"{v:.2f}" for v in row) for row in rare.to_numpy()]})
+    table = methods.assign(minority_prf=["/".join(f"{v:.2f}" for v in row) for row in rare.to_numpy()])
     table = table.rename(columns=columns).assign(chosen=lambda t: t["chosen"].map({True: "yes", False: ""}))
     table = table.set_index(["model", "method", "split"])[[*columns.values(), "tau", "chosen"]]
     return table.sort_index(level="split", ascending=False, sort_remaining=False)
@@ -449,9 +446,7 @@ def methods_html(methods: pd.DataFrame, minority_params) -> str:
 
 
 def evidence_sentence(methods: pd.DataFrame, minority: str) -> str:
-    """How many rare validation images the choice rests on, when the table records it."""
-    if "minority_images" not in methods:
-        return ""
+    """How many rare validation images the choice rests on."""
     count = int(methods.loc[methods["split"] == "val", "minority_images"].max())
     return (f" The choice rests on {count} validation image(s) of <i>{minority}</i>: methods that differ by one "
             "such image cannot be told apart, so it is a pre-set rule rather than evidence that one method is "
