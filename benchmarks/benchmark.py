@@ -101,7 +101,8 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
     from lib.models import build_cnn, build_mobilenet_v2, set_precision, unfreeze_top
     from lib.provenance import set_seed
     from lib.split import read_split
-    from lib.train import class_weight_by_index, fit_phase
+    from lib.minority import METHODS
+    from lib.train import fit_phase
 
     params = load_params(params_file)
     set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
@@ -123,7 +124,7 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
         )
 
     train_labels = np.array([names.index(label) for label in frames["train"]["label"]])
-    class_weight = class_weight_by_index(train_labels, names, "balanced")
+    class_weight = METHODS["class_weight"].class_weight(train_labels, len(names))
     results = {"train_images": len(frames["train"])}
 
     def train_and_test(name, model, phases):
@@ -133,7 +134,7 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
             before()
             histories.append(fit_phase(
                 model, flow("train", augmenting, shuffle=True), flow("val"), phase, name=phase_name,
-                class_weight=class_weight, checkpoint_path=work_dir / f"{name}.keras", verbose=params.training.verbose,
+                class_weight=class_weight, verbose=params.training.verbose,
             ))
         trained = time.perf_counter()
         test = flow("test")
@@ -253,7 +254,8 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     """Peak memory of the data path and MobileNetV2's activation cache on one dataset size."""
     import numpy as np
 
-    from lib import audit, experiment, models, rounds, split, transfer
+    from lib import activation_cache, audit, experiment, models, rounds, split
+    from lib.minority import METHODS
     from lib.sources import load_records
 
     changes = {} if which == "default" else {"data": {"grocery_store": {"label_level": "coarse", "classes": None,
@@ -266,10 +268,10 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     split.write_split_manifest(images.assign(split=kinds["used"]), run_paths(params).round(name).split_manifest)
     start = time.perf_counter()
     prepared = experiment.prepare(str(variant), "memory")
-    for _ in prepared.training_stream("class_weight"):  # one augmented epoch of the CNN's stream
+    for _ in prepared.training_stream(METHODS["class_weight"]):  # one augmented epoch of the CNN's stream
         pass
     model, base = models.build_mobilenet_v2(prepared.n_classes, params.data.image_size, params.mobilenet_v2)
-    cache = transfer.ActivationCache(prepared, model, base)
+    cache = activation_cache.ActivationCache(prepared, model, base)
     return {"images": int(images["usable"].sum()), "classes": prepared.n_classes, "seconds": time.perf_counter() - start,
             "cache": cache.summary()}
 

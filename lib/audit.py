@@ -300,8 +300,6 @@ def write_outputs(
         "leaks_by_round": leaks.reset_index().to_dict(orient="records"),
         "round_manifest_sha256": {name: manifest_sha256(m) for name, m in manifests.items()},
         "manifest_sha256": manifest_sha256(next(iter(manifests.values()))),
-        "params_fingerprint": params.fingerprint(),
-        "params": params.study_values(),  # not reports_dir: a copied run's later steps still match
     }
     paths.audit_summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary

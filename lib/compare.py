@@ -4,6 +4,11 @@ One round's results (`load_results`) give the detailed comparison: confusion mat
 learning curves, misclassified images. All rounds together (`load_all_rounds`) give the
 statistics: means, spreads and bootstrap intervals over rounds, McNemar's test per round,
 calibration of the pooled test predictions, and the minority-class method comparison.
+
+The comparison notebook computes all of it once (`compute_comparison`) and writes it under
+the run's ``comparison/`` folder (`write_comparison`); the report reads it from there
+(`read_comparison`) and computes no statistic of its own. The significance rule is stated
+once, in `SIGNIFICANCE_RULE`, and applied once, in `verdict`.
 """
 
 from __future__ import annotations
@@ -190,11 +195,9 @@ def paired_test(results: dict[str, ModelResults]) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def load_all_rounds(paths: RunPaths, params, models: dict[str, str] = MODELS) -> dict[str, dict[str, ModelResults]]:
-    """Every round's results, by round name, in the order the rounds ran."""
-    from lib.rounds import evaluation_rounds
-
-    return {r.name: load_results(paths.round(r.name), models) for r in evaluation_rounds(params.evaluation)}
+def load_all_rounds(paths: RunPaths, rounds, models: dict[str, str] = MODELS) -> dict[str, dict[str, ModelResults]]:
+    """Every round's results (`lib.rounds.Rounds`), by round name, in the order the rounds ran."""
+    return {r.name: load_results(paths.round(r.name), models) for r in rounds}
 
 
 def _labels(result: ModelResults) -> tuple[np.ndarray, np.ndarray]:
@@ -308,11 +311,9 @@ def models_differ(summary: pd.DataFrame, tests: pd.DataFrame, metric: str = "mac
     return not rounds_above(tests, alpha) and not intervals_overlap(summary, metric)
 
 
-def method_comparison(paths: RunPaths, params, models: dict[str, str] = MODELS) -> pd.DataFrame:
+def method_comparison(paths: RunPaths, rounds, models: dict[str, str] = MODELS) -> pd.DataFrame:
     """The minority-class methods compared in the first round, for every model (empty if none compared)."""
-    from lib.rounds import evaluation_rounds
-
-    first = paths.round(evaluation_rounds(params.evaluation)[0].name)
+    first = paths.round(rounds.first.name)
     tables = [pd.read_csv(first.model(folder).methods).assign(model=name)
               for folder, name in models.items() if first.model(folder).methods.is_file()]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -342,3 +343,129 @@ def calibration_by_model(all_rounds: dict[str, dict[str, ModelResults]], n_bins:
             "pr_curves": calibration.precision_recall_curves(labels, probabilities, result.class_names),
         }
     return out
+
+
+# --------------------------------------------------------------------------------------
+# The significance rule, and everything the comparison notebook writes for the report
+# --------------------------------------------------------------------------------------
+
+SIGNIFICANCE_RULE = (
+    "a difference between the models is called significant only when McNemar's exact test on the paired "
+    "test predictions gives p ≤ 0.05 in every round and the two models' 95 % bootstrap intervals of the "
+    "mean macro-F1 do not overlap"
+)
+
+
+def verdict(summary: pd.DataFrame, tests: pd.DataFrame, difference: pd.DataFrame) -> dict:
+    """`SIGNIFICANCE_RULE` applied: whether the models differ, and each half of the rule on its own."""
+    return {
+        "rule": SIGNIFICANCE_RULE,
+        "significant": models_differ(summary, tests),
+        "rounds_above_alpha": rounds_above(tests),
+        "intervals_overlap": intervals_overlap(summary),
+        "paired_evidence_favours": paired_evidence_favours(tests, difference),
+    }
+
+
+def test_support(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:
+    """Test images of each class (columns) in each round (rows)."""
+    return pd.DataFrame({name: {c: s["support"] for c, s in next(iter(results.values())).metrics["per_class"].items()}
+                         for name, results in all_rounds.items()}).T.rename_axis("round")
+
+
+def _long(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Tables keyed by model name as one table with a ``model`` column first."""
+    return pd.concat([table.assign(model=name) for name, table in tables.items()], ignore_index=True).pipe(
+        lambda t: t[["model", *[c for c in t.columns if c != "model"]]])
+
+
+def _by_model(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {name: rows.drop(columns="model").reset_index(drop=True) for name, rows in table.groupby("model", sort=False)}
+
+
+@dataclass
+class Comparison:
+    """Every table and test result of the comparison: computed once by the comparison notebook
+    (`compute_comparison`), written under ``comparison/`` and read by the report."""
+
+    per_round: pd.DataFrame  # one row per round and model: seed, method, test metrics
+    summary: pd.DataFrame  # (model, metric): mean, std, bootstrap interval over rounds
+    difference: pd.DataFrame  # metric: paired difference between the models, with its interval
+    mcnemar: pd.DataFrame  # round: McNemar's exact test
+    support: pd.DataFrame  # round x class: test images
+    methods: pd.DataFrame  # the minority-class methods compared in the first round
+    calibration: pd.DataFrame  # model: expected calibration error
+    reliability: pd.DataFrame  # model, bins: reliability diagram
+    pr_curves: pd.DataFrame  # model, class: precision-recall curves
+    first_round: pd.DataFrame  # quantity x model: the first round's test results, size and cost
+    per_class_f1: pd.DataFrame  # class x model
+    agreement: pd.DataFrame  # the 2 x 2 table of paired outcomes in the first round
+    confusion: pd.DataFrame  # model, true, predicted: counts in the first round
+    misclassified: pd.DataFrame  # the first round's wrong test predictions, most confident first
+    verdict: dict  # `verdict`
+
+    @property
+    def calibration_by_model(self) -> dict[str, dict]:
+        """Per model: ``ece``, ``reliability`` and ``pr_curves``, as `lib.plots` draws them."""
+        reliability, curves = _by_model(self.reliability), _by_model(self.pr_curves)
+        return {name: {"ece": float(ece), "reliability": reliability[name], "pr_curves": curves[name]}
+                for name, ece in self.calibration["ece"].items()}
+
+    @property
+    def confusion_counts(self) -> dict[str, pd.DataFrame]:
+        """Each model's confusion matrix (counts), keyed by its display name."""
+        return {name: rows.pivot(index="true", columns="predicted", values="count")
+                .reindex(index=list(dict.fromkeys(rows["true"])), columns=list(dict.fromkeys(rows["true"])))
+                for name, rows in _by_model(self.confusion).items()}
+
+
+# How many leading columns of each table's CSV file are its index (0: a plain row number, not written).
+_INDEX_COLUMNS = {"per_round": 0, "summary": 2, "difference": 1, "mcnemar": 1, "support": 1, "methods": 0,
+                  "calibration": 1, "reliability": 0, "pr_curves": 0, "first_round": 1, "per_class_f1": 1,
+                  "agreement": 1, "confusion": 0, "misclassified": 0}
+
+
+def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
+    """Every statistic of the study, from the model notebooks' files of every round (`lib.rounds.Rounds`);
+    ``seed`` seeds the bootstrap."""
+    all_rounds = load_all_rounds(paths, rounds)
+    first = all_rounds[rounds.first.name]
+    summary, tests = summary_across_rounds(all_rounds, seed), paired_tests(all_rounds)
+    difference = difference_across_rounds(all_rounds, seed)
+    calibration = calibration_by_model(all_rounds)
+    confusion = {name: table.rename_axis(index="true", columns="predicted").stack().rename("count").reset_index()
+                 for name, table in confusion_counts(first).items()}
+    return Comparison(
+        per_round=per_round_table(all_rounds), summary=summary, difference=difference, mcnemar=tests,
+        support=test_support(all_rounds), methods=method_comparison(paths, rounds),
+        calibration=pd.DataFrame({"ece": {name: c["ece"] for name, c in calibration.items()}}).rename_axis("model"),
+        reliability=_long({name: c["reliability"] for name, c in calibration.items()}),
+        pr_curves=_long({name: c["pr_curves"] for name, c in calibration.items()}),
+        first_round=comparison_table(first).rename_axis("quantity"), per_class_f1=per_class_f1(first),
+        agreement=agreement_table(first), confusion=_long(confusion), misclassified=misclassified(first),
+        verdict=verdict(summary, tests, difference),
+    )
+
+
+def write_comparison(comparison: Comparison, paths: RunPaths) -> None:
+    """Every table as a CSV file under ``comparison/``, and the verdict as JSON."""
+    paths.comparison_dir.mkdir(parents=True, exist_ok=True)
+    for name, index_columns in _INDEX_COLUMNS.items():
+        getattr(comparison, name).to_csv(paths.comparison_table(name), index=index_columns > 0)
+    paths.comparison_verdict.write_text(json.dumps(comparison.verdict, indent=2) + "\n")
+
+
+def read_comparison(paths: RunPaths) -> Comparison:
+    """What `write_comparison` wrote; a missing file names the notebook that writes it."""
+    if not paths.comparison_verdict.is_file():
+        raise FileNotFoundError(f"{paths.comparison_verdict} is missing: run the comparison notebook first")
+    tables = {}
+    for name, index_columns in _INDEX_COLUMNS.items():
+        try:
+            table = pd.read_csv(paths.comparison_table(name), keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:  # e.g. no minority-class methods compared
+            table = pd.DataFrame()
+        tables[name] = table.set_index(list(table.columns[:index_columns])) if index_columns and len(table.columns) else table
+    first, second = list(MODELS.values())[:2]  # `agreement_table`'s rows and columns
+    tables["agreement"] = tables["agreement"].rename_axis(index=first, columns=second)
+    return Comparison(**tables, verdict=json.loads(paths.comparison_verdict.read_text()))

@@ -1,10 +1,11 @@
-"""What both model notebooks do before and after training, in one place.
+"""The plumbing both training recipes (`lib.recipes`) share: before, around and after training.
 
-`prepare` reads one evaluation round's split, decodes it, and builds the streams and class
-weights of each minority-class method; `validate` and `choose_method` compare the methods
-on the validation split; `evaluate_and_save` scores the chosen model on the test split and
-writes the model's artefacts (model, history, predictions, metrics, params), which are all
-that later steps read.
+`prepare` reads one evaluation round's split, decodes it, and builds the validation stream;
+`train_each_method` trains one model per minority-class method the round trains (reusing
+what an interrupted run finished); `validate` and `choose_method` compare the methods on the
+validation split; `evaluate_and_save` scores the chosen model on the test split and writes
+the model's artefacts (model, history, predictions, metrics, params), which are all that
+later steps read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,27 +22,24 @@ import pandas as pd
 
 from lib import evaluate, minority
 from lib.config import Params, load_params
+from lib.inputs import StudyData, build_augmentation, load_study_data, make_dataset, training_stream
+from lib.models import set_precision
 from lib.paths import ModelPaths, RoundPaths, RunPaths, run_paths
-from lib.pipeline import StudyData, build_augmentation, load_study_data, make_dataset
-from lib.models import build_cnn, parameter_counts, set_precision
 from lib.provenance import set_seed
-from lib.rounds import Round, evaluation_rounds, find_round
+from lib.rounds import Round, Rounds, evaluation_rounds
 from lib.sources import SPLITS
 from lib.split import read_split, split_table
-from lib.train import class_weight_by_index, fit_phase, training_summary
-
-
-def params_for_round(params: Params, round_: Round) -> Params:
-    """The params a round trains with: the run's, with the round's seed as the seed of everything."""
-    return params.model_copy(update={"seed": round_.seed})
+from lib.train import training_summary
 
 
 @dataclass
 class Experiment:
-    """One model in one evaluation round: its params (seeded for the round), data and streams."""
+    """One model in one evaluation round: the run's params, the rounds, this round (whose seed seeds
+    everything random here), the decoded data and the validation stream."""
 
     params: Params
     paths: RunPaths
+    rounds: Rounds
     round: Round
     model_name: str
     data: StudyData
@@ -61,12 +60,12 @@ class Experiment:
 
     @property
     def is_first_round(self) -> bool:
-        return self.round == evaluation_rounds(self.params.evaluation)[0]
+        return self.round == self.rounds.first
 
     def describe(self) -> str:
         """One line: the run, the round and its seed, classes, split sizes and input size."""
         data, size = self.data, self.params.data.image_size
-        return (f"run '{self.params.run_name}', round {self.round.name} (seed {self.params.seed}): "
+        return (f"run '{self.params.run_name}', round {self.round.name} (seed {self.round.seed}): "
                 f"{self.n_classes} classes, {len(data.train)} / {len(data.val)} / {len(data.test)} "
                 f"train / val / test images at {size[0]} x {size[1]} px")
 
@@ -76,33 +75,29 @@ class Experiment:
         return pd.Series({p.name: round(p.stat().st_size / 1e6, 2) for p in files}, name="MB")
 
     def augmenter(self):
-        return build_augmentation(self.params.augmentation, self.params.seed)
+        return build_augmentation(self.params.augmentation, self.round.seed)
 
-    def training_stream(self, method: str):
-        """The augmented training batches for a minority-class method (oversampled for 'oversample')."""
-        return make_dataset(self.data.train, self.n_classes, self.params.training.batch_size, self.augmenter(),
-                            shuffle_seed=self.params.seed, oversample=method == "oversample")
+    def training_stream(self, method: minority.MinorityMethod):
+        """The augmented training batches, each epoch ordered as ``method`` asks (oversampled or shuffled)."""
+        return training_stream(self.data.train, self.n_classes, self.params.training.batch_size, method,
+                               self.round.seed, self.augmenter())
 
-    def class_weight(self, method: str) -> dict[int, float] | None:
-        """Keras' ``class_weight`` for a method: 'balanced' weights for 'class_weight', else none."""
-        mode = "balanced" if method == "class_weight" else "none"
-        return class_weight_by_index(self.data.train.labels, self.data.class_names, mode)
+    def class_weight(self, method: minority.MinorityMethod) -> dict[int, float] | None:
+        """Keras' ``class_weight`` under ``method``: 'balanced' weights if it weights the loss, else None."""
+        return method.class_weight(self.data.train.labels, self.n_classes)
 
-    def class_weight_table(self, method: str = "class_weight") -> pd.Series:
-        """The loss weight of each class under ``method`` (1.0 everywhere without class weights)."""
-        weights = self.class_weight(method) or {}
-        return pd.Series(
-            [weights.get(i, 1.0) for i in range(self.n_classes)],
-            index=pd.Index(self.data.class_names, name="class"),
-            name="loss weight",
-        )
+    def class_weight_table(self) -> pd.Series:
+        """The loss weight of each class under the class-weight method."""
+        weights = self.class_weight(minority.METHODS["class_weight"])
+        return pd.Series(list(weights.values()), index=pd.Index(self.data.class_names, name="class"),
+                         name="loss weight")
 
     def methods_to_train(self) -> list[str]:
         """Every minority-class method in the first round; afterwards the one the first round chose."""
         methods = list(self.params.minority.methods)
         if self.is_first_round or len(methods) == 1:
             return methods
-        first = self.paths.round(evaluation_rounds(self.params.evaluation)[0].name).model(self.model_name)
+        first = self.paths.round(self.rounds.first.name).model(self.model_name)
         if not first.methods.is_file():
             raise FileNotFoundError(f"{first.methods} is missing: run the first round of {self.model_name} first")
         table = pd.read_csv(first.methods)
@@ -111,17 +106,17 @@ class Experiment:
 
 def prepare(params_file: str, model_name: str, run_dir: str | None = None, round_name: str | None = None,
             step_key: str | None = None) -> Experiment:
-    """Seed everything for the round, read and decode its split, and build the validation stream.
+    """Seed everything with the round's seed, read and decode its split, and build the validation stream.
 
     ``round_name`` None is the first round (what a notebook opened in Jupyter runs).
     ``step_key``: the runner's key of this step's inputs (`lib.run.step_key`); each method's
     training is saved under it, so that a run interrupted part-way through a step reuses the
     methods it had finished (None: always train).
     """
-    run_params = load_params(params_file)
-    round_ = find_round(evaluation_rounds(run_params.evaluation), round_name)
-    params = params_for_round(run_params, round_)
-    set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+    params = load_params(params_file)
+    rounds = evaluation_rounds(params.evaluation)
+    round_ = rounds.named(round_name)
+    set_seed(round_.seed, deterministic_tensorflow=params.training.deterministic)
     set_precision(params.training.precision)
     paths = run_paths(params, run_dir)
     split = paths.round(round_.name).split_manifest
@@ -129,6 +124,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
     experiment = Experiment(
         params=params,
         paths=paths,
+        rounds=rounds,
         round=round_,
         model_name=model_name,
         data=data,
@@ -186,44 +182,30 @@ def saved_training(experiment: Experiment, method: str) -> TrainedModel | None:
     key = folder / "key"
     if experiment.step_key is None or not key.is_file() or key.read_text() != experiment.step_key:
         return None
-    print(f"--- {minority.METHOD_TITLES[method]}: reused the training an interrupted run finished", flush=True)
-    model = keras.models.load_model(folder / "model.keras", safe_mode=True)
+    print(f"--- {minority.METHODS[method].title}: reused the training an interrupted run finished", flush=True)
+    model = load_trained_model(folder / "model.keras")
     history = pd.read_csv(folder / "history.csv")
     return validate(experiment, method, model, history, json.loads((folder / "parameters.json").read_text()))
 
 
-def train_each_method(experiment: Experiment, train: Callable[[str], TrainedModel]) -> dict[str, TrainedModel]:
-    """``train(method)`` for every minority-class method this round trains, in order; a training that an
-    interrupted run finished under the same step key is reused instead.
+def train_each_method(experiment: Experiment,
+                      train: Callable[[minority.MinorityMethod], TrainedModel]) -> dict[str, TrainedModel]:
+    """``train(method)`` for every minority-class method this round trains, in order, by name; a training
+    that an interrupted run finished under the same step key is reused instead.
 
     Every method starts from the same initial weights: the round's seed is set again before each.
     """
-    params, trained = experiment.params, {}
-    for method in experiment.methods_to_train():
-        if (saved := saved_training(experiment, method)) is not None:
-            trained[method] = saved
+    trained = {}
+    for name in experiment.methods_to_train():
+        if (saved := saved_training(experiment, name)) is not None:
+            trained[name] = saved
             continue
-        print(f"--- {minority.METHOD_TITLES[method]}", flush=True)
-        set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
-        trained[method] = train(method)
-        save_training(experiment, trained[method])
+        method = minority.METHODS[name]
+        print(f"--- {method.title}", flush=True)
+        set_seed(experiment.round.seed, deterministic_tensorflow=experiment.params.training.deterministic)
+        trained[name] = train(method)
+        save_training(experiment, trained[name])
     return trained
-
-
-def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
-    """The study's CNN, trained from scratch once per minority-class method this round trains."""
-    params = experiment.params
-
-    def train(method: str) -> TrainedModel:
-        model = build_cnn(experiment.n_classes, params.data.image_size, params.cnn)
-        history = fit_phase(
-            model, experiment.training_stream(method), experiment.val_ds, params.cnn.training,
-            name="training", class_weight=experiment.class_weight(method),
-            checkpoint_path=experiment.model_paths.checkpoint, verbose=params.training.verbose,
-        )
-        return validate(experiment, method, model, history, parameter_counts(model))
-
-    return train_each_method(experiment, train)
 
 
 def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> tuple[TrainedModel, pd.DataFrame]:
@@ -258,7 +240,7 @@ def evaluate_and_save(
     """Score the chosen model on the test split and write every artefact; returns (metrics, predictions).
 
     The test probabilities pass through the method's post-processing (fitted on validation).
-    ``training_inputs`` says what the model trained on (e.g. `lib.transfer`'s cache summary).
+    ``training_inputs`` says what the model trained on (e.g. `lib.activation_cache`'s cache summary).
     """
     test, names = experiment.data.test, experiment.data.class_names
     probabilities, seconds_per_image = evaluate.predict(trained.model, test.images, experiment.params.training.batch_size)
@@ -272,7 +254,7 @@ def evaluate_and_save(
     metrics = {
         "model": experiment.model_name,
         "round": experiment.round.name,
-        "seed": experiment.params.seed,
+        "seed": experiment.round.seed,
         "class_names": names,
         "test_images": len(test),
         **evaluate.classification_metrics(test.labels, probabilities, names),
@@ -286,12 +268,16 @@ def evaluate_and_save(
         "training_inputs": training_inputs or {"activation_cache": False},
     }
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    files.postprocessing.write_text(json.dumps(trained.postprocessing.to_dict(), indent=2) + "\n")
-    files.params.write_text(json.dumps(experiment.params.to_dict(), indent=2) + "\n")
     shutil.rmtree(files.root / "methods", ignore_errors=True)  # the step is complete: nothing left to resume
     return metrics, predictions
 
 
-def load_trained_model(files: ModelPaths) -> keras.Model:
-    """A saved model, loaded in Keras' safe mode: nothing in the file can run code."""
-    return keras.models.load_model(files.model, safe_mode=True)
+def load_trained_model(file: Path) -> keras.Model:
+    """A saved ``.keras`` model, loaded in Keras' safe mode whatever the global setting: nothing in the
+    file can run code (a Lambda layer's pickled function is refused)."""
+    # `keras.config.enable_unsafe_deserialization()`, called anywhere in the process, overrides
+    # load_model's own safe_mode=True; only a safe-mode scope around the call overrides it back.
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(True):
+        return keras.models.load_model(file, safe_mode=True)

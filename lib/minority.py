@@ -4,12 +4,15 @@ The original study weighted the loss ('balanced' class weights) and still scored
 its 14-image class. Three methods are compared here (see `lib.config.MinorityParams`):
 
 - ``class_weight``: the study's choice; every image drawn once per epoch, the loss weighted;
-- ``oversample``: no weights, but the training stream draws every class equally often
-  (`oversampled_dataset`; repeats of a rare image are augmented differently);
+- ``oversample``: no weights, but each epoch draws every class equally often
+  (`balanced_draws`; repeats of a rare image are augmented differently);
 - ``logit_adjustment``: no weights and no resampling while training; afterwards every
   class's log-probability is lowered by ``tau * log(prior)`` (`adjust_probabilities`; Menon et
   al., 2021, "Long-tail learning via logit adjustment"). ``tau`` is 1 by default, not tuned:
   tuning it on the validation split that also ranks the methods would favour this method.
+
+Each method is a `MinorityMethod` in `METHODS`, saying what it changes; the training recipes
+(`lib.recipes`) and the input streams (`lib.inputs`) ask it, never its name.
 
 The first round trains every method and keeps the one with the best validation score
 (`choose_method`; ties, common when the rare class has two validation images, go to the lower
@@ -22,13 +25,44 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, precision_recall_fscore_support
+from sklearn.utils.class_weight import compute_class_weight
 
-METHOD_TITLES = {
-    "class_weight": "class weights (the study's choice)",
-    "oversample": "oversampling with augmentation",
-    "logit_adjustment": "logit adjustment by the class priors",
+@dataclass(frozen=True)
+class MinorityMethod:
+    """One way to keep a rare class from being ignored, by what it changes: the loss, the
+    sampling of each training epoch, or the probabilities after training. Both models use
+    the same method objects, so "oversampling" is one procedure for the CNN and MobileNetV2."""
+
+    name: str  # its value in `lib.config.MinorityParams.methods`
+    title: str  # in words
+    weights_loss: bool = False  # scikit-learn's 'balanced' class weights in the loss
+    balances_sampling: bool = False  # every class drawn equally often in each epoch (`epoch_rows`)
+    adjusts_logits: bool = False  # probabilities shifted by the class priors after training (`Postprocessing`)
+
+    def class_weight(self, train_labels: np.ndarray, n_classes: int) -> dict[int, float] | None:
+        """Keras' ``class_weight`` argument: 'balanced' weights by label index, or None."""
+        if not self.weights_loss:
+            return None
+        weights = compute_class_weight("balanced", classes=np.arange(n_classes), y=train_labels)
+        return {index: float(weight) for index, weight in enumerate(weights)}
+
+    def epoch_rows(self, labels: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+        """The training rows of one epoch, in order: each once, shuffled; or, when the method balances
+        the sampling, as many draws with replacement, every class equally often (`balanced_draws`)."""
+        if self.balances_sampling:
+            return balanced_draws(labels, n_classes, rng)
+        return rng.permutation(len(labels))
+
+
+METHODS = {
+    method.name: method
+    for method in (
+        MinorityMethod("class_weight", "class weights (the original study's choice)", weights_loss=True),
+        MinorityMethod("oversample", "oversampling the rare classes in the augmented training stream",
+                       balances_sampling=True),
+        MinorityMethod("logit_adjustment", "logit adjustment by the class priors", adjusts_logits=True),
+    )
 }
 
 
@@ -38,30 +72,6 @@ def class_priors(train_labels: np.ndarray, n_classes: int) -> np.ndarray:
     if (counts == 0).any():
         raise ValueError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training image")
     return counts / counts.sum()
-
-
-def oversampled_dataset(images: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> tf.data.Dataset:
-    """Unbatched (image, label) pairs, every class drawn with probability 1 / n_classes.
-
-    An epoch has as many draws as the split has images: a rare image appears many times,
-    a common one not every epoch. Each class's images cycle in a fresh random order, and
-    the class of each draw is random, so the stream differs every epoch (same seed, same
-    streams). Only ``images`` (the training split) can appear in it.
-    """
-    per_class = []
-    for label in range(n_classes):
-        members = np.flatnonzero(labels == label)
-        if len(members) == 0:
-            raise ValueError(f"class {label} has no training image to oversample")
-        per_class.append(
-            tf.data.Dataset.from_tensor_slices((images[members], labels[members]))
-            .shuffle(len(members), seed=seed + label, reshuffle_each_iteration=True)
-            .repeat()
-        )
-    mixed = tf.data.Dataset.sample_from_datasets(
-        per_class, weights=[1.0 / n_classes] * n_classes, seed=seed, rerandomize_each_iteration=True
-    )
-    return mixed.take(len(labels))
 
 
 def balanced_draws(labels: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -129,7 +139,7 @@ class Postprocessing:
     priors: list[float] = field(default_factory=list)
 
     def apply(self, probabilities: np.ndarray) -> np.ndarray:
-        if self.method != "logit_adjustment" or self.tau == 0.0:
+        if not METHODS[self.method].adjusts_logits or self.tau == 0.0:
             return probabilities
         return adjust_probabilities(probabilities, np.asarray(self.priors), self.tau)
 
@@ -138,8 +148,9 @@ class Postprocessing:
 
 
 def fit_postprocessing(method: str, val_probabilities, val_labels, train_labels, n_classes, minority_params) -> Postprocessing:
-    """Post-processing for ``method``: for logit adjustment, tau tuned on the validation split."""
-    if method != "logit_adjustment":
+    """Post-processing for ``method``: for logit adjustment, tau from ``tau_grid`` (tuned on the validation
+    split when the grid has several values)."""
+    if not METHODS[method].adjusts_logits:
         return Postprocessing(method)
     priors = class_priors(train_labels, n_classes)
     tau = tune_tau(val_probabilities, val_labels, priors, minority_params.tau_grid, minority_params.selection_metric)

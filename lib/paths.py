@@ -4,6 +4,7 @@
         data/images.csv         every file the audit looked at: checks, hashes, near-duplicate group
         data/excluded.csv       files left out, each with the reason
         data/audit.json         the audit's summary numbers
+        comparison/             every table and test result of the comparison (04), which the report (05) reads
         interim/                caches that only save time (decoded pixels); safe to delete
         notebooks/*.ipynb       executed copies of the run-wide notebooks (audit, comparison, report)
         rounds/<round>/         one evaluation round (`RoundPaths`, see `lib.rounds`):
@@ -56,8 +57,15 @@ class RunPaths:
         return self.root / "steps.json"
 
     @property
-    def comparison_table(self) -> Path:
-        return self.root / "comparison.csv"
+    def comparison_dir(self) -> Path:  # every table and test result of the comparison, which the report reads
+        return self.root / "comparison"
+
+    def comparison_table(self, name: str) -> Path:
+        return self.comparison_dir / f"{name}.csv"
+
+    @property
+    def comparison_verdict(self) -> Path:  # the significance rule applied (JSON)
+        return self.comparison_dir / "verdict.json"
 
     @property
     def report_html(self) -> Path:
@@ -112,10 +120,6 @@ class ModelPaths:
         return self.root / "model.keras"
 
     @property
-    def checkpoint(self) -> Path:  # written by ModelCheckpoint during training
-        return self.root / "checkpoint.keras"
-
-    @property
     def history(self) -> Path:
         return self.root / "history.csv"
 
@@ -128,19 +132,11 @@ class ModelPaths:
         return self.root / "metrics.json"
 
     @property
-    def params(self) -> Path:
-        return self.root / "params.json"
-
-    @property
     def methods(self) -> Path:  # the minority-class methods compared on validation (first round)
         return self.root / "methods.csv"
 
     def method_dir(self, method: str) -> Path:  # a finished training of one minority-class method
         return self.root / "methods" / method
-
-    @property
-    def postprocessing(self) -> Path:  # validation-tuned post-processing of the probabilities, if any
-        return self.root / "postprocessing.json"
 
 
 def run_paths(params, run_dir: str | Path | None = None) -> RunPaths:

@@ -1,8 +1,9 @@
 """The academic report: numbered figures and tables, sentences generated from the run's numbers, rendering.
 
 The report notebook (``notebooks/05_report.ipynb``) calls the ``*_html`` functions here,
-each of which turns the artefacts of the run into a section's text; nothing about
-results is typed by hand, so another dataset gets a correct report. Every value that
+each of which turns the artefacts of the run (the audit's summary, the models' metrics, and
+the comparison's tables and verdict, `lib.compare.Comparison`) into a section's text; no
+statistic is computed here and nothing about results is typed by hand, so another dataset gets a correct report. Every value that
 comes from the data (class names, file names) is HTML-escaped: a class folder called
 ``<b>x</b>`` shows as that text. `render` then turns the executed notebook into HTML
 without any code, and the HTML into a PDF with WeasyPrint.
@@ -20,8 +21,8 @@ import nbformat
 import pandas as pd
 import yaml
 
-from lib.compare import (MODELS, ModelResults, intervals_overlap, overfitting_gap, paired_evidence_favours, rounds_above,
-                         trainable_parameters)
+from lib.compare import MODELS, Comparison, ModelResults
+from lib.minority import METHODS
 
 STYLE = Path(__file__).with_name("report.css")
 
@@ -94,13 +95,14 @@ def _ranked(results: dict[str, ModelResults], key: str = "macro_f1") -> list[Mod
     return sorted(results.values(), key=lambda r: r.metrics[key], reverse=True)
 
 
-def abstract_html(audit: dict, results: dict[str, ModelResults], summary: pd.DataFrame) -> str:
+def abstract_html(audit: dict, comparison: Comparison) -> str:
     """The abstract: dataset, rounds, both models' mean macro-F1 with intervals, the smallest class's F1."""
     small, small_n = smallest_class(audit)
+    summary = comparison.summary
     f1 = summary.xs("macro-F1", level="metric").sort_values("mean", ascending=False)
     (best, b), (other, o) = list(f1.iterrows())[:2]
     rare = summary.xs(f"F1: {small}", level="metric")
-    trainable = {r.name: trainable_parameters(r.metrics) for r in results.values()}
+    trainable = comparison.first_round.loc["trainable parameters"].astype(int)
     leaks = sum(row["test images with a training near-duplicate (used)"] for row in audit["leaks_by_round"])
     return (
         "<p>We compare a convolutional network trained from scratch with MobileNetV2 transfer learning for "
@@ -251,10 +253,14 @@ def overfitting_verdict(gap: float, threshold: float = 5.0) -> str:
     return f"shows little overfitting at the kept epoch (training minus validation accuracy: {gap:.1f} points)"
 
 
-def discussion_html(audit: dict, results: dict[str, ModelResults], overfit_threshold: float = 5.0) -> str:
+OVERFITTING_GAP = "train - val accuracy at kept epoch (points)"  # a row of `lib.compare.comparison_table`
+
+
+def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: pd.DataFrame,
+                    overfit_threshold: float = 5.0) -> str:
     """Overfitting, the minority class and cost, in the round that Section 4 shows (the first)."""
     small, small_n = smallest_class(audit)
-    gaps = {r.name: overfitting_gap(r.history) for r in results.values()}
+    gaps = first_round.loc[OVERFITTING_GAP].astype(float).to_dict()
     parts = [f"{escape(name)} {overfitting_verdict(gap, overfit_threshold)}" for name, gap in gaps.items()]
     why = (" Validation accuracy can exceed training accuracy because only the training images are augmented."
            if min(gaps.values()) < 0 else "")
@@ -278,14 +284,13 @@ def discussion_html(audit: dict, results: dict[str, ModelResults], overfit_thres
     )
 
 
-def conclusion_html(summary: pd.DataFrame, significant: bool, tests: pd.DataFrame | None = None,
-                    difference: pd.DataFrame | None = None) -> str:
-    """The finding, worded by the statistics: 'not significant' unless `lib.compare.models_differ` says so.
-
-    Given McNemar's ``tests`` and the paired ``difference``: when the rule says 'not significant' only
-    because the two separate intervals overlap, while every round's test and the paired interval agree
-    on the better model, the conclusion says so too.
+def conclusion_html(comparison: Comparison) -> str:
+    """The finding, worded by the comparison's verdict (`lib.compare.verdict`): 'not significant' unless
+    the rule says otherwise. When it says 'not significant' only because the two separate intervals
+    overlap, while every round's test and the paired interval agree on the better model, it says so too.
     """
+    summary, tests, difference = comparison.summary, comparison.mcnemar, comparison.difference
+    significant = comparison.verdict["significant"]
     means = summary.xs("macro-F1", level="metric")["mean"].sort_values(ascending=False)
     (best, best_f1), (other, other_f1) = list(means.items())[:2]
     rounds = int(summary["rounds"].iloc[0])
@@ -296,8 +301,7 @@ def conclusion_html(summary: pd.DataFrame, significant: bool, tests: pd.DataFram
         else f"{escape(best)} scores the higher mean macro-F1 over {rounds} round(s) ({best_f1:.3f} against "
         f"{other_f1:.3f}), but the difference is not significant"
     )
-    if (not significant and tests is not None and difference is not None
-            and paired_evidence_favours(tests, difference) == best):
+    if not significant and comparison.verdict["paired_evidence_favours"] == best:
         row = difference.loc["macro-F1"]
         finding += (
             f" by this study's rule, because the two macro-F1 intervals overlap; McNemar's test (p at most "
@@ -343,36 +347,35 @@ def difference_sentence(difference: pd.DataFrame, metric: str = "macro-F1") -> s
     )
 
 
-def statistics_html(summary: pd.DataFrame, tests: pd.DataFrame, significant: bool, scheme: str,
-                    difference: pd.DataFrame | None = None) -> str:
-    """Rounds, intervals and McNemar's p-values in words; 'not significant' unless both tests agree;
-    then, given it, the paired interval of the difference."""
+def statistics_html(comparison: Comparison, scheme: str) -> str:
+    """Rounds, intervals and McNemar's p-values in words; the verdict of `lib.compare.SIGNIFICANCE_RULE`,
+    with the half of the rule that failed; then the paired interval of the difference."""
+    summary, tests, verdict = comparison.summary, comparison.mcnemar, comparison.verdict
     rounds = int(summary["rounds"].iloc[0])
     per_model = "; ".join(
         f"{escape(model)} {row['mean']:.3f} ± {row['std']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
         for model, row in summary.xs("macro-F1", level="metric").iterrows()
     )
-    p_values = ", ".join(f"{escape(name)}: p = {float(p):.3g}" for name, p in tests["p_value"].items())
-    verdict = ("the difference between the models is significant at the 5 % level" if significant
+    p_values = ", ".join(f"{escape(str(name))}: p = {float(p):.3g}" for name, p in tests["p_value"].items())
+    outcome = ("the difference between the models is significant at the 5 % level" if verdict["significant"]
                else f"the difference between the models is not significant at the 5 % level "
-                    f"({not_significant_because(summary, tests)})")
+                    f"({not_significant_because(verdict)})")
     return (
         f"<p>The study ran {rounds} evaluation round(s) ({SCHEME_NAMES[scheme]}); each round draws its own split and "
         "its own initialisation. Below, each metric is given as its mean over rounds ± the standard deviation "
         "between rounds, with a 95 % percentile bootstrap interval of the mean (scipy; each round's test images "
         f"resampled independently). Macro-F1: {per_model}. McNemar's exact test on each round's paired test "
-        f"predictions: {p_values}. We call a difference significant only when every round's p is at most 0.05 "
-        f"and the two intervals do not overlap: {verdict}."
-        f"{difference_sentence(difference) if difference is not None else ''}</p>"
+        f"predictions: {p_values}. By this study's rule, {verdict['rule']}: {outcome}."
+        f"{difference_sentence(comparison.difference)}</p>"
     )
 
 
-def not_significant_because(summary: pd.DataFrame, tests: pd.DataFrame) -> str:
-    """Which half of the significance rule failed, in words."""
+def not_significant_because(verdict: dict) -> str:
+    """Which half of the significance rule failed, in words (from `lib.compare.verdict`)."""
     reasons = []
-    if above := rounds_above(tests):
+    if above := verdict["rounds_above_alpha"]:
         reasons.append(f"McNemar's p is above 0.05 in {', '.join(escape(name) for name in above)}")
-    if intervals_overlap(summary):
+    if verdict["intervals_overlap"]:
         if not above:
             reasons.append("McNemar's test finds the two models' errors different in every round, but the "
                            "macro-F1 intervals overlap; the test counts images, most of them from the large "
@@ -399,21 +402,18 @@ METRIC_NAMES = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"
 SCHEME_NAMES = {"holdout": "repeated stratified hold-out", "kfold": "stratified k-fold cross-validation"}
 
 
-METHOD_PHRASES = {
-    "class_weight": "class weights (the original study's choice)",
-    "oversample": "oversampling the rare class in the augmented training stream",
-}
 NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three"}
 
 
 def method_phrase(method: str, tau_grid: list[float]) -> str:
     """A method in words; for logit adjustment, whether its strength was fixed in advance or tuned."""
-    if method != "logit_adjustment":
-        return METHOD_PHRASES.get(method, method)
+    title = METHODS[method].title
+    if not METHODS[method].adjusts_logits:
+        return title
     if len(tau_grid) == 1:
-        return (f"logit adjustment by the class priors (strength tau = {tau_grid[0]:g}, fixed in advance, so that "
+        return (f"{title} (strength tau = {tau_grid[0]:g}, fixed in advance, so that "
                 "no method fits a parameter to the validation images that rank the methods)")
-    return ("logit adjustment by the class priors with its strength tau tuned on validation (which favours it "
+    return (f"{title} with its strength tau tuned on validation (which favours it "
             "in the comparison: it alone is fitted to the images that rank the methods)")
 
 
@@ -462,11 +462,11 @@ def calibration_html(errors: dict[str, float]) -> str:
     )
 
 
-def limitations_html(audit: dict, per_round: pd.DataFrame, all_rounds: dict[str, dict[str, ModelResults]]) -> str:
+def limitations_html(audit: dict, comparison: Comparison) -> str:
     """Limitations written from the run's numbers: how thin the evidence on the smallest class is."""
     small, small_n = smallest_class(audit)
-    supports = sorted({next(iter(results.values())).metrics["per_class"][small]["support"]
-                       for results in all_rounds.values()})
+    per_round = comparison.per_round
+    supports = sorted(set(comparison.support[small].astype(int)))
     tested = " or ".join(str(n) for n in supports)
     rounds = per_round["round"].nunique()
     f1 = per_round[f"F1: {small}"]

@@ -25,32 +25,49 @@ from lib.split import SplitError, check_splittable, stratified_split
 
 @dataclass(frozen=True)
 class Round:
-    """One repetition of the study: its folder name, its seed, and its fold (k-fold only)."""
+    """One repetition of the study: its folder name, its seed, and its fold (k-fold only).
+
+    The round's seed is the seed of everything random in it: its split (holdout), the
+    models' initialisation, shuffling, augmentation and oversampling.
+    """
 
     name: str
     seed: int
     fold: int | None = None
 
 
-def evaluation_rounds(evaluation) -> list[Round]:
-    """The rounds a `lib.config.EvaluationParams` asks for, in the order they run."""
+class Rounds(tuple):
+    """The evaluation rounds of a run, in the order they run: the one definition of which
+    rounds exist and which is first (the first round compares the minority-class methods;
+    later rounds train the method it chose)."""
+
+    @property
+    def first(self) -> Round:
+        return self[0]
+
+    @property
+    def names(self) -> list[str]:
+        return [round_.name for round_ in self]
+
+    def named(self, name: str | None) -> Round:
+        """The round called ``name``; None means the first (what a notebook opened in Jupyter runs)."""
+        if name is None:
+            return self.first
+        for candidate in self:
+            if candidate.name == name:
+                return candidate
+        raise ValueError(f"no evaluation round named {name!r}; the params define {self.names}")
+
+
+def evaluation_rounds(evaluation) -> Rounds:
+    """The rounds a `lib.config.EvaluationParams` asks for."""
     if evaluation.scheme == "holdout":
-        return [Round(f"seed-{seed}", seed) for seed in evaluation.seeds]
-    return [
+        return Rounds(Round(f"seed-{seed}", seed) for seed in evaluation.seeds)
+    return Rounds(
         Round(f"seed-{seed}-fold-{fold + 1}", seed, fold)
         for seed in evaluation.seeds
         for fold in range(evaluation.folds)
-    ]
-
-
-def find_round(rounds: list[Round], name: str | None) -> Round:
-    """The round called ``name``; None means the first (what a notebook opened in Jupyter runs)."""
-    if name is None:
-        return rounds[0]
-    for candidate in rounds:
-        if candidate.name == name:
-            return candidate
-    raise ValueError(f"no evaluation round named {name!r}; the params define {[r.name for r in rounds]}")
+    )
 
 
 def kfold_split(labels: pd.Series, groups: np.ndarray, fractions, folds: int, fold: int, seed: int) -> pd.Series:

@@ -29,6 +29,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,25 +40,61 @@ from lib.assets import seed_keras_cache
 from lib.config import ParamsError, load_params
 from lib.paths import NOTEBOOKS_DIR, RunPaths, run_paths
 from lib.provenance import package_versions
-from lib.rounds import evaluation_rounds
+from lib.compare import MODELS
+from lib.rounds import Round, Rounds, evaluation_rounds
 from lib.sources import read_split_manifest
 
 REPORT_STEP = "report (HTML + PDF)"
 
 
+def _model_step_reads(model: str):
+    """A model notebook reads its round's split; a later round also reads the method the first round chose."""
+    def reads(run: RunPaths, rounds: Rounds, round_: Round) -> list[Path]:
+        files = [run.round(round_.name).split_manifest]
+        if round_ != rounds.first:
+            files.append(run.round(rounds.first.name).model(model).methods)
+        return files
+
+    return reads
+
+
+def _comparison_reads(run: RunPaths, rounds: Rounds, round_: None) -> list[Path]:
+    """The comparison reads every round's test predictions, histories and metrics, and the method tables."""
+    files = []
+    for r in rounds:
+        for model in MODELS:
+            paths = run.round(r.name).model(model)
+            files += [paths.metrics, paths.history, paths.predictions]
+            if r == rounds.first:
+                files.append(paths.methods)
+    return files
+
+
+def _report_reads(run: RunPaths, rounds: Rounds, round_: None) -> list[Path]:
+    """The report reads the audit's summary, the comparison, the first round's metrics and histories, and the
+    step timings (it always runs: it describes the run itself)."""
+    first = run.round(rounds.first.name)
+    return [run.audit_summary, run.comparison_dir, run.round(rounds.first.name).split_manifest,
+            *[first.model(m).metrics for m in MODELS], *[first.model(m).history for m in MODELS]]
+
+
 @dataclass(frozen=True)
 class Step:
-    """One notebook, the artefacts it reads from the run folder, and the params sections it uses.
+    """One notebook: the params it uses and the run's artefacts it reads, which together with its
+    code make its key (`step_key`): a step whose key is unchanged is reused.
 
+    ``uses``: dotted names of the params it reads (``"mobilenet_v2.weights"``: that field only;
+    ``"*"``: all). ``reads(run, rounds, round)``: the artefact files it reads (`lib.paths`).
+    ``reads_raw_data``: whether it reads the raw images (the audit: its key includes their listing).
     ``always``: run it every time (the report describes the run itself: its timings, what was reused).
-    ``per_round``: run it once per evaluation round (`lib.rounds`), with the round's name as a
-    parameter; ``model`` is the artefact folder it writes in each round.
+    ``model``: the artefact folder a per-round step writes in each round (None: the step is run-wide).
     """
 
     notebook: str
     title: str
-    reads: tuple[str, ...]
-    params_sections: tuple[str, ...]
+    uses: tuple[str, ...]
+    reads: Callable[[RunPaths, Rounds, Round | None], list[Path]]
+    reads_raw_data: bool = False
     always: bool = False
     model: str | None = None
 
@@ -66,68 +103,70 @@ class Step:
         return self.model is not None
 
 
-_MODEL_PARAMS = ("data", "augmentation", "training", "minority")
+_MODEL_PARAMS = ("data.image_size", "augmentation", "training", "minority")
 STEPS = (
-    # writes data/ and rounds/<round>/split.csv
-    Step("01_data_audit.ipynb", "Data audit", (), ("seed", "data", "split", "evaluation", "augmentation", "audit",
-                                                   "mobilenet_v2")),
+    # reads the raw images; writes data/ and rounds/<round>/split.csv
+    Step("01_data_audit.ipynb", "Data audit",
+         ("seed", "data", "split", "evaluation", "audit", "augmentation", "mobilenet_v2.weights"),
+         reads=lambda run, rounds, round_: [], reads_raw_data=True),
     # writes rounds/<round>/cnn/
-    Step("02_cnn.ipynb", "Custom CNN", ("data",), (*_MODEL_PARAMS, "cnn"), model="cnn"),
+    Step("02_cnn.ipynb", "Custom CNN", (*_MODEL_PARAMS, "cnn"), _model_step_reads("cnn"), model="cnn"),
     # writes rounds/<round>/mobilenetv2/
-    Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning", ("data",), (*_MODEL_PARAMS, "mobilenet_v2"),
-         model="mobilenetv2"),
-    # writes comparison.csv
-    Step("04_comparison.ipynb", "Comparison", ("rounds",), ("evaluation",)),
+    Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning", (*_MODEL_PARAMS, "mobilenet_v2"),
+         _model_step_reads("mobilenetv2"), model="mobilenetv2"),
+    # writes comparison/
+    Step("04_comparison.ipynb", "Comparison", ("seed", "evaluation"), _comparison_reads),
     # the report notebook, rendered to report.html and report.pdf
-    Step("05_report.ipynb", "Report", ("data", "rounds", "comparison.csv"), ("*",), always=True),
+    Step("05_report.ipynb", "Report", ("*",), _report_reads, always=True),
 )
 
 
 @dataclass(frozen=True)
 class PlannedStep:
-    """One execution of a step: the notebook, and the round it runs for (None: run-wide)."""
+    """One execution of a step: the notebook, the run's rounds, and the round it runs for (None: run-wide)."""
 
     step: Step
-    round_name: str | None
-    first_round: str
+    rounds: Rounds
+    round: Round | None = None
+
+    @property
+    def round_name(self) -> str | None:
+        return None if self.round is None else self.round.name
 
     @property
     def label(self) -> str:  # its key in steps.json
-        return self.step.notebook if self.round_name is None else f"rounds/{self.round_name}/{self.step.notebook}"
+        return self.step.notebook if self.round is None else f"rounds/{self.round.name}/{self.step.notebook}"
 
     @property
     def title(self) -> str:
-        return self.step.title if self.round_name is None else f"{self.step.title}, round {self.round_name}"
+        return self.step.title if self.round is None else f"{self.step.title}, round {self.round.name}"
 
-    def reads(self) -> tuple[str, ...]:
+    def reads(self, run: RunPaths) -> list[Path]:
         """The run folder's artefacts this execution depends on."""
-        if self.round_name is None:
-            return self.step.reads
-        reads = (*self.step.reads, f"rounds/{self.round_name}/split.csv")
-        if self.round_name != self.first_round:  # later rounds train the method the first one chose
-            reads += (f"rounds/{self.first_round}/{self.step.model}/methods.csv",)
-        return reads
+        return self.step.reads(run, self.rounds, self.round)
 
     def executed_copy(self, run: RunPaths) -> Path:
-        folder = run.notebooks_dir if self.round_name is None else run.round(self.round_name).notebooks_dir
+        folder = run.notebooks_dir if self.round is None else run.round(self.round.name).notebooks_dir
         return folder / self.step.notebook
 
 
 def planned_steps(params) -> list[PlannedStep]:
     """Every step in order, the per-round ones once per round (all of a round's models before the next round)."""
-    rounds = [r.name for r in evaluation_rounds(params.evaluation)]
-    plan = [PlannedStep(STEPS[0], None, rounds[0])]
-    plan += [PlannedStep(step, name, rounds[0]) for name in rounds for step in STEPS if step.per_round]
-    plan += [PlannedStep(step, None, rounds[0]) for step in STEPS[1:] if not step.per_round]
+    rounds = evaluation_rounds(params.evaluation)
+    plan = [PlannedStep(STEPS[0], rounds)]
+    plan += [PlannedStep(step, rounds, round_) for round_ in rounds for step in STEPS if step.per_round]
+    plan += [PlannedStep(step, rounds) for step in STEPS[1:] if not step.per_round]
     return plan
 
 
-def _digest_paths(paths, digest) -> None:
+def _digest_paths(paths, digest, relative_to: Path | None = None) -> None:
+    """Feed the names (relative to ``relative_to``, else to their folder) and bytes of files, or of every
+    file in folders, to ``digest``; a missing file adds its name only."""
     for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
+            digest.update(str(file.relative_to(relative_to or path.parent)).encode())
             if file.is_file():
-                digest.update(str(file.relative_to(path.parent)).encode())
                 with open(file, "rb") as handle:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(block)
@@ -187,19 +226,37 @@ def lib_dependencies(notebook: Path) -> list[Path]:
     return files + ([lib_dir / "report.css"] if "report" in seen else [])
 
 
+def used_params(params, uses: tuple[str, ...]) -> dict:
+    """The values of the dotted params names ``uses`` (``"*"``: every value that shapes the results)."""
+    values = params.study_values()
+    if uses == ("*",):
+        return values
+    picked = {}
+    for name in uses:
+        value = values
+        for part in name.split("."):
+            value = value[part]
+        picked[name] = value
+    return picked
+
+
 def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str) -> str:
-    """Everything a step's results depend on, hashed: same key, same results, so the step can be reused."""
+    """Everything a step's results depend on, hashed: same key, same results, so the step can be reused.
+
+    Its notebook and the ``lib`` code it imports, the package versions, the params it uses,
+    the round it runs for (and which round is first), the artefacts it reads, and for the
+    audit the raw data's listing.
+    """
     step = planned.step
-    digest = hashlib.sha256(f"{planned.round_name}|first round {planned.first_round}".encode())
+    digest = hashlib.sha256(f"{planned.round}|first round {planned.rounds.first}".encode())
     notebook = NOTEBOOKS_DIR / step.notebook
     digest.update(notebook.read_bytes())
     _digest_paths(lib_dependencies(notebook), digest)
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
-    values = params.study_values()
-    used = values if step.params_sections == ("*",) else {k: values[k] for k in step.params_sections}
-    digest.update(json.dumps(used, sort_keys=True).encode())
-    digest.update(data_listing.encode())
-    _digest_paths([run.root / name for name in planned.reads()], digest)
+    digest.update(json.dumps(used_params(params, step.uses), sort_keys=True).encode())
+    if step.reads_raw_data:
+        digest.update(data_listing.encode())
+    _digest_paths(planned.reads(run), digest, relative_to=run.root)
     return digest.hexdigest()
 
 
@@ -270,8 +327,8 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
     executed = planned.executed_copy(run)
     executed.parent.mkdir(parents=True, exist_ok=True)
     parameters = {"params_file": str(params_file), "run_dir": str(run.root)}
-    if planned.round_name is not None:
-        parameters |= {"round_name": planned.round_name, "step_key": key}
+    if planned.round is not None:
+        parameters |= {"round_name": planned.round.name, "step_key": key}
     try:
         papermill.execute_notebook(
             NOTEBOOKS_DIR / step.notebook,

@@ -2,7 +2,7 @@
 
 A phase compiles the model with Adam at its learning rate and categorical cross-entropy,
 fits for up to its epoch budget with EarlyStopping on val_loss (best weights restored at
-the end) and a checkpoint of the best epoch, and returns its history as a table.
+the end: no checkpoint file is needed), and returns its history as a table.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import keras
 import numpy as np
 import pandas as pd
 
-from lib.split import balanced_class_weights
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -29,14 +28,6 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def class_weight_by_index(train_labels: np.ndarray, class_names: list[str], mode: str) -> dict[int, float] | None:
-    """Keras' ``class_weight`` argument: 'balanced' weights by label index, or None for 'none'."""
-    if mode == "none":
-        return None
-    by_name = balanced_class_weights(pd.Series(np.asarray(class_names)[train_labels]))
-    return {index: by_name[name] for index, name in enumerate(class_names)}
-
-
 def fit_phase(
     model: keras.Model,
     train_ds,
@@ -45,7 +36,6 @@ def fit_phase(
     *,
     name: str,
     class_weight: dict[int, float] | None,
-    checkpoint_path,
     verbose: int = 2,
 ) -> pd.DataFrame:
     """Compile and fit one phase (a `lib.config.PhaseParams`); returns one row per epoch run.
@@ -61,7 +51,6 @@ def fit_phase(
     timer = EpochTimer()
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(checkpoint_path, monitor="val_loss", save_best_only=True),
         timer,
     ]
     fitted = model.fit(

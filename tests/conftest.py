@@ -74,6 +74,7 @@ def tiny_params(tmp_path: Path, image_folder: Path) -> dict:
         "reports_dir": str(tmp_path / "reports"),
         "data": {"source": "folder", "directory": str(image_folder), "image_size": [32, 32]},
         "audit": {"samples_per_class": 3},
+        "training": {"precision": "float32"},  # tests compare numbers exactly: the same arithmetic on every CPU
     }
 
 

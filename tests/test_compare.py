@@ -27,6 +27,19 @@ def _rounds(*pairs):
     return rounds
 
 
+def _comparison(rounds, summary=None, tests=None, **verdict_changes) -> compare.Comparison:
+    """The statistics part of a `compare.Comparison` of ``rounds`` (tables given replace those computed), its
+    verdict from `compare.verdict` with ``verdict_changes`` laid over it; the rest empty."""
+    summary = compare.summary_across_rounds(rounds, seed=0, n_resamples=300) if summary is None else summary
+    tests = compare.paired_tests(rounds) if tests is None else tests
+    difference = compare.difference_across_rounds(rounds, seed=0, n_resamples=300)
+    empty = {name: pd.DataFrame() for name in ("per_round", "support", "methods", "calibration", "reliability",
+                                               "pr_curves", "first_round", "per_class_f1", "agreement", "confusion",
+                                               "misclassified")}
+    return compare.Comparison(summary=summary, mcnemar=tests, difference=difference, **empty,
+                              verdict=compare.verdict(summary, tests, difference) | verdict_changes)
+
+
 def test_a_clear_difference_is_called_significant():
     a = np.ones(200, dtype=bool)
     b = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
@@ -37,16 +50,17 @@ def test_a_clear_difference_is_called_significant():
     assert summary.loc[("Model A", "accuracy"), "mean"] == 1.0
     assert summary.loc[("Model B", "accuracy"), "mean"] == pytest.approx(0.6)
     assert summary.loc[("Model B", "accuracy"), "low"] < 0.6 < summary.loc[("Model B", "accuracy"), "high"]
-    significant = compare.models_differ(summary, tests)
-    assert significant
-    assert "is significant at the 5 % level" in report.statistics_html(summary, tests, significant, "holdout")
-    assert "the difference is significant" in report.conclusion_html(summary, significant)
+    comparison = _comparison(rounds, summary, tests)
+    assert comparison.verdict["significant"] and compare.models_differ(summary, tests)
+    assert "is significant at the 5 % level" in report.statistics_html(comparison, "holdout")
+    assert compare.SIGNIFICANCE_RULE in report.statistics_html(comparison, "holdout")
+    assert "the difference is significant" in report.conclusion_html(comparison)
 
     # Same McNemar tests, but intervals made to overlap: not significant, and the words say why.
     widened = summary.copy()
     widened.loc[("Model B", "macro-F1"), "high"] = 1.0
     assert compare.intervals_overlap(widened) and not compare.models_differ(widened, tests)
-    words = report.statistics_html(widened, tests, False, "holdout")
+    words = report.statistics_html(_comparison(rounds, widened, tests), "holdout")
     assert "is not significant at the 5 % level (McNemar's test finds the two models' errors different" in words
 
 
@@ -57,12 +71,11 @@ def test_a_small_difference_is_not_significant():
     tests = compare.paired_tests(rounds)
     summary = compare.summary_across_rounds(rounds, seed=0, n_resamples=300)
     assert (tests["p_value"].astype(float) > 0.05).all()
-    significant = compare.models_differ(summary, tests)
-    assert not significant
-    assert "is not significant at the 5 % level" in report.statistics_html(summary, tests, significant, "holdout")
-    assert "McNemar's p is above 0.05 in seed-0, seed-1" in report.statistics_html(summary, tests, significant,
-                                                                                   "holdout")
-    assert "but the difference is not significant" in report.conclusion_html(summary, significant)
+    comparison = _comparison(rounds, summary, tests)
+    assert not comparison.verdict["significant"]
+    assert "is not significant at the 5 % level" in report.statistics_html(comparison, "holdout")
+    assert "McNemar's p is above 0.05 in seed-0, seed-1" in report.statistics_html(comparison, "holdout")
+    assert "but the difference is not significant" in report.conclusion_html(comparison)
 
 
 def test_one_round_with_a_large_p_value_makes_the_difference_not_significant():
@@ -134,17 +147,18 @@ def test_difference_across_rounds_is_second_minus_first_with_a_paired_interval()
     table = report.difference_table(difference)
     assert list(table.columns) == ["Model B − Model A", "95 % low", "95 % high"]
     assert table.loc["accuracy", "Model B − Model A"] == pytest.approx(0.15)
-    words = report.statistics_html(summary, compare.paired_tests(rounds), False, "holdout", difference)
+    words = report.statistics_html(_comparison(rounds, summary), "holdout")
     # B's errors are a subset of A's, so no resample can favour A: the interval lies above 0.
     assert difference.loc["macro-F1", "low"] > 0
     assert "difference in macro-F1 (Model B minus Model A" in words and "it excludes 0." in words
     # Not significant by the rule (say the intervals overlapped), yet every test favours B: the conclusion says so.
     tests = compare.paired_tests(rounds).assign(p_value=0.01)
-    concluded = report.conclusion_html(summary, False, tests, difference)
+    overlapping = {"significant": False, "intervals_overlap": True}
+    concluded = report.conclusion_html(_comparison(rounds, summary, tests, **overlapping))
     assert "but the difference is not significant by this study's rule" in concluded
     assert "both favour Model B" in concluded
     against = tests.assign(only_a=10, only_b=0)  # McNemar's discordant images point the other way
-    assert "favour" not in report.conclusion_html(summary, False, against, difference)
+    assert "favour" not in report.conclusion_html(_comparison(rounds, summary, against, **overlapping))
     same = compare.difference_across_rounds(_rounds((a, a)), seed=0, n_resamples=100)
     assert "it includes 0." in report.difference_sentence(same)
     rounds["seed-1"]["b"].predictions["relpath"] = "other-" + rounds["seed-1"]["b"].predictions["relpath"]

@@ -62,7 +62,10 @@ def test_a_missing_params_file_is_named(tmp_path):
 
 
 def test_fingerprint_changes_with_any_value_but_the_reports_folder():
-    assert parse_params({}).fingerprint() == parse_params({}).fingerprint()
+    # the order in which a file lists its fields does not matter; a nested value does
+    assert (parse_params({"seed": 7, "cnn": {"dropout": 0.2, "kernel_size": 5}}).fingerprint()
+            == parse_params({"cnn": {"kernel_size": 5, "dropout": 0.2}, "seed": 7}).fingerprint())
+    assert parse_params({}).fingerprint() != parse_params({"cnn": {"training": {"epochs": 3}}}).fingerprint()
     assert parse_params({}).fingerprint() != parse_params({"seed": 7}).fingerprint()
     assert parse_params({}).fingerprint() != parse_params({"run_name": "other"}).fingerprint()
     assert parse_params({}).fingerprint() == parse_params({"reports_dir": "/elsewhere"}).fingerprint()

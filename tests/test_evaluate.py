@@ -63,10 +63,3 @@ def test_phases_combine_into_one_running_epoch_axis():
     assert summary["epochs_run"] == {"head": 3, "fine-tune": 2}
     assert summary["best_epoch"] == 5 and summary["best_val_loss"] == 0.4
     assert summary["training_seconds"] == 10.0
-
-
-def test_class_weights_by_index_follow_the_class_order():
-    labels = np.array([0, 0, 0, 1])
-    weights = train.class_weight_by_index(labels, ["big", "small"], "balanced")
-    assert weights == pytest.approx({0: 4 / (2 * 3), 1: 4 / (2 * 1)})
-    assert train.class_weight_by_index(labels, ["big", "small"], "none") is None

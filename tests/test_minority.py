@@ -5,14 +5,22 @@ import pandas as pd
 import pytest
 
 from lib import minority
+from lib.inputs import Batches
+from lib.minority import METHODS
 from lib.config import parse_params
 
+OVERSAMPLE = METHODS["oversample"]
 
-def test_oversampling_balances_the_stream_and_holds_only_training_images():
+
+def test_one_oversampling_procedure_balances_every_epoch_and_holds_only_training_images():
+    """The CNN's pixels and MobileNetV2's cached activations are served by the same `Batches`."""
     labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
-    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)  # pixel value = row number
-    stream = minority.oversampled_dataset(images, labels, 3, seed=7)
-    epochs = [[(int(x[0, 0, 0]), int(y)) for x, y in stream.as_numpy_iterator()] for _ in range(3)]
+    rows = np.arange(100, dtype="float32").reshape(1, 100, 1)  # (views, N, 1): value = row number
+    stream = Batches(rows, labels, 3, batch_size=32, method=OVERSAMPLE, seed=7)
+    epochs = []
+    for _ in range(3):
+        stream.on_epoch_begin()
+        epochs.append([(int(x[0]), int(y.argmax())) for i in range(len(stream)) for x, y in zip(*stream[i])])
     assert all(len(epoch) == 100 for epoch in epochs), "an epoch has as many draws as the split has images"
     drawn = np.array([y for epoch in epochs for _, y in epoch])
     shares = np.bincount(drawn, minlength=3) / len(drawn)
@@ -20,24 +28,37 @@ def test_oversampling_balances_the_stream_and_holds_only_training_images():
     assert all(labels[row] == y for epoch in epochs for row, y in epoch), "every image keeps its label"
     assert {row for epoch in epochs for row, y in epoch if y == 2} == {95, 96, 97, 98, 99}
     assert epochs[0] != epochs[1], "each epoch draws afresh"
-    again = minority.oversampled_dataset(images, labels, 3, seed=7)
-    assert [(int(x[0, 0, 0]), int(y)) for x, y in again.as_numpy_iterator()] == epochs[0]
+    again = Batches(rows, labels, 3, batch_size=32, method=OVERSAMPLE, seed=7)
+    again.on_epoch_begin()
+    assert [(int(x[0]), int(y.argmax())) for i in range(len(again)) for x, y in zip(*again[i])] == epochs[0]
+
+
+def test_each_method_says_what_it_changes():
+    labels = np.array([0] * 8 + [1] * 2)
+    weights = METHODS["class_weight"].class_weight(labels, 2)
+    assert weights == {0: pytest.approx(10 / 16), 1: pytest.approx(10 / 4)}
+    assert METHODS["oversample"].class_weight(labels, 2) is None and METHODS["logit_adjustment"].class_weight(labels, 2) is None
+    rng = np.random.default_rng(0)
+    assert sorted(METHODS["class_weight"].epoch_rows(labels, 2, rng)) == list(range(10)), "each image once"
+    assert [m.name for m in METHODS.values() if m.adjusts_logits] == ["logit_adjustment"]
+    assert [m.name for m in METHODS.values() if m.balances_sampling] == ["oversample"]
 
 
 def test_the_training_stream_oversamples_and_validation_is_untouched(prepare_experiment):
     experiment = prepare_experiment("cnn", augmentation=False)
     train_paths = set(experiment.data.train.rows["path"])
-    stream = experiment.training_stream("oversample")
-    drawn = np.concatenate([y.numpy().argmax(axis=1) for _, y in stream])
+    stream = experiment.training_stream(OVERSAMPLE)
+    assert isinstance(stream, Batches) and stream.augment is None
+    drawn = np.concatenate([np.asarray(y).argmax(axis=1) for _, y in stream])
     assert len(drawn) == len(experiment.data.train)
     counts = np.bincount(experiment.data.train.labels)
-    plain = np.concatenate([y.numpy().argmax(axis=1) for _, y in experiment.training_stream("class_weight")])
+    plain = np.concatenate([y.numpy().argmax(axis=1) for _, y in experiment.training_stream(METHODS["class_weight"])])
     assert np.array_equal(np.bincount(plain), counts), "without oversampling every image once"
     val = np.concatenate([y.numpy().argmax(axis=1) for _, y in experiment.val_ds])
     assert np.array_equal(val, experiment.data.val.labels), "validation: every image once, in order"
     assert not train_paths & set(experiment.data.val.rows["path"]) and not train_paths & set(experiment.data.test.rows["path"])
-    assert experiment.class_weight("oversample") is None and experiment.class_weight("logit_adjustment") is None
-    assert experiment.class_weight("class_weight")[int(np.argmin(counts))] > 1.0
+    assert experiment.class_weight(OVERSAMPLE) is None and experiment.class_weight(METHODS["logit_adjustment"]) is None
+    assert experiment.class_weight(METHODS["class_weight"])[int(np.argmin(counts))] > 1.0
 
 
 def test_logit_adjustment_moves_decisions_towards_rare_classes():
@@ -107,19 +128,20 @@ def test_default_tau_is_fixed_at_one_not_fitted_to_the_validation_images():
 
 def test_a_finished_training_is_reused_only_under_the_same_step_key(prepare_experiment, monkeypatch):
     from lib import experiment as experiments
+    from lib import recipes
 
     small_cnn = {"conv_filters": [4], "dense_units": 8, "training": {"learning_rate": 1e-3, "epochs": 1, "patience": 1}}
     prepared = prepare_experiment("cnn", cnn=small_cnn, minority={"methods": ["class_weight"]})
     assert experiments.saved_training(prepared, "class_weight") is None  # no key: never reused
     prepared.step_key = "key-1"
-    trained = experiments.cnn_by_method(prepared)["class_weight"]
+    trained = recipes.cnn_by_method(prepared)["class_weight"]
     assert (prepared.model_paths.method_dir("class_weight") / "key").read_text() == "key-1"
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished training was trained again")
 
-    monkeypatch.setattr(experiments, "fit_phase", no_training)
-    reused = experiments.cnn_by_method(prepared)["class_weight"]
+    monkeypatch.setattr(recipes, "fit_phase", no_training)
+    reused = recipes.cnn_by_method(prepared)["class_weight"]
     np.testing.assert_allclose(reused.val_probabilities, trained.val_probabilities, atol=1e-6)
     pd.testing.assert_frame_equal(reused.history, trained.history, check_dtype=False)
 

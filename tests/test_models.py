@@ -82,16 +82,26 @@ def test_missing_weights_say_which_file_goes_where(tmp_path, monkeypatch):
     assert "--assets" in str(raised.value)
 
 
-def test_models_load_in_safe_mode_only(tmp_path):
-    from lib.experiment import load_trained_model
-    from lib.paths import ModelPaths
+def test_models_load_in_safe_mode_even_where_unsafe_loading_was_switched_on(tmp_path):
+    """Keras loads safely by default; the project's loader (the one every model load goes through, a resumed
+    training's included) must stay safe when some code has switched the global default off."""
+    from keras.src.backend.common import global_state
 
-    files = ModelPaths(tmp_path)
+    from lib.experiment import load_trained_model
+
+    file = tmp_path / "model.keras"
     inputs = keras.Input((4,))
     unsafe = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
-    unsafe.save(files.model)
-    with pytest.raises(ValueError, match="safe_mode"):
-        load_trained_model(files)
+    unsafe.save(file)
+    before = global_state.get_global_attribute("safe_mode_saving")
+    keras.config.enable_unsafe_deserialization()
+    try:
+        # unsafe globally now: even load_model's explicit safe_mode=True runs the Lambda
+        assert keras.models.load_model(file, safe_mode=True).predict(np.ones((1, 4)), verbose=0)[0, 0] == 2.0
+        with pytest.raises(ValueError, match="safe_mode"):
+            load_trained_model(file)
+    finally:
+        global_state.set_global_attribute("safe_mode_saving", before)
 
 
 def test_a_damaged_weights_file_says_so(tmp_path, monkeypatch):

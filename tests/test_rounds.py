@@ -21,9 +21,10 @@ def test_round_names_follow_the_scheme():
                                                           ("seed-44", 44, None)]
     kfold = rounds.evaluation_rounds(parse_params({"evaluation": {"scheme": "kfold", "seeds": [7], "folds": 3}}).evaluation)
     assert [r.name for r in kfold] == ["seed-7-fold-1", "seed-7-fold-2", "seed-7-fold-3"]
-    assert rounds.find_round(kfold, None) == kfold[0]
+    assert kfold.first == kfold[0] and kfold.named(None) == kfold[0] and kfold.named("seed-7-fold-2") == kfold[1]
+    assert kfold.names == ["seed-7-fold-1", "seed-7-fold-2", "seed-7-fold-3"]
     with pytest.raises(ValueError, match="no evaluation round named 'seed-8'"):
-        rounds.find_round(kfold, "seed-8")
+        kfold.named("seed-8")
     with pytest.raises(ParamsError, match="seeds must be distinct"):
         parse_params({"evaluation": {"seeds": [1, 1]}})
 

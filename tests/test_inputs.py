@@ -6,25 +6,27 @@ import pytest
 from PIL import Image
 
 from conftest import write_params
-from lib import audit, experiment, pipeline, sources, split
+from lib import audit, experiment, inputs, sources, split
 from lib.config import load_params
+from lib.minority import METHODS
 from lib.paths import run_paths
 
 
 def _split_data(n=10, size=8, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
-    return pipeline.SplitData(images, np.arange(n) % 3, pd.DataFrame({"path": [f"{i}.jpg" for i in range(n)]}))
+    return inputs.SplitData(images, np.arange(n) % 3, pd.DataFrame({"path": [f"{i}.jpg" for i in range(n)]}))
 
 
 def _batches(dataset):
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
+    """One epoch of a tf.data stream or a `lib.inputs.Batches`, as (images, one-hot labels)."""
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in dataset])
     return np.concatenate(xs), np.concatenate(ys)
 
 
 def test_unaugmented_stream_is_the_images_in_order_with_one_hot_labels():
     data = _split_data()
-    x, y = _batches(pipeline.make_dataset(data, n_classes=3, batch_size=4))
+    x, y = _batches(inputs.make_dataset(data, n_classes=3, batch_size=4))
     assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 255
     np.testing.assert_array_equal(x, data.images.astype(np.float32))
     np.testing.assert_array_equal(y.argmax(axis=1), data.labels)
@@ -33,7 +35,7 @@ def test_unaugmented_stream_is_the_images_in_order_with_one_hot_labels():
 
 def test_shuffling_reorders_but_keeps_every_image_once():
     data = _split_data()
-    x, y = _batches(pipeline.make_dataset(data, 3, 4, shuffle_seed=1))
+    x, y = _batches(inputs.make_dataset(data, 3, 4, shuffle_seed=1))
     assert not np.array_equal(x, data.images.astype(np.float32))
     order = [next(i for i in range(len(data)) if np.array_equal(img, data.images[i])) for img in x.astype(np.uint8)]
     assert sorted(order) == list(range(len(data)))
@@ -43,8 +45,8 @@ def test_shuffling_reorders_but_keeps_every_image_once():
 def test_augmentation_changes_training_pixels_only_when_asked():
     params = load_params("params/default.yaml")
     data = _split_data(size=32)
-    augmenter = pipeline.build_augmentation(params.augmentation, seed=0)
-    x, _ = _batches(pipeline.make_dataset(data, 3, 4, augmenter=augmenter))
+    augmenter = inputs.build_augmentation(params.augmentation, seed=0)
+    x, _ = _batches(inputs.make_dataset(data, 3, 4, augmenter=augmenter))
     assert x.shape == (10, 32, 32, 3)
     assert not np.allclose(x, data.images.astype(np.float32))
 
@@ -54,7 +56,7 @@ def test_a_class_missing_from_training_is_an_error():
         {"path": ["a", "b", "c"], "label": ["x", "x", "y"], "split": ["train", "val", "test"]}
     )
     with pytest.raises(ValueError, match=r"class\(es\) \['y'\] appear in validation/test but not in training"):
-        pipeline.load_study_data(manifest, (8, 8))
+        inputs.load_study_data(manifest, (8, 8))
 
 
 @pytest.fixture
@@ -69,11 +71,11 @@ def _digests(array):
 def test_no_validation_or_test_image_reaches_training(prepared):
     data = prepared.data
     val_x, _ = _batches(prepared.val_ds)
-    for method in ("class_weight", "oversample", "logit_adjustment"):
+    for method in METHODS.values():
         train_x, _ = _batches(prepared.training_stream(method))
         assert _digests(train_x) <= _digests(data.train.images)
         assert not _digests(train_x) & (_digests(data.val.images) | _digests(data.test.images))
-    assert _digests(_batches(prepared.training_stream("class_weight"))[0]) == _digests(data.train.images)
+    assert _digests(_batches(prepared.training_stream(METHODS["class_weight"]))[0]) == _digests(data.train.images)
     np.testing.assert_array_equal(val_x, data.val.images.astype(np.float32))
     assert len(data.train) + len(data.val) + len(data.test) == 30
     assert prepared.class_weight_table().index.tolist() == ["alpha", "beta", "gamma"]
@@ -87,29 +89,29 @@ def test_augmentation_can_be_switched_off_entirely():
     off = params.augmentation.model_copy(
         update={"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0, "horizontal_flip": False}
     )
-    assert pipeline.build_augmentation(off, seed=0) is None
+    assert inputs.build_augmentation(off, seed=0) is None
     image = np.zeros((8, 8, 3), dtype=np.uint8)
-    assert all(np.array_equal(view, image) for view in pipeline.augmented_views(image, None, 3))
+    assert all(np.array_equal(view, image) for view in inputs.augmented_views(image, None, 3))
 
 
 def test_decoded_pixels_are_cached_by_file_list_and_size(tmp_path, image_folder, monkeypatch):
     paths = sorted(str(p) for p in image_folder.rglob("*.jpg"))
     cache = tmp_path / "interim"
-    first = pipeline.cached_pixels(paths, (16, 16), cache)
+    first = inputs.cached_pixels(paths, (16, 16), cache)
     assert len(list(cache.glob("pixels-16x16-*.npy"))) == 1
 
     def no_decoding(*args):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(pipeline, "decode_images", no_decoding)
-    np.testing.assert_array_equal(pipeline.cached_pixels(paths, (16, 16), cache), first)
+    monkeypatch.setattr(inputs, "decode_images", no_decoding)
+    np.testing.assert_array_equal(inputs.cached_pixels(paths, (16, 16), cache), first)
     monkeypatch.undo()
 
     # another size, or a changed file, is another key; the stale entry is replaced
-    assert pipeline.cached_pixels(paths, (8, 8), cache).shape == (len(paths), 8, 8, 3)
+    assert inputs.cached_pixels(paths, (8, 8), cache).shape == (len(paths), 8, 8, 3)
     assert [p.name.split("-")[1] for p in cache.glob("pixels-*.npy")] == ["8x8"]
-    key = pipeline.pixel_cache_key(paths, (8, 8))
+    key = inputs.pixel_cache_key(paths, (8, 8))
     Image.new("RGB", (10, 10), (255, 255, 255)).save(paths[0])
-    assert pipeline.pixel_cache_key(paths, (8, 8)) != key
-    assert pipeline.cached_pixels(paths, (8, 8), cache)[0].min() == 255
+    assert inputs.pixel_cache_key(paths, (8, 8)) != key
+    assert inputs.cached_pixels(paths, (8, 8), cache)[0].min() == 255
     assert (image_folder / "alpha").is_dir()

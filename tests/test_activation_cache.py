@@ -1,11 +1,15 @@
-"""The activation cache trains the same layers on the same numbers as the plain path."""
+"""The activation cache trains the same layers on the same numbers as the plain path; `Batches` serves it."""
 
 import keras
 import numpy as np
 import pytest
 
-from lib import models, transfer
+from lib import activation_cache, models, recipes
+from lib.inputs import Batches
+from lib.minority import METHODS
 from lib.train import fit_phase
+
+CLASS_WEIGHT, OVERSAMPLE = METHODS["class_weight"], METHODS["oversample"]
 
 MOBILENET = {"weights": None, "dense_units": 8,
              "head": {"learning_rate": 1e-3, "epochs": 3, "patience": 3},
@@ -19,18 +23,18 @@ def base():
 
 @pytest.mark.parametrize("n_top", [20, 19, 17])
 def test_the_cut_is_one_tensor_at_or_below_the_fine_tuned_layers(base, n_top):
-    cut = transfer.frozen_boundary(base, n_top)
+    cut = activation_cache.frozen_boundary(base, n_top)
     # the last 20 layers start a residual block (block_15); inside it two tensors cross any cut
     assert cut == len(base.layers) - 20
     assert base.layers[cut].name == "block_15_expand"
 
 
 def test_bottom_then_top_is_the_base(base):
-    bottom, top = transfer.split_base(base, 20)
+    bottom, top = activation_cache.split_base(base, 20)
     pixels = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(top.predict(bottom.predict(pixels, verbose=0), verbose=0), base.predict(pixels, verbose=0))
     assert all(layer is base.get_layer(layer.name) for layer in top.layers[1:])  # shared, not copied
-    assert transfer.split_base(base, 0) == (base, None)
+    assert activation_cache.split_base(base, 0) == (base, None)
 
 
 def test_cached_views_cycle_one_view_per_epoch_through_fit():
@@ -38,13 +42,13 @@ def test_cached_views_cycle_one_view_per_epoch_through_fit():
     inputs = np.stack([np.full((count, 2), view, dtype="float32") for view in range(views)])
     served = []  # the view of every batch that fit asked for
 
-    class Recorded(transfer.CachedViews):
+    class Recorded(Batches):
         def __getitem__(self, index):
             batch = super().__getitem__(index)
             served.append((float(batch[0][0, 0]), len(batch[1])))
             return batch
 
-    stream = Recorded(inputs, np.arange(count) % 2, 2, batch_size=4, seed=0)
+    stream = Recorded(inputs, np.arange(count) % 2, 2, batch_size=4, method=CLASS_WEIGHT, seed=0)
     per_epoch = []
 
     class Record(keras.callbacks.Callback):
@@ -63,8 +67,8 @@ def test_cached_views_cycle_one_view_per_epoch_through_fit():
 def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepare_experiment):
     experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"augmented_views": 2})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-    cache = transfer.phase_inputs(experiment, model, base)
-    assert isinstance(cache, transfer.ActivationCache)
+    cache = activation_cache.phase_inputs(experiment, model, base)
+    assert isinstance(cache, activation_cache.ActivationCache)
     n_train = len(experiment.data.train)
     assert cache.train["pooled"].shape == (2, n_train, 1280)
     assert cache.train["below_top"].shape[:2] == (2, n_train)
@@ -73,21 +77,21 @@ def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepar
 
     # validation images are not augmented: the cached path computes exactly what the model does on pixels
     on_pixels = model.predict(experiment.data.val.images.astype("float32"), verbose=0)
-    head = cache.head_phase("class_weight")
+    head = cache.head_phase(CLASS_WEIGHT)
     np.testing.assert_allclose(head.model.predict(cache.val["pooled"][0], verbose=0), on_pixels, atol=1e-5)
 
     dense_before = model.get_layer("dense").get_weights()[0].copy()
     fit_phase(head.model, head.train, head.val, experiment.params.mobilenet_v2.head, name="head",
-              class_weight=experiment.class_weight("class_weight"), checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
+              class_weight=experiment.class_weight(CLASS_WEIGHT), verbose=0)
     assert not np.array_equal(model.get_layer("dense").get_weights()[0], dense_before)
 
     unfrozen = models.unfreeze_top(base, 20)
-    tune = cache.fine_tune_phase("class_weight")
+    tune = cache.fine_tune_phase(CLASS_WEIGHT)
     on_pixels = model.predict(experiment.data.val.images.astype("float32"), verbose=0)
     np.testing.assert_allclose(tune.model.predict(cache.val["below_top"][0], verbose=0), on_pixels, atol=1e-5)
     conv_before = base.get_layer("Conv_1").get_weights()[0].copy()
     fit_phase(tune.model, tune.train, tune.val, experiment.params.mobilenet_v2.fine_tune, name="fine-tune",
-              class_weight=experiment.class_weight("class_weight"), checkpoint_path=experiment.model_paths.checkpoint, verbose=0)
+              class_weight=experiment.class_weight(CLASS_WEIGHT), verbose=0)
     assert "Conv_1" in unfrozen
     assert not np.array_equal(base.get_layer("Conv_1").get_weights()[0], conv_before)
     assert cache.summary()["augmented_views"] == 2 and cache.summary()["cut_below_layer"] == "block_15_expand"
@@ -96,7 +100,7 @@ def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepar
     other, other_base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
     bound = cache.bind(other, other_base)
     models.unfreeze_top(other_base, 20)
-    np.testing.assert_allclose(bound.fine_tune_phase("oversample").model.predict(cache.val["below_top"][0], verbose=0),
+    np.testing.assert_allclose(bound.fine_tune_phase(OVERSAMPLE).model.predict(cache.val["below_top"][0], verbose=0),
                                other.predict(experiment.data.val.images.astype("float32"), verbose=0), atol=1e-5)
 
 
@@ -104,9 +108,9 @@ def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
     experiment = prepare_experiment("plain", augmentation=False,
                                     mobilenet_v2=MOBILENET | {"activation_cache": False})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-    inputs = transfer.phase_inputs(experiment, model, base)
+    inputs = activation_cache.phase_inputs(experiment, model, base)
     assert inputs.summary() == {"activation_cache": False}
-    phase = inputs.head_phase("class_weight")
+    phase = inputs.head_phase(CLASS_WEIGHT)
     assert phase.model is model and phase.val is experiment.val_ds
     images, targets = next(iter(phase.train))
     assert images.shape[1:] == (32, 32, 3) and targets.shape[1] == experiment.n_classes
@@ -115,15 +119,15 @@ def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
 def test_without_augmentation_one_view_is_cached(prepare_experiment):
     experiment = prepare_experiment("noaug", augmentation=False, mobilenet_v2=MOBILENET | {"fine_tune_layers": 0})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-    cache = transfer.phase_inputs(experiment, model, base)
+    cache = activation_cache.phase_inputs(experiment, model, base)
     assert cache.views == 1 and cache.top is None
-    assert cache.fine_tune_phase("class_weight").model.input_shape == (None, 1280)
+    assert cache.fine_tune_phase(CLASS_WEIGHT).model.input_shape == (None, 1280)
 
 
-def test_oversampled_cached_views_draw_every_class_equally_often():
+def test_oversampled_batches_draw_every_class_equally_often_from_every_view():
     labels = np.array([0] * 90 + [1] * 10)
     inputs = np.stack([np.arange(100.0)[:, None], 1000 + np.arange(100.0)[:, None]])  # (views, N, 1)
-    views = transfer.CachedViews(inputs, labels, 2, batch_size=25, seed=3, oversample=True)
+    views = Batches(inputs, labels, 2, batch_size=25, method=OVERSAMPLE, seed=3)
     drawn, used_views = [], set()
     for _ in range(20):
         views.on_epoch_begin()
@@ -135,23 +139,21 @@ def test_oversampled_cached_views_draw_every_class_equally_often():
     assert len(drawn) == 20 * 100
     assert abs(drawn.mean() - 0.5) < 0.05, "class 1 (10 % of the images) is half of the draws"
     assert used_views == {True, False}, "repeats come from both augmented views"
-    with pytest.raises(ValueError, match="seed"):
-        transfer.CachedViews(inputs, labels, 2, batch_size=25, seed=None, oversample=True)
+    with pytest.raises(ValueError, match="needs the minority-class method"):
+        Batches(inputs, labels, 2, batch_size=25, seed=3)
 
 
 def test_mobilenet_v2_trainings_of_an_interrupted_step_are_reused(prepare_experiment, monkeypatch):
-    from lib import train
-
     one_epoch = {"learning_rate": 1e-3, "epochs": 1, "patience": 1}
     experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"head": one_epoch, "fine_tune": one_epoch},
                                     minority={"methods": ["oversample"]})
     experiment.step_key = "key-1"
-    trained, inputs = transfer.mobilenet_v2_by_method(experiment)
+    trained, inputs = recipes.mobilenet_v2_by_method(experiment)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished training was trained again")
 
-    monkeypatch.setattr(train, "fit_phase", no_training)
-    again, reused = transfer.mobilenet_v2_by_method(experiment)
+    monkeypatch.setattr(recipes, "fit_phase", no_training)
+    again, reused = recipes.mobilenet_v2_by_method(experiment)
     assert reused.summary() == inputs.summary() and reused.summary()["activation_cache"]
     np.testing.assert_allclose(again["oversample"].val_probabilities, trained["oversample"].val_probabilities, atol=1e-6)

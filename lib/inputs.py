@@ -1,17 +1,19 @@
-"""The input pipeline: split manifest -> decoded arrays -> tf.data, augmenting training batches only.
+"""The models' inputs: split manifest -> decoded arrays -> batches, augmenting training batches only.
 
 Each image is decoded once, with PIL (upright, RGB, resized to the study's input size), and
 the decoded array is kept on disk (`cached_pixels`), so that later notebooks and re-runs
-read it instead of decoding again; tf.data then batches, augments (training split only)
-and prefetches. The original study
-used Keras' legacy ``ImageDataGenerator``; here the same transforms are Keras 3
-preprocessing layers. Validation and test data never pass through them, and nothing from
-those splits ever reaches training.
+read it instead of decoding again. `training_stream` then serves one epoch after another in
+the order the minority-class method asks for (`lib.minority.MinorityMethod.epoch_rows`),
+augmented; `Batches` serves any array (pixels or `lib.activation_cache`'s cached
+activations) in that order. The original study used Keras' legacy ``ImageDataGenerator``;
+here the same transforms are Keras 3 preprocessing layers. Validation and test data never
+pass through them, and nothing from those splits ever reaches training.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -135,31 +137,86 @@ def make_dataset(
     batch_size: int,
     augmenter: keras.Sequential | None = None,
     shuffle_seed: int | None = None,
-    oversample: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of (float32 pixels in 0-255, one-hot labels); shuffled and augmented only when asked.
+    """tf.data batches of (float32 pixels in 0-255, one-hot labels); shuffled and augmented only when asked.
 
-    ``oversample`` (needs ``shuffle_seed``): every class drawn equally often instead of every
-    image once per epoch (`lib.minority.oversampled_dataset`).
     Augmentation runs on whole batches (vectorised) and in order, so that the same seed
     gives the same augmented images; prefetch overlaps it with training.
     """
-    if oversample:
-        from lib.minority import oversampled_dataset
-
-        if shuffle_seed is None:
-            raise ValueError("oversampling draws at random: give a shuffle_seed")
-        dataset = oversampled_dataset(data.images, data.labels, n_classes, shuffle_seed)
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
-        if shuffle_seed is not None:
-            dataset = dataset.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(
         lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE
     )
     if augmenter is not None:
         dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of ``(inputs[view, row], one-hot label)`` from inputs shaped ``(views, N, ...)``.
+
+    With a ``seed``, each epoch's rows come from ``method.epoch_rows`` (shuffled, or every class
+    drawn equally often), drawn afresh from ``default_rng([seed, epoch])``: a shuffled epoch *e*
+    reads view *e* mod views; a balanced draw reads a random view, so that the repeats of a rare
+    image are not all the same augmented view. Without a seed: every row once, in order, view 0
+    (validation). ``augment``, if given, transforms each float32 batch (training only).
+    """
+
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int,
+                 method=None, seed: int | None = None, augment=None):
+        super().__init__()
+        if seed is not None and method is None:
+            raise ValueError("a seeded (training) stream needs the minority-class method that orders its epochs")
+        self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
+        self.n_classes, self.method, self.seed, self.augment = n_classes, method, seed, augment
+        self.targets = np.eye(n_classes, dtype="float32")[labels]
+        self.epoch, self._epochs_begun = 0, 0
+        self._order, self._views = self._draw()
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's rows, in order, and the view each is read from."""
+        views, count = self.inputs.shape[:2]
+        if self.seed is None:
+            return np.arange(count), np.zeros(count, dtype=int)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        rows = self.method.epoch_rows(self.labels, self.n_classes, rng)
+        if self.method.balances_sampling:
+            return rows, rng.integers(0, views, count)
+        return rows, np.full(count, self.epoch % views)
+
+    @property
+    def view(self) -> int:
+        return self.epoch % self.inputs.shape[0]
+
+    def __len__(self) -> int:
+        return math.ceil(self.inputs.shape[1] / self.batch_size)
+
+    def __getitem__(self, index: int):
+        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        rows = self._order[batch]
+        inputs = self.inputs[self._views[batch], rows].astype("float32", copy=False)
+        if self.augment is not None:
+            inputs = keras.ops.convert_to_numpy(self.augment(inputs, training=True))
+        return inputs, self.targets[rows]
+
+    def on_epoch_begin(self) -> None:
+        # Keras calls this once at the start of every epoch (on_epoch_end also runs on resets)
+        self.epoch, self._epochs_begun = self._epochs_begun, self._epochs_begun + 1
+        self._order, self._views = self._draw()
+
+
+def training_stream(data: SplitData, n_classes: int, batch_size: int, method, seed: int,
+                    augmenter: keras.Sequential | None):
+    """The augmented training batches of one split under a minority-class method, epoch after epoch.
+
+    A method that balances the sampling gets `Batches` (the one oversampling procedure both
+    models use); the others get tf.data's seeded shuffle.
+    """
+    if method.balances_sampling:
+        return Batches(data.images[None], data.labels, n_classes, batch_size, method, seed, augmenter)
+    return make_dataset(data, n_classes, batch_size, augmenter, shuffle_seed=seed)
 
 
 def build_augmentation(augmentation, seed: int) -> keras.Sequential | None:

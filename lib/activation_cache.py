@@ -1,4 +1,4 @@
-"""MobileNetV2's two training phases, fed either pixels or cached activations of its frozen layers.
+"""What MobileNetV2's two training phases train on: pixels, or cached activations of its frozen layers.
 
 A frozen layer in inference mode gives the same output for the same input, so recomputing
 the frozen part of MobileNetV2 on every image in every epoch (what the original study did)
@@ -21,17 +21,13 @@ so the saved model is the ordinary pixels-in model.
 from __future__ import annotations
 
 import copy
-import json
-import math
 import time
 from dataclasses import dataclass
 
 import keras
 import numpy as np
-from keras import layers
 
-from lib.minority import balanced_draws
-from lib.pipeline import SplitData, build_augmentation, make_dataset
+from lib.inputs import Batches, SplitData, build_augmentation, make_dataset
 
 
 def _flat(tensors) -> list:
@@ -79,53 +75,6 @@ def _head(model: keras.Model, x):
     return x
 
 
-class CachedViews(keras.utils.PyDataset):
-    """Batches of cached inputs ``(views, N, ...)``; epoch *e* uses view *e* mod views, reshuffled each epoch.
-
-    ``oversample``: each epoch draws N rows with replacement, every class equally often
-    (`lib.minority.balanced_draws`), each draw from a random view, so that the repeats of a
-    rare image are not all the same augmented view.
-    """
-
-    def __init__(self, inputs: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int, seed: int | None,
-                 oversample: bool = False):
-        super().__init__()
-        if oversample and seed is None:
-            raise ValueError("oversampling draws at random: give a seed")
-        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
-        self.n_classes, self.oversample = n_classes, oversample
-        self.targets = np.eye(n_classes, dtype="float32")[labels]
-        self.epoch, self._epochs_begun = 0, 0
-        self._order, self._views = self._draw()
-
-    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
-        """This epoch's rows, in order, and the view each is read from."""
-        views, count = self.inputs.shape[:2]
-        if self.seed is None:
-            return np.arange(count), np.zeros(count, dtype=int)
-        rng = np.random.default_rng([self.seed, self.epoch])
-        if self.oversample:
-            return balanced_draws(self.labels, self.n_classes, rng), rng.integers(0, views, count)
-        return rng.permutation(count), np.full(count, self.epoch % views)
-
-    @property
-    def view(self) -> int:
-        return self.epoch % self.inputs.shape[0]
-
-    def __len__(self) -> int:
-        return math.ceil(self.inputs.shape[1] / self.batch_size)
-
-    def __getitem__(self, index: int):
-        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        rows = self._order[batch]
-        return self.inputs[self._views[batch], rows], self.targets[rows]
-
-    def on_epoch_begin(self) -> None:
-        # Keras calls this once at the start of every epoch (on_epoch_end also runs on resets)
-        self.epoch, self._epochs_begun = self._epochs_begun, self._epochs_begun + 1
-        self._order, self._views = self._draw()
-
-
 @dataclass(frozen=True)
 class PhaseInputs:
     """What one phase's ``fit`` trains (`model`) and on what (`train`, `val`)."""
@@ -145,7 +94,7 @@ class PixelInputs:
         """The same inputs for another model of the same architecture."""
         return PixelInputs(self.experiment, model)
 
-    def head_phase(self, method: str) -> PhaseInputs:
+    def head_phase(self, method) -> PhaseInputs:
         return PhaseInputs(self.model, self.experiment.training_stream(method), self.experiment.val_ds)
 
     fine_tune_phase = head_phase
@@ -166,7 +115,7 @@ class ActivationCache:
         self.experiment, self.model = experiment, model
         self.views = params.mobilenet_v2.augmented_views
         self.bottom, self.top = split_base(base, params.mobilenet_v2.fine_tune_layers)
-        augmenter = build_augmentation(params.augmentation, params.seed)
+        augmenter = build_augmentation(params.augmentation, experiment.round.seed)
         if augmenter is None:
             self.views = 1  # without augmentation every view would be the same image
         start = time.perf_counter()
@@ -207,20 +156,20 @@ class ActivationCache:
             new_layer.set_weights(cached_layer.get_weights())
         return bound
 
-    def _phase(self, key: str, model: keras.Model, method: str) -> PhaseInputs:
-        n_classes, batch, seed = self.experiment.n_classes, self.experiment.params.training.batch_size, self.experiment.params.seed
+    def _phase(self, key: str, model: keras.Model, method) -> PhaseInputs:
+        n_classes, batch = self.experiment.n_classes, self.experiment.params.training.batch_size
         return PhaseInputs(
             model,
-            CachedViews(self.train[key], self.train["labels"], n_classes, batch, seed, oversample=method == "oversample"),
-            CachedViews(self.val[key], self.val["labels"], n_classes, batch, None),
+            Batches(self.train[key], self.train["labels"], n_classes, batch, method, self.experiment.round.seed),
+            Batches(self.val[key], self.val["labels"], n_classes, batch),
         )
 
-    def head_phase(self, method: str) -> PhaseInputs:
+    def head_phase(self, method) -> PhaseInputs:
         """Phase 1: the head alone, on the pooled output of the frozen base."""
         pooled = keras.Input(shape=self.train["pooled"].shape[2:], name="pooled_features")
         return self._phase("pooled", keras.Model(pooled, _head(self.model, pooled), name="head_on_cache"), method)
 
-    def fine_tune_phase(self, method: str) -> PhaseInputs:
+    def fine_tune_phase(self, method) -> PhaseInputs:
         """Phase 2: the unfrozen top of the base and the head, on the activations below them."""
         if self.top is None:
             return self.head_phase(method)
@@ -255,46 +204,3 @@ class ReusedInputs:
 
     def summary(self) -> dict:
         return self._summary
-
-
-def mobilenet_v2_by_method(experiment) -> tuple[dict, ActivationCache | PixelInputs | ReusedInputs]:
-    """MobileNetV2, both phases, once per minority-class method this round trains; and the inputs used.
-
-    The frozen layers' activations are cached once and shared by every method's model.
-    """
-    from lib.experiment import train_each_method, validate
-    from lib.models import build_mobilenet_v2, parameter_counts, unfreeze_top
-    from lib.train import combine_phases, fit_phase
-
-    params, inputs = experiment.params, None
-    mobilenet = params.mobilenet_v2
-
-    def train(method: str):
-        nonlocal inputs
-        model, base = build_mobilenet_v2(experiment.n_classes, params.data.image_size, mobilenet)
-        head_parameters = parameter_counts(model)
-        inputs = phase_inputs(experiment, model, base) if inputs is None else inputs.bind(model, base)
-        fit_arguments = {"class_weight": experiment.class_weight(method), "verbose": params.training.verbose,
-                         "checkpoint_path": experiment.model_paths.checkpoint}
-        head = inputs.head_phase(method)
-        head_history = fit_phase(head.model, head.train, head.val, mobilenet.head, name="head", **fit_arguments)
-        unfrozen = unfreeze_top(base, mobilenet.fine_tune_layers)
-        tuned = inputs.fine_tune_phase(method)
-        tune_history = fit_phase(tuned.model, tuned.train, tuned.val, mobilenet.fine_tune, name="fine-tune",
-                                 **fit_arguments)
-        parameters = {
-            "total": head_parameters["total"],
-            "trainable_phase1": head_parameters["trainable"],
-            "trainable_phase2": parameter_counts(model)["trainable"],
-            "unfrozen_layers": len(unfrozen),
-        }
-        if experiment.step_key is not None:  # what a resumed run reports when it reuses this training
-            experiment.model_paths.method_dir(method).mkdir(parents=True, exist_ok=True)
-            (experiment.model_paths.method_dir(method) / "inputs.json").write_text(json.dumps(inputs.summary()))
-        return validate(experiment, method, model, combine_phases(head_history, tune_history), parameters)
-
-    trained = train_each_method(experiment, train)
-    if inputs is None:  # every training was reused: report the inputs the first one recorded
-        first = experiment.model_paths.method_dir(next(iter(trained)))
-        inputs = ReusedInputs(json.loads((first / "inputs.json").read_text()))
-    return trained, inputs

@@ -1,0 +1,92 @@
+"""Which steps a change re-runs: `lib.run.step_key` compared for pairs of runs.
+
+A step's key covers its notebook and code, the params it uses, its round, and the artefacts it
+reads; here each round's split manifest is written as the audit writes it (`write_round_splits`),
+so that the model steps read what they would read after the audit. A change that alters a model's
+outputs re-runs the comparison through those outputs (the end-to-end tests in test_run.py show
+that); these tests show which steps a change reaches directly.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_class_folders, write_params
+from lib import audit, rounds, run, sources, split
+from lib.config import load_params
+from lib.paths import run_paths
+
+BASE = {"run_name": "keys", "evaluation": {"seeds": [1, 2]}, "audit": {"samples_per_class": 3},
+        "data": {"source": "folder", "image_size": [32, 32]}}
+
+
+def write_round_splits(params) -> None:
+    """Every round's split manifest, as the audit writes it (no near-duplicate grouping here)."""
+    images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
+    for name, kinds in rounds.assign_round_splits(images, np.arange(len(images)), params).items():
+        split.write_split_manifest(images.assign(split=kinds["used"]), run_paths(params).round(name).split_manifest)
+
+
+@pytest.fixture
+def step_keys(tmp_path):
+    """``step_keys(**changes)``: every step's key (by label) for BASE with ``changes`` laid over it, all runs
+    sharing one dataset folder and one reports folder."""
+    folder = make_class_folders(tmp_path / "images", {"alpha": 12, "beta": 10, "gamma": 8})
+
+    def keys(**changes) -> dict[str, str]:
+        values = {**BASE, **changes, "reports_dir": str(tmp_path / "reports")}
+        values["data"] = {**BASE["data"], "directory": str(folder), **changes.get("data", {})}
+        params = load_params(write_params(tmp_path / "params.yaml", values))
+        write_round_splits(params)
+        paths, listing = run_paths(params), run.data_source_listing(params)
+        return {p.label: run.step_key(p, params, paths, listing) for p in run.planned_steps(params)}
+
+    keys.folder = folder
+    return keys
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    """The labels whose key differs, or that only one of the two runs has."""
+    return {label for label in before.keys() | after.keys() if before.get(label) != after.get(label)}
+
+
+def test_the_same_params_give_the_same_keys(step_keys):
+    assert changed(step_keys(), step_keys()) == set()
+
+
+def test_a_mobilenet_v2_change_reaches_only_mobilenet_v2_and_the_report(step_keys):
+    before = step_keys()
+    after = step_keys(mobilenet_v2={"dropout": 0.3})
+    assert changed(before, after) == {"rounds/seed-1/03_mobilenetv2.ipynb", "rounds/seed-2/03_mobilenetv2.ipynb",
+                                      "05_report.ipynb"}
+
+
+def test_a_cnn_change_reaches_only_the_cnn_and_the_report(step_keys):
+    assert changed(step_keys(), step_keys(cnn={"dense_units": 64})) == {
+        "rounds/seed-1/02_cnn.ipynb", "rounds/seed-2/02_cnn.ipynb", "05_report.ipynb"}
+
+
+def test_a_figure_only_audit_change_reruns_the_audit_and_no_training(step_keys):
+    # the audit runs again, rewrites the same split manifests, and no model step sees a change
+    assert changed(step_keys(), step_keys(audit={"samples_per_class": 5})) == {"01_data_audit.ipynb",
+                                                                               "05_report.ipynb"}
+
+
+def test_the_imagenet_weights_reach_the_audit_through_its_near_duplicate_features(step_keys):
+    assert "01_data_audit.ipynb" in changed(step_keys(), step_keys(mobilenet_v2={"weights": None}))
+
+
+def test_an_added_seed_trains_only_the_new_round(step_keys):
+    before = step_keys()
+    after = step_keys(evaluation={"seeds": [1, 2, 3]})
+    assert changed(before, after) == {"01_data_audit.ipynb", "rounds/seed-3/02_cnn.ipynb",
+                                      "rounds/seed-3/03_mobilenetv2.ipynb", "04_comparison.ipynb", "05_report.ipynb"}
+
+
+def test_a_changed_image_reruns_the_audit_and_every_training(step_keys):
+    before = step_keys()
+    image = step_keys.folder / "beta" / "img_003.jpg"
+    Image.new("RGB", (40, 48), (9, 9, 9)).save(image)
+    # every split manifest holds the image's new hash: every step but the comparison, which the models' new
+    # outputs reach (nothing here trains them)
+    assert changed(before, step_keys()) == set(before) - {"04_comparison.ipynb"}
