@@ -14,6 +14,7 @@ report); each notebook imports what it shows from the module that computes it.
     split             stratified splits, split manifests, class weights
 
   02 CNN, 03 MobileNetV2
+    images            reading an image file: upright RGB, first frame, resized
     inputs            decoding (cached), augmentation, the training and validation batches
     minority          the minority-class methods as objects (loss weights, epoch sampling, post-processing)
     models            the CNN and MobileNetV2 builders, precision policy

@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras import layers
 from tqdm.auto import tqdm
 
-from lib.audit import load_rgb
+from lib.images import load_rgb
 from lib.sources import SPLITS
 
 

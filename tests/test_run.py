@@ -410,3 +410,32 @@ def test_each_step_depends_only_on_the_lib_modules_it_imports():
     assert "train.py" not in deps["01_data_audit.ipynb"]
     assert {"rounds.py", "groups.py", "models.py"} <= deps["01_data_audit.ipynb"]  # near-duplicate features
     assert "run.py" not in set().union(*deps.values())
+
+
+def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny_params_file, monkeypatch):
+    """The runner's reuse decisions alone: every notebook execution and the rendering are stand-ins here."""
+    from lib import report
+
+    executed = []
+
+    def stand_in(planned, params_file, run_paths, key=None):
+        executed.append(planned.label)
+        planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
+        planned.executed_copy(run_paths).write_text("{}")
+
+    def render(notebook, html, pdf, title):
+        html.write_text("<html></html>")
+        pdf.write_bytes(b"%PDF-1.7")
+        return 1
+
+    monkeypatch.setattr(run, "execute_step", stand_in)
+    monkeypatch.setattr(report, "render", render)
+    labels = [planned.label for planned in run.planned_steps(load_params(tiny_params_file))]
+    run.run_study(tiny_params_file)
+    assert executed == labels
+    executed.clear()
+    run.run_study(tiny_params_file)
+    assert executed == ["05_report.ipynb"], "the report always runs: it describes the run itself"
+    executed.clear()
+    run.run_study(tiny_params_file, force=True)
+    assert executed == labels
