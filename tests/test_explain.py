@@ -280,3 +280,48 @@ def test_tables_that_do_not_pair_up_are_refused():
         explain.side_by_side({"CNN": CNN.drop(columns="p_rare")})
     with pytest.raises(ValueError, match="exactly two models"):
         explain.discordant_images({"CNN": CNN})
+
+
+# ---------------------------------------------------------------------------------------------
+# The figure
+# ---------------------------------------------------------------------------------------------
+
+
+def test_display_label_shows_odd_class_names_safely():
+    from lib.plots import display_label
+
+    assert display_label("tab\there") == r"tab\there"
+    assert display_label("two\nlines") == r"two\nlines"
+    assert display_label('a, "quoted" <i>name</i>') == 'a, "quoted" <i>name</i>'  # matplotlib shows text as is
+    assert display_label("costs $5") == r"costs \$5"  # not a matplotlib formula
+    assert display_label("x" * 40, max_length=10) == "x" * 9 + "…"
+
+
+def test_grad_cam_grid_titles_every_panel_with_safe_labels():
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from lib.plots import grad_cam_grid
+
+    odd = ["a\tb", 'c, "d"\n<i>e</i>', "$x$"]
+    examples = pd.DataFrame({
+        "true_label": odd,
+        "CNN predicted": [odd[0], odd[2], odd[2]], "CNN probability": [0.9, 0.51, 1.0],
+        "CNN correct": [True, False, True],
+        "MobileNetV2 predicted": odd, "MobileNetV2 probability": [0.8, 0.7, 0.6],
+        "MobileNetV2 correct": [True, True, True],
+    })
+    photos = [np.full((8, 8, 3), 50 * i, np.uint8) for i in range(3)]
+    overlays = {"CNN": photos, "MobileNetV2": photos}
+    fig = grad_cam_grid(examples, photos, overlays, examples_per_row=2)
+    fig.savefig(io.BytesIO(), format="png")  # draws every title: no formula parsed, nothing raised
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 2 * 6 and len(titles) == 3 * 3
+    assert titles[:3] == [r"true: a\tb", "CNN\npredicted: a\\tb\np = 0.90, right",
+                          "MobileNetV2\npredicted: a\\tb\np = 0.80, right"]
+    assert titles[4] == 'CNN\npredicted: \\$x\\$\np = 0.51, wrong'
+    assert titles[3] == r'true: c, "d"\n<i>e</i>'
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one photo and one overlay per model for each of the 3 examples"):
+        grad_cam_grid(examples, photos[:2], overlays)
