@@ -21,7 +21,8 @@ from keras import ops
 # Grad-CAM
 # ---------------------------------------------------------------------------------------------
 
-# Layers that reduce a feature map to one vector per image: where the search for the map stops.
+# Layers that reduce a feature map to one vector per image: where the search for the map stops (named, because
+# a global pooling with keepdims=True still has a 4-D output).
 _REDUCTIONS = (
     keras.layers.Flatten,
     keras.layers.GlobalAveragePooling2D,
@@ -56,7 +57,8 @@ def grad_cam(
     - ``layer_name``: the convolutional layer, also one inside a nested model (MobileNetV2's
       ``out_relu``); None: the last layer with a 4-D output before the model's
       Flatten/global pooling, searched inside nested models, stepping back over pooling
-      layers (for the CNN its last Conv2D, for MobileNetV2 ``out_relu``).
+      layers (for the CNN its last Conv2D, for MobileNetV2 ``out_relu``);
+    - ``batch_size``: images per forward and backward pass (memory, not results).
 
     Returns float32 maps in [0, 1] at the images' resolution, each scaled by its own maximum
     (all zeros where no region raises the score), shape (n, height, width), or (height,
@@ -70,6 +72,8 @@ def grad_cam(
     caveat does not arise.
     """
     pixels, single = _checked_images(model, images)
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     requested = _checked_classes(class_indices, len(pixels), model.outputs[0].shape[-1])
     features, head = _split_cached(model, layer_name)
     maps = []
@@ -312,17 +316,14 @@ def side_by_side(predictions_by_model: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """
     if not predictions_by_model:
         raise ValueError("predictions_by_model is empty: give each model's test predictions table")
-    columns = {}
-    first = None
-    for model, table in predictions_by_model.items():
-        table = _checked_predictions(model, table)
-        if first is None:
-            first = table
-            columns = {"path": table["path"], "true_label": table["true_label"]}
-        elif set(table.index) != set(first.index) or not table["true_label"].reindex(first.index).equals(
+    tables = {model: _checked_predictions(model, table) for model, table in predictions_by_model.items()}
+    first_model, first = next(iter(tables.items()))
+    columns = {"path": first["path"], "true_label": first["true_label"]}
+    for model, table in tables.items():
+        if set(table.index) != set(first.index) or not table["true_label"].reindex(first.index).equals(
                 first["true_label"]):
-            raise ValueError(f"the predictions of {model!r} and {next(iter(predictions_by_model))!r} are not on the "
-                             "same test images with the same true labels: they do not pair up")
+            raise ValueError(f"the predictions of {model!r} and {first_model!r} are not on the same test images "
+                             "with the same true labels: they do not pair up")
         table = table.reindex(first.index)
         columns[f"{model} predicted"] = table["predicted_label"]
         columns[f"{model} probability"] = _probability_of(table, table["predicted_label"])
@@ -359,12 +360,12 @@ def explanation_examples(
 ) -> pd.DataFrame:
     """The test images whose explanations the report shows, the same ones for every model.
 
-    For each class (``rare_class`` first, then ``class_names`` in order): one image the models
-    got right (all of them if there is one, else as many as possible; the most confident, by
-    the models' mean probability of the true class) and, where there is one, one image some
-    model got wrong (as many models as possible; the least confident), other than the first.
-    Ties go to the first relpath, so the choice is the same on every run. Columns: class, example ('correct' or
-    'wrong'), relpath, then `side_by_side`'s.
+    For each class (``rare_class`` first, then ``class_names`` in order; a class without test
+    images has no row): one image the models got right (all of them if there is one, else as
+    many as possible; the most confident, by the models' mean probability of the true class)
+    and, where there is one, another image some model got wrong (as many models as possible;
+    the least confident). Ties go to the first relpath, so every run picks the same images.
+    Columns: class, example ('correct' or 'wrong'), relpath, then `side_by_side`'s.
     """
     paired = side_by_side(predictions_by_model)
     if rare_class is not None and rare_class not in class_names:
