@@ -1,5 +1,10 @@
 """Grad-CAM on models whose answer is known, and the choice of test images to show."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pandas as pd
@@ -144,6 +149,15 @@ def test_a_layer_that_a_residual_connection_bypasses_is_refused():
     model, _ = models.build_mobilenet_v2(2, (32, 32), RANDOM_MOBILENET)
     with pytest.raises(ValueError, match="does not depend on layer 'block_5_project' alone"):
         explain.grad_cam(model, random_pixels(1, 32), layer_name="block_5_project")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="started once, from the TensorFlow run")
+def test_this_file_passes_under_the_jax_backend():
+    """grad_cam's gradient has one branch per backend: where JAX is installed, its branch runs these tests too."""
+    run = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
+                         env=os.environ | {"KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:]  # pytest exits 1 on a failure, 5 when nothing ran
 
 
 def test_overlay_blends_the_colormap_over_the_photo():
