@@ -28,6 +28,7 @@ report); each notebook imports what it shows from the module that computes it.
     compare           both models side by side: every table and test, computed once, written, read back
     stats             bootstrap intervals, McNemar's test, metrics averaged over rounds
     calibration       calibration error, reliability bins, precision-recall curves
+    explain           Grad-CAM maps (for any image), and the test images to show: examples, top losses, confusions
     report            the report's wording and rendering (HTML, PDF)
     plots             every figure
 

@@ -7,6 +7,7 @@ so a notebook shows it and a test can check it without a screen.
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -246,3 +247,54 @@ def method_comparison_bars(methods: pd.DataFrame) -> plt.Figure:
     grid.set(xlim=(0, 1.05), xlabel="validation score", ylabel="")
     grid.figure.suptitle("Minority-class methods on the first round's validation split", y=1.04)
     return grid.figure
+
+
+def display_label(text, max_length: int = 28) -> str:
+    """A class name as a figure shows it: control characters (tab, newline, ...) written as their escapes
+    (``\\t``), matplotlib's math delimiter ``$`` escaped, and a long name cut with an ellipsis."""
+    shown = "".join(repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c for c in str(text))
+    if len(shown) > max_length:
+        shown = shown[: max_length - 1] + "…"
+    return shown.replace("$", r"\$")
+
+
+def grad_cam_grid(
+    examples: pd.DataFrame,
+    photos: list[np.ndarray],
+    overlays: dict[str, list[np.ndarray]],
+    examples_per_row: int = 2,
+    title: str = "Grad-CAM: where each model finds the evidence for the class it predicts",
+) -> plt.Figure:
+    """Each example's photo, then each model's Grad-CAM overlay beside it, ``examples_per_row`` examples a row.
+
+    ``examples``: one row per photo with true_label, ``<model> predicted``, ``<model> probability``
+    and ``<model> correct`` (`lib.explain.explanation_examples`); ``photos``: the photos in that
+    order; ``overlays``: for each model, its overlay of each photo (`lib.explain.overlay`). The photo
+    is titled with the true label, each overlay with the model, its predicted label and probability,
+    and 'right' (green) or 'wrong' (red). Class names are shown through `display_label`.
+    """
+    if len(photos) != len(examples) or any(len(images) != len(examples) for images in overlays.values()):
+        raise ValueError(f"grad_cam_grid needs one photo and one overlay per model for each of the "
+                         f"{len(examples)} examples; got {len(photos)} photos and overlays "
+                         + ", ".join(f"{model}: {len(images)}" for model, images in overlays.items()))
+    panels = 1 + len(overlays)
+    rows = max(1, math.ceil(len(examples) / examples_per_row))
+    fig, axes = plt.subplots(rows, panels * examples_per_row, squeeze=False,
+                             figsize=(1.75 * panels * examples_per_row, 2.2 * rows + 0.5))
+    for ax in axes.flat:
+        ax.axis("off")
+    for position, photo in enumerate(photos):
+        found = examples.iloc[position]
+        row, slot = divmod(position, examples_per_row)
+        cells = axes[row, slot * panels : (slot + 1) * panels]
+        cells[0].imshow(photo)
+        cells[0].set_title(f"true: {display_label(found['true_label'])}", fontsize=8)
+        for ax, (model, images) in zip(cells[1:], overlays.items()):
+            right = bool(found[f"{model} correct"])
+            ax.imshow(images[position])
+            ax.set_title(f"{display_label(model)}\npredicted: {display_label(found[f'{model} predicted'])}\n"
+                         f"p = {found[f'{model} probability']:.2f}, {'right' if right else 'wrong'}",
+                         fontsize=8, color="tab:green" if right else "tab:red")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
