@@ -49,7 +49,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from lib.config import load_params  # noqa: E402
-from lib.paths import run_paths  # noqa: E402
+from lib.paths import RunPaths, run_paths  # noqa: E402
 
 PARTS = ("peak", "ours", "baseline", "plain", "spread", "precision", "memory")
 NEEDS_SPLIT = {"baseline", "plain", "spread", "precision"}
@@ -160,10 +160,11 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
 
 def split_of_earlier_run(run_dir: Path, params_file: Path) -> Path:
     """The round-42 split manifest of an earlier run made with the same data, split and audit params."""
-    audit_summary, manifest = run_dir / "data" / "audit.json", run_dir / "rounds" / ROUND / "split.csv"
-    if not (audit_summary.is_file() and manifest.is_file()):
-        raise SystemExit(f"--from-run {run_dir}: no audit or round {ROUND} split there (expected {manifest})")
-    used, wanted = json.loads(audit_summary.read_text())["params"], load_params(params_file).to_dict()
+    earlier = RunPaths(run_dir)
+    manifest = earlier.round(ROUND).split_manifest
+    if not (earlier.params_used.is_file() and manifest.is_file()):
+        raise SystemExit(f"--from-run {run_dir}: no params or round {ROUND} split there (expected {manifest})")
+    used, wanted = json.loads(earlier.params_used.read_text()), load_params(params_file).to_dict()
     for section in ("data", "split", "audit"):
         if used[section] != wanted[section]:
             raise SystemExit(f"--from-run {run_dir} was made with other '{section}' params than {params_file}")

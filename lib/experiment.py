@@ -23,7 +23,7 @@ import pandas as pd
 from lib import evaluate, minority
 from lib.config import Params, load_params
 from lib.inputs import StudyData, build_augmentation, load_study_data, make_dataset, training_stream
-from lib.models import set_precision
+from lib.models import load_trained_model, set_precision
 from lib.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.provenance import set_seed
 from lib.rounds import Round, Rounds, evaluation_rounds
@@ -270,14 +270,3 @@ def evaluate_and_save(
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(files.root / "methods", ignore_errors=True)  # the step is complete: nothing left to resume
     return metrics, predictions
-
-
-def load_trained_model(file: Path) -> keras.Model:
-    """A saved ``.keras`` model, loaded in Keras' safe mode whatever the global setting: nothing in the
-    file can run code (a Lambda layer's pickled function is refused)."""
-    # `keras.config.enable_unsafe_deserialization()`, called anywhere in the process, overrides
-    # load_model's own safe_mode=True; only a safe-mode scope around the call overrides it back.
-    from keras.src.saving.serialization_lib import SafeModeScope
-
-    with SafeModeScope(True):
-        return keras.models.load_model(file, safe_mode=True)

@@ -10,6 +10,7 @@ models' tables by ``relpath``, as `lib.compare` does.
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import keras
 import matplotlib
@@ -463,3 +464,99 @@ def overlay(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, co
     rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
     colour = matplotlib.colormaps[colormap](np.clip(np.nan_to_num(heat), 0, 1))[..., :3] * 255
     return np.round((1 - alpha) * rgb + alpha * colour).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the comparison notebook computes and writes, and the report reads
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Explanations:
+    """The first round's explanations: which test images to show, and both models' Grad-CAM maps of them."""
+
+    examples: pd.DataFrame  # `explanation_examples`
+    top_losses: pd.DataFrame  # `top_losses`
+    most_confused: pd.DataFrame  # model, then `most_confused`'s columns
+    discordant: pd.DataFrame  # `discordant_images`
+    maps: dict[str, np.ndarray]  # model name -> (images, height, width): its map of each of `relpaths`
+    relpaths: list[str]  # the images mapped: the examples', then the top losses' not among them
+
+    def maps_of(self, table: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each model's maps of ``table``'s images (its ``relpath`` column), in the table's order."""
+        rows = [self.relpaths.index(relpath) for relpath in table["relpath"]]
+        return {model: maps[rows] for model, maps in self.maps.items()}
+
+
+def compute_explanations(models: dict[str, tuple[keras.Model, pd.DataFrame]], class_names: list[str],
+                         rare_class: str, image_size, top_k: int = 3) -> Explanations:
+    """Explanations of the models (by display name: the trained model and its test predictions, all on the
+    same test images): the examples, top losses, confusions and disagreements, and Grad-CAM maps of
+    every image shown, each for the class the model predicted (after its post-processing)."""
+    from lib.images import load_rgb
+
+    predictions = {name: table for name, (_, table) in models.items()}
+    examples = explanation_examples(predictions, class_names, rare_class)
+    losses = top_losses(predictions, top_k)
+    relpaths = list(dict.fromkeys([*examples["relpath"], *losses["relpath"]]))
+    paths = side_by_side(predictions).loc[relpaths, "path"]
+    pixels = np.stack([np.asarray(load_rgb(path, image_size)) for path in paths]).astype("float32")
+    maps = {}
+    for name, (model, table) in models.items():
+        predicted = table.set_index("relpath").loc[relpaths, "predicted_label"].map(class_names.index)
+        maps[name] = grad_cam(model, pixels, predicted.to_numpy())
+    confused = pd.concat([most_confused(table).assign(model=name) for name, table in predictions.items()],
+                         ignore_index=True)
+    return Explanations(examples, losses, confused[["model", "true_label", "predicted_label", "count"]],
+                        discordant_images(predictions), maps, relpaths)
+
+
+def first_round_explanations(paths, rounds, image_size) -> Explanations:
+    """`compute_explanations` of the study's models (`lib.compare.MODELS`) in the first round (`lib.rounds.Rounds`)
+    of the run at ``paths``, the rare class being the one with the fewest images in its split."""
+    from lib.compare import MODELS, load_results
+    from lib.models import load_trained_model
+    from lib.split import read_split
+
+    first = paths.round(rounds.first.name)
+    results = load_results(first)
+    models = {name: (load_trained_model(first.model(folder).model), results[folder].predictions)
+              for folder, name in MODELS.items()}
+    rare_class = read_split(first.split_manifest)["label"].value_counts().idxmin()
+    return compute_explanations(models, next(iter(results.values())).class_names, rare_class, image_size)
+
+
+_EXPLANATION_TABLES = ("examples", "top_losses", "most_confused", "discordant")
+
+
+def write_explanations(explanations: Explanations, paths) -> None:
+    """The tables as CSV files in the run's ``comparison/`` folder (`lib.paths.RunPaths`), the maps as one .npz."""
+    paths.comparison_dir.mkdir(parents=True, exist_ok=True)
+    for name in _EXPLANATION_TABLES:
+        getattr(explanations, name).to_csv(paths.comparison_table(name), index=False)
+    models = list(explanations.maps)
+    np.savez_compressed(paths.grad_cam_maps, models=np.array(models), relpaths=np.array(explanations.relpaths),
+                        **{f"map_{i}": explanations.maps[m].astype("float16") for i, m in enumerate(models)})
+
+
+def read_explanations(paths) -> Explanations:
+    """What `write_explanations` wrote (maps as float32)."""
+    if not paths.grad_cam_maps.is_file():
+        raise FileNotFoundError(f"{paths.grad_cam_maps} is missing: run the comparison notebook first")
+    tables = {name: pd.read_csv(paths.comparison_table(name), keep_default_na=False, na_values=[""])
+              for name in _EXPLANATION_TABLES}
+    with np.load(paths.grad_cam_maps) as stored:
+        maps = {str(m): stored[f"map_{i}"].astype("float32") for i, m in enumerate(stored["models"])}
+        relpaths = [str(r) for r in stored["relpaths"]]
+    return Explanations(**tables, maps=maps, relpaths=relpaths)
+
+
+def photos_and_overlays(table: pd.DataFrame, explanations: Explanations, image_size) -> tuple[list, dict]:
+    """The photos of ``table``'s images (its ``path`` column) at the models' input size, and each model's
+    Grad-CAM overlay of each: what `lib.plots.grad_cam_grid` draws."""
+    from lib.images import load_rgb
+
+    photos = [np.asarray(load_rgb(path, image_size)) for path in table["path"]]
+    overlays = {model: [overlay(photo, heat) for photo, heat in zip(photos, maps)]
+                for model, maps in explanations.maps_of(table).items()}
+    return photos, overlays

@@ -58,7 +58,7 @@ class MinorityMethod:
 METHODS = {
     method.name: method
     for method in (
-        MinorityMethod("class_weight", "class weights (the original study's choice)", weights_loss=True),
+        MinorityMethod("class_weight", "class weights ('balanced': inverse to each class's share)", weights_loss=True),
         MinorityMethod("oversample", "oversampling the rare classes in the augmented training stream",
                        balances_sampling=True),
         MinorityMethod("logit_adjustment", "logit adjustment by the class priors", adjusts_logits=True),

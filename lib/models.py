@@ -164,3 +164,14 @@ def parameter_counts(model: keras.Model) -> dict[str, int]:
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     frozen = sum(int(w.numpy().size) for w in model.non_trainable_weights)
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
+
+
+def load_trained_model(file) -> keras.Model:
+    """A saved ``.keras`` model, loaded in Keras' safe mode whatever the global setting: nothing in the
+    file can run code (a Lambda layer's pickled function is refused)."""
+    # `keras.config.enable_unsafe_deserialization()`, called anywhere in the process, overrides
+    # load_model's own safe_mode=True; only a safe-mode scope around the call overrides it back.
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(True):
+        return keras.models.load_model(file, safe_mode=True)

@@ -4,6 +4,7 @@
         data/images.csv         every file the audit looked at: checks, hashes, near-duplicate group
         data/excluded.csv       files left out, each with the reason
         data/audit.json         the audit's summary numbers
+        params.json             the run's parameters
         comparison/             every table and test result of the comparison (04), which the report (05) reads
         interim/                caches that only save time (decoded pixels); safe to delete
         notebooks/*.ipynb       executed copies of the run-wide notebooks (audit, comparison, report)
@@ -53,6 +54,10 @@ class RunPaths:
         return self.root / "notebooks"
 
     @property
+    def params_used(self) -> Path:  # the run's parameters (run-wide: no step's input; for the benchmark)
+        return self.root / "params.json"
+
+    @property
     def steps(self) -> Path:  # per step: wall time, input key, reused or not
         return self.root / "steps.json"
 
@@ -66,6 +71,10 @@ class RunPaths:
     @property
     def comparison_verdict(self) -> Path:  # the significance rule applied (JSON)
         return self.comparison_dir / "verdict.json"
+
+    @property
+    def grad_cam_maps(self) -> Path:  # both models' Grad-CAM maps of the images the report explains
+        return self.comparison_dir / "grad_cam.npz"
 
     @property
     def report_html(self) -> Path:

@@ -74,6 +74,24 @@ def formatted(table: pd.DataFrame, count_rows=(), decimals: int = 3) -> pd.DataF
     return table.apply(row_format, axis=1)
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in the right number: '1 round', '3 rounds', '2 classes' (``plural`` when not noun + 's')."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+# The replication's data: the original study's five classes, its 14-image class, from Grocery Store
+# (params/default.yaml). Sentences about the original study appear only in a report on this data.
+REPLICATION_DATA = {"source": "grocery_store",
+                    "grocery_store": {"label_level": "coarse", "classes": ["Apple", "Juice", "Yoghurt", "Milk", "Oat-Milk"],
+                                      "max_per_class": {"Oat-Milk": 14}}}
+
+
+def is_replication(params) -> bool:
+    """Whether the run studies the replication's data (whatever its other params)."""
+    data = params.to_dict()["data"]
+    return data["source"] == REPLICATION_DATA["source"] and data["grocery_store"] == REPLICATION_DATA["grocery_store"]
+
+
 def pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
@@ -95,8 +113,10 @@ def _ranked(results: dict[str, ModelResults], key: str = "macro_f1") -> list[Mod
     return sorted(results.values(), key=lambda r: r.metrics[key], reverse=True)
 
 
-def abstract_html(audit: dict, comparison: Comparison) -> str:
-    """The abstract: dataset, rounds, both models' mean macro-F1 with intervals, the smallest class's F1."""
+def abstract_html(audit: dict, comparison: Comparison, replication: bool, grouped: bool) -> str:
+    """The abstract: dataset, rounds, both models' mean macro-F1 with intervals, the smallest class's F1;
+    the original study's score only for the ``replication``; what ``grouped`` (near-duplicate groups kept
+    whole) did to the splits."""
     small, small_n = smallest_class(audit)
     summary = comparison.summary
     f1 = summary.xs("macro-F1", level="metric").sort_values("mean", ascending=False)
@@ -104,18 +124,96 @@ def abstract_html(audit: dict, comparison: Comparison) -> str:
     rare = summary.xs(f"F1: {small}", level="metric")
     trainable = comparison.first_round.loc["trainable parameters"].astype(int)
     leaks = sum(row["test images with a training near-duplicate (used)"] for row in audit["leaks_by_round"])
+    rounds = int(b["rounds"])
+    over = (f"Over {count(rounds, 'evaluation round')}, each with its own split and seed," if rounds > 1
+            else "In one evaluation round,")
+    original = " (the original study: 0.00 for both)" if replication else ""
+    remaining = f"{count(leaks, 'test image')} with a near-duplicate in training {'remains' if leaks == 1 else 'remain'}"
+    splits = (f"Splits keep near-duplicate photographs together ({remaining})" if grouped
+              else f"Near-duplicate grouping was switched off ({remaining})")
     return (
         "<p>We compare a convolutional network trained from scratch with MobileNetV2 transfer learning for "
-        f"classifying product photographs, on {audit['images_usable']:,} images in {len(audit['classes'])} classes "
-        f"whose smallest class, <i>{escape(small)}</i>, has only {small_n} images. Over {int(b['rounds'])} "
-        f"evaluation round(s), each with its own split and seed, {escape(best)} reaches a mean macro-F1 of "
+        f"classifying product photographs, on {count(audit['images_usable'], 'image')} in "
+        f"{count(len(audit['classes']), 'class', 'classes')} whose smallest class, <i>{escape(small)}</i>, has "
+        f"only {count(small_n, 'image')}. {over} {escape(best)} reaches a mean macro-F1 of "
         f"{b['mean']:.3f} (95 % interval {b['low']:.3f}–{b['high']:.3f}) against {o['mean']:.3f} "
         f"({o['low']:.3f}–{o['high']:.3f}) for {escape(other)}, while training {trainable[best]:,} parameters "
         f"against {trainable[other]:,}. On the smallest class the mean F1 is {rare.loc[best, 'mean']:.2f} for "
-        f"{escape(best)} and {rare.loc[other, 'mean']:.2f} for {escape(other)} (the original study: 0.00 for "
-        f"both). Splits keep near-duplicate photographs together ({leaks} test image(s) with a near-duplicate "
-        "in training remain), and the test split never takes part in any choice.</p>"
+        f"{escape(best)} and {rare.loc[other, 'mean']:.2f} for {escape(other)}{original}. {splits}, and the "
+        "test split never takes part in any choice.</p>"
     )
+
+
+def introduction_html(params, audit: dict) -> str:
+    """The introduction: for the replication, the study it replicates and what we do differently; for any other
+    data, that data (source, classes, sizes) and the question the report answers on it."""
+    grouped = params.split.group_near_duplicates
+    how = ("on several splits that keep near-duplicate photographs together" if grouped
+           else "on several splits (near-duplicate grouping switched off)")
+    rounds = len(params.evaluation.seeds) * (params.evaluation.folds if params.evaluation.scheme == "kfold" else 1)
+    if rounds == 1:
+        how = how.replace("on several splits", "on one split")
+    if is_replication(params):
+        return (
+            "<p>Recognising products from photographs taken in shops is a small-data problem: a few hundred images "
+            "per product, and some products photographed only a handful of times. The study we replicate compared "
+            "two answers to it on 1,909 product photographs in five classes, one of which had only 14 images: a "
+            "small convolutional network (CNN) trained from scratch, and MobileNetV2 pretrained on ImageNet and "
+            "adapted by transfer learning. Its open problems were class imbalance, the small dataset and "
+            "overfitting; both of its models scored an F1 of zero on the 14-image class, and its test images leaked "
+            "into training; it also fed MobileNetV2 pixels in [0, 1], not the [−1, 1] its ImageNet weights expect. "
+            "We repeat the comparison on open data (the Grocery Store dataset, Klasson et al., 2019: "
+            f"five of its coarse classes, one sampled down to 14 images), {how}, with the minority-class method "
+            "chosen on validation data only, and report every number, interval and test from the run itself.</p>"
+        )
+    counts = audit["classes"]
+    small, large = min(counts, key=counts.get), max(counts, key=counts.get)
+    return (
+        "<p>This report compares two ways to classify product photographs on the data of this run: a small "
+        "convolutional network (CNN) trained from scratch, and MobileNetV2 pretrained on ImageNet and adapted by "
+        f"transfer learning. The data: {escape(source_description(params))}, "
+        f"{count(audit['images_usable'], 'usable image')} in {count(len(counts), 'class', 'classes')}, from "
+        f"<i>{escape(large)}</i> ({count(counts[large], 'image')}) down to <i>{escape(small)}</i> "
+        f"({count(counts[small], 'image')}). Both models are trained and tested {how}, with the minority-class "
+        "method chosen on validation data only; every number, interval and test comes from the run itself.</p>"
+    )
+
+
+def source_description(params) -> str:
+    """Where the run's images come from, in words (a folder or manifest by its name, not its whole path)."""
+    data = params.data
+    if data.source == "folder":
+        return f"the image folder “{data.directory.name}” (one sub-folder per class)"
+    if data.source == "manifest":
+        return f"the images listed in “{data.manifest.name}”, with the split it gives"
+    chosen = data.grocery_store
+    which = "all" if chosen.classes is None else "a selection"
+    return f"{which} of the {chosen.label_level} classes of the Grocery Store dataset (Klasson et al., 2019)"
+
+
+REFERENCES = {
+    "grocery": "M. Klasson, C. Zhang, H. Kjellström. <i>A Hierarchical Grocery Store Image Dataset with Visual and "
+               "Semantic Labels.</i> IEEE Winter Conference on Applications of Computer Vision (WACV), 2019.",
+    "mobilenetv2": "M. Sandler, A. Howard, M. Zhu, A. Zhmoginov, L.-C. Chen. <i>MobileNetV2: Inverted Residuals and "
+                   "Linear Bottlenecks.</i> CVPR, 2018.",
+    "imagenet": "J. Deng, W. Dong, R. Socher, L.-J. Li, K. Li, L. Fei-Fei. <i>ImageNet: A Large-Scale Hierarchical "
+                "Image Database.</i> CVPR, 2009.",
+    "logit_adjustment": "A. K. Menon, S. Jayasumana, A. S. Rawat, H. Jain, A. Veit, S. Kumar. <i>Long-tail learning "
+                        "via logit adjustment.</i> ICLR, 2021.",
+    "grad_cam": "R. R. Selvaraju, M. Cogswell, A. Das, R. Vedantam, D. Parikh, D. Batra. <i>Grad-CAM: Visual "
+                "Explanations from Deep Networks via Gradient-based Localization.</i> ICCV, 2017.",
+    "keras": "F. Chollet et al. <i>Keras.</i> https://keras.io, 2015–; <i>Transfer learning &amp; fine-tuning</i> guide.",
+    "sklearn": "F. Pedregosa et al. <i>Scikit-learn: Machine Learning in Python.</i> JMLR 12, 2011.",
+}
+
+
+def references_html(params) -> str:
+    """The works this run's report rests on, numbered: the dataset only when the run uses it, logit adjustment
+    only when it was compared."""
+    keys = [key for key in REFERENCES
+            if (key != "grocery" or params.data.source == "grocery_store")
+            and (key != "logit_adjustment" or "logit_adjustment" in params.minority.methods)]
+    return "<ol>" + "".join(f"<li>{REFERENCES[key]}</li>" for key in keys) + "</ol>"
 
 
 def data_html(audit: dict, image_size: tuple[int, int]) -> str:
@@ -130,12 +228,13 @@ def data_html(audit: dict, image_size: tuple[int, int]) -> str:
         f"ratio of {audit['imbalance_ratio']:.1f} to 1. The first evaluation round's stratified split "
         f"gives {sizes.get('train', 0):,} training, {sizes.get('val', 0):,} validation and "
         f"{sizes.get('test', 0):,} test images. All images are resized to {image_size[0]} × {image_size[1]} "
-        f"pixels.</p><p>Exact duplicates (identical bytes): {audit['exact_duplicate_pairs']} pair(s), "
+        f"pixels.</p><p>Exact duplicates (identical bytes): {count(audit['exact_duplicate_pairs'], 'pair')}, "
         f"{audit['exact_duplicate_pairs_across_splits']} of them across splits. Near-duplicates (perceptual "
-        f"hashes within the audit's threshold): {audit['near_duplicate_pairs']} pair(s), "
+        f"hashes within the audit's threshold): {count(audit['near_duplicate_pairs'], 'pair')}, "
         f"{audit['near_duplicate_pairs_across_splits']} across splits; "
-        f"{audit['test_images_with_a_train_duplicate']} test image(s) of the first round have a near-duplicate "
-        f"in training.</p>" + grouping_html(audit)
+        f"{count(audit['test_images_with_a_train_duplicate'], 'test image')} of the first round "
+        f"{'has' if audit['test_images_with_a_train_duplicate'] == 1 else 'have'} a near-duplicate in training.</p>"
+        + grouping_html(audit)
     )
 
 
@@ -151,10 +250,10 @@ def grouping_html(audit: dict) -> str:
     return (
         f"<p>Photographs of one product taken in one session look alike without being copies. Pairs of images "
         f"whose ImageNet MobileNetV2 features have a cosine similarity of at least "
-        f"{thresholds['feature_min_similarity']} ({audit['feature_duplicate_pairs']} pair(s)), or whose perceptual "
+        f"{thresholds['feature_min_similarity']} ({count(audit['feature_duplicate_pairs'], 'pair')}), or whose perceptual "
         f"hashes differ by at most {thresholds['phash_max_distance']} bits, are joined into near-duplicate groups: "
         f"{audit['near_duplicate_groups']:,} groups, the largest of {audit['largest_group']} images. {how}. "
-        f"Test images with a near-duplicate in training, over the {len(leaks)} round(s): "
+        f"Test images with a near-duplicate in training, over {'the ' + count(len(leaks), 'round') if len(leaks) > 1 else 'the one round'}: "
         f"{int(plain.sum())} with plain stratified splits, <b>{int(used.sum())}</b> with the splits used.</p>"
     )
 
@@ -194,8 +293,8 @@ def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFra
     if mob.activation_cache:
         views = mob.augmented_views
         cached = (
-            f"frozen layers run once per input, not every epoch: each training image enters as {views} fixed "
-            f"augmented view(s), epoch e training on view e mod {views} (validation and test images, not "
+            "frozen layers run once per input, not every epoch: each training image enters as "
+            f"{count(views, 'fixed augmented view')}, epoch e training on view e mod {views} (validation and test images, not "
             "augmented, are computed exactly as without the cache)"
         )
     else:
@@ -239,9 +338,43 @@ def agreement_html(agreement: pd.DataFrame) -> str:
     only_first, only_second = int(agreement.loc["right", "wrong"]), int(agreement.loc["wrong", "right"])
     both_wrong = int(agreement.loc["wrong", "wrong"])
     return (
-        f"<p>{escape(first)} classifies {only_first} test image(s) correctly that {escape(second)} gets wrong, "
-        f"and {escape(second)} {only_second} that {escape(first)} gets wrong; {both_wrong} image(s) defeat both.</p>"
+        f"<p>{escape(first)} classifies {count(only_first, 'test image')} correctly that {escape(second)} gets "
+        f"wrong, and {escape(second)} {only_second} that {escape(first)} gets wrong; {count(both_wrong, 'image')} "
+        f"{'defeats' if both_wrong == 1 else 'defeat'} both.</p>"
     )
+
+
+def explanations_html(explanations) -> str:
+    """What the explanation figures show, and the disagreements and confusions in words (`lib.explain.Explanations`)."""
+    discordant = explanations.discordant
+    by_model = discordant["right"].value_counts()
+    models = list(explanations.maps)
+    disagree = (f"The two models disagree on {count(len(discordant), 'test image')} of the first round "
+                f"({'; '.join(f'{escape(m)} alone is right on {by_model.get(m, 0)}' for m in models)}): the "
+                "discordant images McNemar's test counts." if len(discordant) else
+                "The two models agree on every test image of the first round: no image is right for one and wrong "
+                "for the other.")
+    confused = explanations.most_confused
+    worst = []
+    for model in models:
+        rows = confused[confused["model"] == model]
+        if len(rows):
+            top = rows.iloc[0]
+            worst.append(f"{escape(model)} most often takes <i>{escape(str(top['true_label']))}</i> for "
+                         f"<i>{escape(str(top['predicted_label']))}</i> ({count(int(top['count']), 'image')})")
+        else:
+            worst.append(f"{escape(model)} confuses no class with another")
+    return (
+        "<p>Grad-CAM (Selvaraju et al., 2017) shows where in a photo each model finds the evidence for the class it "
+        "predicts: the last convolutional feature maps, weighted by how much that class's score rises with each. "
+        f"{disagree} {'; '.join(worst)}.</p>"
+    )
+
+
+def most_confused_table(most_confused: pd.DataFrame, per_model: int = 5) -> pd.DataFrame:
+    """Each model's ``per_model`` most-confused (true, predicted) pairs, readable column names."""
+    top = most_confused.groupby("model", sort=False).head(per_model)
+    return top.rename(columns={"true_label": "true class", "predicted_label": "predicted as", "count": "test images"})
 
 
 def overfitting_verdict(gap: float, threshold: float = 5.0) -> str:
@@ -256,9 +389,10 @@ def overfitting_verdict(gap: float, threshold: float = 5.0) -> str:
 OVERFITTING_GAP = "train - val accuracy at kept epoch (points)"  # a row of `lib.compare.comparison_table`
 
 
-def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: pd.DataFrame,
+def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: pd.DataFrame, replication: bool,
                     overfit_threshold: float = 5.0) -> str:
-    """Overfitting, the minority class and cost, in the round that Section 4 shows (the first)."""
+    """Overfitting, the minority class and cost, in the round the results section shows (the first); the
+    original study's score on its rare class only for the ``replication``."""
     small, small_n = smallest_class(audit)
     gaps = first_round.loc[OVERFITTING_GAP].astype(float).to_dict()
     parts = [f"{escape(name)} {overfitting_verdict(gap, overfit_threshold)}" for name, gap in gaps.items()]
@@ -270,16 +404,18 @@ def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: 
         for r in results.values()
     )
     cost = "; ".join(
-        f"{escape(r.name)} trained for {r.metrics['training_seconds']:.0f} s over {sum(r.metrics['epochs_run'].values())} "
-        f"epochs and classifies an image in {1000 * r.metrics['inference_seconds_per_image']:.1f} ms"
+        f"{escape(r.name)} trained for {r.metrics['training_seconds']:.0f} s over "
+        f"{count(sum(r.metrics['epochs_run'].values()), 'epoch')} and classifies an image in {1000 * r.metrics['inference_seconds_per_image']:.1f} ms"
         for r in results.values()
     )
+    original = " (the original study scored 0.00 with both models)" if replication else ""
+    in_test = f"{support} {'is' if support == 1 else 'are'} in the round's test split"
     return (
         f"<p><b>Overfitting (first round).</b> {'; '.join(parts)}.{why}</p>"
-        f"<p><b>The minority class (first round).</b> <i>{escape(small)}</i> has {small_n} images, of which {support} are in the "
-        f"round's test split. F1 on it: {minority} (the original study scored 0.00 with both models). With so few "
-        f"test images, each one moves this class's recall by {1 / max(support, 1):.2f}: these numbers are fragile, "
-        f"which is why Section 5 gives them over every round.</p>"
+        f"<p><b>The minority class (first round).</b> <i>{escape(small)}</i> has {count(small_n, 'image')}, of which "
+        f"{in_test}. F1 on it: {minority}{original}. With so few test images, each one moves this class's recall "
+        f"by {1 / max(support, 1):.2f}: these numbers are fragile, which is why the statistical analysis gives "
+        f"them over every round.</p>"
         f"<p><b>Cost (first round).</b> {cost} on this machine.</p>"
     )
 
@@ -295,10 +431,10 @@ def conclusion_html(comparison: Comparison) -> str:
     (best, best_f1), (other, other_f1) = list(means.items())[:2]
     rounds = int(summary["rounds"].iloc[0])
     finding = (
-        f"{escape(best)} gives the better mean macro-F1 over {rounds} round(s) ({best_f1:.3f} against "
+        f"{escape(best)} gives the better mean macro-F1 over {count(rounds, 'round')} ({best_f1:.3f} against "
         f"{other_f1:.3f}), and the difference is significant"
         if significant
-        else f"{escape(best)} scores the higher mean macro-F1 over {rounds} round(s) ({best_f1:.3f} against "
+        else f"{escape(best)} scores the higher mean macro-F1 over {count(rounds, 'round')} ({best_f1:.3f} against "
         f"{other_f1:.3f}), but the difference is not significant"
     )
     if not significant and comparison.verdict["paired_evidence_favours"] == best:
@@ -361,7 +497,7 @@ def statistics_html(comparison: Comparison, scheme: str) -> str:
                else f"the difference between the models is not significant at the 5 % level "
                     f"({not_significant_because(verdict)})")
     return (
-        f"<p>The study ran {rounds} evaluation round(s) ({SCHEME_NAMES[scheme]}); each round draws its own split and "
+        f"<p>The study ran {count(rounds, 'evaluation round')} ({SCHEME_NAMES[scheme]}); each round draws its own split and "
         "its own initialisation. Below, each metric is given as its mean over rounds ± the standard deviation "
         "between rounds, with a 95 % percentile bootstrap interval of the mean (scipy; each round's test images "
         f"resampled independently). Macro-F1: {per_model}. McNemar's exact test on each round's paired test "
@@ -405,9 +541,10 @@ SCHEME_NAMES = {"holdout": "repeated stratified hold-out", "kfold": "stratified 
 NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three"}
 
 
-def method_phrase(method: str, tau_grid: list[float]) -> str:
-    """A method in words; for logit adjustment, whether its strength was fixed in advance or tuned."""
-    title = METHODS[method].title
+def method_phrase(method: str, tau_grid: list[float], replication: bool = False) -> str:
+    """A method in words; for logit adjustment, whether its strength was fixed in advance or tuned; for the
+    ``replication``, which method the original study used."""
+    title = METHODS[method].title + (" (the original study's choice)" if replication and method == "class_weight" else "")
     if not METHODS[method].adjusts_logits:
         return title
     if len(tau_grid) == 1:
@@ -417,7 +554,7 @@ def method_phrase(method: str, tau_grid: list[float]) -> str:
             "in the comparison: it alone is fitted to the images that rank the methods)")
 
 
-def methods_html(methods: pd.DataFrame, minority_params) -> str:
+def methods_html(methods: pd.DataFrame, minority_params, replication: bool = False) -> str:
     """Which method each model's headline results use, and why (validation only), and how many
     rare validation images the choice rests on."""
     if methods.empty:
@@ -431,7 +568,7 @@ def methods_html(methods: pd.DataFrame, minority_params) -> str:
         for _, row in chosen.iterrows()
     )
     compared = list(dict.fromkeys(methods["method"]))
-    described = ", ".join(escape(method_phrase(m, minority_params.tau_grid)) for m in compared)
+    described = ", ".join(escape(method_phrase(m, minority_params.tau_grid, replication)) for m in compared)
     if len(compared) == 1:
         return (f"<p>One way to keep the rare class <i>{minority}</i> from being ignored was configured, "
                 f"{described}, so no method was compared; its first-round validation scores: {parts}.</p>")
@@ -447,8 +584,8 @@ def methods_html(methods: pd.DataFrame, minority_params) -> str:
 
 def evidence_sentence(methods: pd.DataFrame, minority: str) -> str:
     """How many rare validation images the choice rests on."""
-    count = int(methods.loc[methods["split"] == "val", "minority_images"].max())
-    return (f" The choice rests on {count} validation image(s) of <i>{minority}</i>: methods that differ by one "
+    images = int(methods.loc[methods["split"] == "val", "minority_images"].max())
+    return (f" The choice rests on {count(images, 'validation image')} of <i>{minority}</i>: methods that differ by one "
             "such image cannot be told apart, so it is a pre-set rule rather than evidence that one method is "
             "better.")
 
@@ -462,22 +599,28 @@ def calibration_html(errors: dict[str, float]) -> str:
     )
 
 
-def limitations_html(audit: dict, comparison: Comparison) -> str:
-    """Limitations written from the run's numbers: how thin the evidence on the smallest class is."""
+def limitations_html(audit: dict, comparison: Comparison, grouped: bool) -> str:
+    """Limitations written from the run's numbers: how thin the evidence on the smallest class is, what the
+    rounds are (and are not), and what near-duplicate grouping (``grouped``: on) leaves."""
     small, small_n = smallest_class(audit)
     per_round = comparison.per_round
     supports = sorted(set(comparison.support[small].astype(int)))
-    tested = " or ".join(str(n) for n in supports)
+    tested = f"{' or '.join(str(n) for n in supports)} {'image' if supports == [1] else 'images'}"
     rounds = per_round["round"].nunique()
     f1 = per_round[f"F1: {small}"]
+    spread = (f"Over {count(rounds, 'round')} its F1 ranges from {f1.min():.2f} to {f1.max():.2f}. The rounds share "
+              f"the same {audit['images_usable']:,} photographs, so they are not independent samples"
+              if rounds > 1 else f"In the one round its F1 is {f1.iloc[0]:.2f}; one round cannot say how much that "
+              "varies with the split")
+    grouping = ("Near-duplicate grouping depends on two thresholds; photographs of one product taken in different "
+                "sessions can still be more alike than photographs of different products." if grouped else
+                "Near-duplicate grouping was switched off, so a test image may have a near-twin in training (the "
+                "data section counts them), which flatters both models.")
     return (
-        f"<p><b>Limitations.</b> The smallest class, <i>{escape(small)}</i>, has {small_n} images, so each "
-        f"round tests it on only {tested} image(s): one image more or less right moves its recall by "
-        f"{1 / max(min(supports), 1):.2f}. Over {rounds} round(s) its F1 ranges from {f1.min():.2f} to "
-        f"{f1.max():.2f}. The rounds share the same {audit['images_usable']:,} photographs, so they are not "
-        "independent samples, and the bootstrap intervals describe the test images of this dataset, not other "
-        "shops or cameras. Near-duplicate grouping depends on two thresholds; photographs of one product taken "
-        "in different sessions can still be more alike than photographs of different products.</p>"
+        f"<p><b>Limitations.</b> The smallest class, <i>{escape(small)}</i>, has {count(small_n, 'image')}, so "
+        f"{'the round tests' if rounds == 1 else 'each round tests'} it on only {tested}: one image more or less "
+        f"right moves its recall by {1 / max(min(supports), 1):.2f}. {spread}, and the bootstrap intervals describe "
+        f"the test images of this dataset, not other shops or cameras. {grouping}</p>"
     )
 
 

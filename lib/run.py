@@ -37,10 +37,10 @@ import nbformat
 import psutil
 
 from lib.assets import seed_keras_cache
+from lib.compare import MODELS
 from lib.config import ParamsError, load_params
 from lib.paths import NOTEBOOKS_DIR, RunPaths, run_paths
 from lib.provenance import package_versions
-from lib.compare import MODELS
 from lib.rounds import Round, Rounds, evaluation_rounds
 from lib.sources import read_split_manifest
 
@@ -59,14 +59,15 @@ def _model_step_reads(model: str):
 
 
 def _comparison_reads(run: RunPaths, rounds: Rounds, round_: None) -> list[Path]:
-    """The comparison reads every round's test predictions, histories and metrics, and the method tables."""
-    files = []
+    """The comparison reads every round's test predictions, histories and metrics, and in the first round the
+    method tables, the split and the trained models (whose Grad-CAM maps it computes)."""
+    files = [run.round(rounds.first.name).split_manifest]
     for r in rounds:
         for model in MODELS:
             paths = run.round(r.name).model(model)
             files += [paths.metrics, paths.history, paths.predictions]
             if r == rounds.first:
-                files.append(paths.methods)
+                files += [paths.methods, paths.model]
     return files
 
 
@@ -115,7 +116,7 @@ STEPS = (
     Step("03_mobilenetv2.ipynb", "MobileNetV2 transfer learning", (*_MODEL_PARAMS, "mobilenet_v2"),
          _model_step_reads("mobilenetv2"), model="mobilenetv2"),
     # writes comparison/
-    Step("04_comparison.ipynb", "Comparison", ("seed", "evaluation"), _comparison_reads),
+    Step("04_comparison.ipynb", "Comparison", ("seed", "evaluation", "data.image_size"), _comparison_reads),
     # the report notebook, rendered to report.html and report.pdf
     Step("05_report.ipynb", "Report", ("*",), _report_reads, always=True),
 )
@@ -405,6 +406,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
         if final.root.is_dir():
             shutil.copytree(final.root, staging.root, copy_function=_link_caches)  # what unchanged steps reuse
     staging.root.mkdir(parents=True, exist_ok=True)
+    staging.params_used.write_text(json.dumps(params.study_values(), indent=2) + "\n")
     data_listing = data_source_listing(params)
 
     plan = planned_steps(params)

@@ -49,13 +49,13 @@ def test_parts_can_use_the_split_of_an_earlier_run_with_the_same_data_params(tmp
     manifest = run / "rounds" / benchmark.ROUND / "split.csv"
     manifest.write_text("relpath,label,split\n")
     same = write_params(tmp_path / "same.yaml", {"evaluation": {"seeds": [1, 2]}})  # other rounds: still the same data
-    (run / "data" / "audit.json").write_text(json.dumps({"params": load_params(same).to_dict()}))
+    (run / "params.json").write_text(json.dumps(load_params(same).study_values()))  # as lib.run writes it
     assert benchmark.split_of_earlier_run(run, same) == manifest
 
     other = write_params(tmp_path / "other.yaml", {"data": {"image_size": [96, 96]}})
     with pytest.raises(SystemExit, match="other 'data' params"):
         benchmark.split_of_earlier_run(run, other)
-    with pytest.raises(SystemExit, match="no audit or round"):
+    with pytest.raises(SystemExit, match="no params or round"):
         benchmark.split_of_earlier_run(tmp_path, same)
 
 

@@ -87,7 +87,7 @@ def test_models_load_in_safe_mode_even_where_unsafe_loading_was_switched_on(tmp_
     training's included) must stay safe when some code has switched the global default off."""
     from keras.src.backend.common import global_state
 
-    from lib.experiment import load_trained_model
+    from lib.models import load_trained_model
 
     file = tmp_path / "model.keras"
     inputs = keras.Input((4,))

@@ -1,12 +1,12 @@
 """The report's methods table says how each model was fed, from the run's own params."""
 
 from lib import report
-from lib.config import parse_params
+from lib.config import load_params, parse_params
 
 
 def test_methods_table_says_what_the_activation_cache_means():
     cached = report.methods_table(parse_params({"mobilenet_v2": {"augmented_views": 3}}))
-    assert "3 fixed augmented view(s)" in cached.loc["training inputs", "MobileNetV2"]
+    assert "3 fixed augmented views" in cached.loc["training inputs", "MobileNetV2"]
     assert "view e mod 3" in cached.loc["training inputs", "MobileNetV2"]
     plain = report.methods_table(parse_params({"mobilenet_v2": {"activation_cache": False}}))
     assert "recomputed on every image in every epoch" in plain.loc["training inputs", "MobileNetV2"]
@@ -40,7 +40,7 @@ def test_the_method_paragraph_names_the_methods_that_were_compared():
     two = report.methods_html(rows(["oversample", "logit_adjustment"]), minority_params)
     assert two.startswith("<p>Two ways") and "oversampling" in two and "class weights" not in two
     assert "Custom CNN: oversample (validation macro-F1 0.900" in two
-    assert "tau = 1, fixed in advance" in two and "rests on 2 validation image(s) of <i>Oat-Milk</i>" in two
+    assert "tau = 1, fixed in advance" in two and "rests on 2 validation images of <i>Oat-Milk</i>" in two
     tuned = report.methods_html(rows(["logit_adjustment"] * 1 + ["oversample"]),
                                 parse_params({"minority": {"tau_grid": [0.0, 1.0]}}).minority)
     assert "tuned on validation (which favours it" in tuned
@@ -61,3 +61,34 @@ def test_the_method_table_puts_minority_precision_recall_and_f1_in_one_column_va
     assert table["minority P / R / F1"].iloc[0] == "0.25/1.00/0.40"
     assert table.loc[("Custom CNN", "oversample", "val"), "chosen"] == "yes"
     assert "minority F1" not in table.columns
+
+
+AUDIT = {"images_usable": 31, "classes": {"big": 20, "mid": 10, "one": 1}}
+
+
+def test_counts_are_written_in_the_right_number():
+    assert report.count(1, "round") == "1 round" and report.count(3, "round") == "3 rounds"
+    assert report.count(1, "class", "classes") == "1 class" and report.count(0, "class", "classes") == "0 classes"
+    assert report.count(1830, "image") == "1,830 images"
+
+
+def test_sentences_about_the_original_study_appear_only_in_the_replication(tmp_path):
+    replication = load_params("params/default.yaml")
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    own = parse_params({"data": {"source": "folder", "directory": str(folder)}, "split": {"group_near_duplicates": False},
+                        "evaluation": {"seeds": [1]}})
+    assert report.is_replication(replication) and not report.is_replication(own)
+    other_classes = parse_params({"data": {"grocery_store": {"classes": ["Apple", "Juice"], "max_per_class": {}}}})
+    assert not report.is_replication(parse_params({}))  # all of Grocery Store's coarse classes
+    assert not report.is_replication(other_classes)
+
+    original = report.introduction_html(replication, AUDIT)
+    assert "1,909" in original and "14 images" in original and "keep near-duplicate photographs together" in original
+    yours = report.introduction_html(own, AUDIT)
+    assert "1,909" not in yours and "replicate" not in yours and "original" not in yours
+    assert "the image folder “my photos”" in yours and "31 usable images in 3 classes" in yours
+    assert "<i>one</i> (1 image)" in yours and "on one split (near-duplicate grouping switched off)" in yours
+    assert "Klasson" in report.references_html(replication) and "Klasson" not in report.references_html(own)
+    assert "Menon" in report.references_html(replication)
+    assert "Menon" not in report.references_html(parse_params({"minority": {"methods": ["class_weight"]}}))

@@ -16,7 +16,7 @@ import yaml
 from conftest import make_class_folders, write_params
 from lib import run
 from lib.assets import MOBILENET_V2_WEIGHTS_NAME
-from lib.experiment import load_trained_model
+from lib.models import load_trained_model
 from lib.config import load_params
 from lib.minority import Postprocessing
 from lib.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
@@ -45,20 +45,27 @@ TINY_CLASSES = {"alpha": 12, "beta": 10, TRICKY: 8}
 
 
 def test_children_memory_peak_measures_what_a_child_process_holds():
+    """Measured in a fresh interpreter: this test process may have children of earlier tests (worker pools)."""
     import subprocess
     import sys
-    import time
 
-    holding = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)"
-    already_running = subprocess.Popen([sys.executable, "-c", holding.replace("1.5", "30")])  # not the block's
-    time.sleep(1.0)
-    with run.ChildrenMemoryPeak(interval=0.05) as large:
-        subprocess.run([sys.executable, "-c", holding], check=True)
-    with run.ChildrenMemoryPeak(interval=0.05) as small:
-        subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5)"], check=True)
-    already_running.kill()
-    assert 0.28 <= large.gib <= 0.5  # 300 MiB touched, plus the interpreter
-    assert small.gib < 0.1
+    measure = """
+import subprocess, sys, time
+from lib.run import ChildrenMemoryPeak
+holding = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)"
+already_running = subprocess.Popen([sys.executable, "-c", holding.replace("1.5", "30")])  # not the block's
+time.sleep(1.0)
+with ChildrenMemoryPeak(interval=0.05) as large:
+    subprocess.run([sys.executable, "-c", holding], check=True)
+with ChildrenMemoryPeak(interval=0.05) as small:
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5)"], check=True)
+already_running.kill()
+print(large.gib, small.gib)
+"""
+    printed = subprocess.run([sys.executable, "-c", measure], check=True, capture_output=True, text=True).stdout
+    large, small = map(float, printed.split())
+    assert 0.28 <= large <= 0.5  # 300 MiB touched, plus the interpreter
+    assert small < 0.1
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +135,8 @@ def test_audit_writes_a_split_manifest_per_round(tiny_study):
     assert summary["classes"] == TINY_CLASSES
     assert summary["imbalance_ratio"] == 1.5
     assert "params" not in summary and "params_fingerprint" not in summary  # run-wide: the report's, not the audit's
+    run_params = json.loads((root / "params.json").read_text())  # where the run records them, read by no step
+    assert run_params["data"]["image_size"] == [32, 32] and "reports_dir" not in run_params
 
 
 @pytest.mark.slow
@@ -278,6 +287,12 @@ def test_report_is_rendered_with_the_runs_numbers_and_no_code(tiny_study):
                     "6 Discussion", "7 Conclusion and future work", "References", "Appendix: reproducibility"):
         assert section in html
     assert "McNemar" in html and "Limitations." in html and "ECE" in html
+    # explanations: Grad-CAM of both models on the same images, the top losses, the most-confused pairs
+    assert "Grad-CAM of both models on the same test images" in html and "Top losses:" in html
+    assert "most-confused class pairs" in html
+    # a user's folder, not the replication: no sentence about the original study; counts in the right number
+    assert "original study" not in html and "1,909" not in html and "replicate" not in html
+    assert "(s)" not in html
     figures = re.findall(r"<b>Figure (\d+)\.</b>", html)
     assert figures == [str(n) for n in range(1, len(figures) + 1)] and len(figures) >= 9
     assert "<b>Table 1.</b>" in html and "<b>Table 10.</b>" in html
@@ -356,7 +371,7 @@ def test_model_folders_hold_only_files_that_a_step_or_a_user_reads(tiny_study):
             files = ModelPaths(paths.round(round_name).model(model).root)
             written = set(files.root.rglob("*"))
             # model.keras: the trained model itself, for its users (and the artefacts test above)
-            assert written - declared == {files.model}, f"{files.root} holds files nothing reads"
+            assert written - declared <= {files.model}, f"{files.root} holds files nothing reads"
 
 
 @pytest.mark.slow
