@@ -3,17 +3,20 @@
 Photos of one product taken in one session look alike without being pixel duplicates, so
 a random split leaks: a test image's near-twin is in training. Pairs of similar images
 (close perceptual hashes, or ImageNet features with a high cosine similarity) are joined
-into groups (connected components: if A~B and B~C, A, B and C are one group), and the
-split assigns whole groups, stratified by class, with scikit-learn's
-``StratifiedGroupKFold``.
+into groups by complete linkage within each class: every two members of a group are a
+pair themselves, so groups cannot chain (A~B and B~C do not put A and C together unless
+A~C), and a group never spans two classes. The split assigns whole groups, stratified by
+class, with scikit-learn's ``StratifiedGroupKFold``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import squareform
 from sklearn.model_selection import StratifiedGroupKFold
 
 from lib.split import SplitError, check_splittable
@@ -60,13 +63,84 @@ def similar_feature_pairs(features: np.ndarray, min_cosine: float, block: int = 
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["a", "b", "cosine"])
 
 
-def near_duplicate_groups(n_images: int, pairs: pd.DataFrame) -> np.ndarray:
-    """A group number per image: images linked by any chain of pairs share one (singletons get their own)."""
+def _pair_ends(n_images: int, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     a, b = pairs["a"].to_numpy(dtype=int), pairs["b"].to_numpy(dtype=int)
     if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= n_images):
         raise ValueError(f"pairs refer to images outside 0..{n_images - 1}")
+    return a, b
+
+
+def chained_groups(n_images: int, pairs: pd.DataFrame) -> np.ndarray:
+    """A group number per image: images linked by any chain of pairs share one (connected components).
+
+    Single linkage: kept only to show what chaining would have done (it can swallow a class
+    whose images all look a little alike); the split uses `near_duplicate_groups`.
+    """
+    a, b = _pair_ends(n_images, pairs)
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_images, n_images))
     return connected_components(graph, directed=False)[1]
+
+
+NOT_A_PAIR = 2.0  # the linkage distance of two images that are not a pair (pairs lie in [0, 1])
+
+
+def near_duplicate_groups(
+    n_images: int, pairs: pd.DataFrame, labels=None, max_group_size: int | None = None
+) -> np.ndarray:
+    """A group number per image, by complete-linkage clustering of the pairs within each class.
+
+    Complete linkage merges two clusters only while their farthest members are still close,
+    so every two members of a group are a pair themselves; single linkage (chains of pairs)
+    is known to chain dissimilar items into one long cluster (Jain, Murty & Flynn, "Data
+    clustering: a review", ACM Computing Surveys 31(3), 1999, section 5.2; the algorithm is
+    scipy's, Müllner, arXiv:1109.2378). Pairs may carry a ``dissimilarity`` in [0, 1] (see
+    `lib.audit.pair_dissimilarity`) that orders the merges; without it every pair counts 0.
+
+    Pairs whose images have different ``labels`` are ignored (a near-twin under another
+    label is a possible label conflict, not a reason to merge two classes). Groups larger
+    than ``max_group_size`` are cut into pieces of at most that size, in dendrogram order.
+    Memory: one dense distance matrix per connected component of the pairs within a class.
+    """
+    a, b = _pair_ends(n_images, pairs)
+    dissimilarity = (pairs["dissimilarity"].to_numpy(dtype=float) if "dissimilarity" in pairs
+                     else np.zeros(len(a)))
+    if labels is not None:
+        labels = np.asarray(labels)
+        same = labels[a] == labels[b]
+        a, b, dissimilarity = a[same], b[same], dissimilarity[same]
+    components = chained_groups(n_images, pd.DataFrame({"a": a, "b": b}))
+    members_of = pd.Series(np.arange(n_images)).groupby(components).indices  # sorted positions
+    pairs_of = pd.Series(np.arange(len(a))).groupby(components[a]).indices
+    group = np.full(n_images, -1)
+    next_group = 0
+    for component, members in members_of.items():
+        within = pairs_of.get(component, np.array([], dtype=int))
+        for clique in _complete_linkage(members, a[within], b[within], dissimilarity[within], max_group_size):
+            group[clique] = next_group
+            next_group += 1
+    return group
+
+
+def _complete_linkage(members, a, b, dissimilarity, max_group_size) -> list[np.ndarray]:
+    """The complete-linkage groups of one connected component: ``members`` (sorted positions) and its pairs."""
+    if len(members) == 1:
+        return [members]
+    distances = np.full((len(members), len(members)), NOT_A_PAIR)
+    rows, cols = np.searchsorted(members, a), np.searchsorted(members, b)
+    # Two kinds of pair for the same images: the closer one counts.
+    np.minimum.at(distances, (rows, cols), np.clip(dissimilarity, 0.0, 1.0))
+    distances = np.minimum(distances, distances.T)
+    np.fill_diagonal(distances, 0.0)
+    tree = linkage(squareform(distances, checks=False), method="complete")
+    # Cut between the pairs' distances and NOT_A_PAIR: every two members of a cluster are a pair.
+    cluster = fcluster(tree, t=(1.0 + NOT_A_PAIR) / 2, criterion="distance")
+    in_tree_order = leaves_list(tree)
+    found = []
+    for label in np.unique(cluster):
+        clique = in_tree_order[cluster[in_tree_order] == label]
+        size = max_group_size or len(clique)
+        found += [members[clique[start : start + size]] for start in range(0, len(clique), size)]
+    return found
 
 
 def grouped_stratified_split(
@@ -76,26 +150,51 @@ def grouped_stratified_split(
 
     The test share is one fold of ``round(1 / test)`` stratified group folds; validation is
     one fold of the rest, the same way. Raises a `SplitError` naming every class that ends up
-    missing from a split (its images fall into too few groups).
+    missing from a split (its images fall into too few groups) and the largest groups.
     """
     train_share, val_share, test_share = fractions
     check_splittable(labels, fractions)
     y, groups = labels.to_numpy(), np.asarray(groups)
     rest, test = group_fold(np.arange(len(y)), y, groups, max(2, round(1 / test_share)), 0, seed)
     train, val = group_fold(rest, y, groups, max(2, round((train_share + val_share) / val_share)), 0, seed)
-    return assemble_split(labels, train, val, test)
+    return assemble_split(labels, groups, train, val, test)
 
 
 def group_fold(
     members: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int, fold: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fold ``fold`` of ``n_folds`` stratified group folds of ``members``: (the rest, the fold)."""
+    n_groups = len(np.unique(groups[members]))
+    if n_groups < n_folds:  # scikit-learn's own ValueError would not say why, nor what to do
+        raise SplitError(
+            f"a group-aware split needs at least {n_folds} near-duplicate groups here, but the "
+            f"{len(members):,} images form only {n_groups}. {largest_groups_text(y[members], groups[members])}"
+            f" {GROUPING_CHOICES}"
+        )
     folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     rest, held_out = list(folds.split(members, y[members], groups[members]))[fold]
     return members[rest], members[held_out]
 
 
-def assemble_split(labels: pd.Series, train, val, test) -> pd.Series:
+GROUPING_CHOICES = (
+    "Raise the audit's similarity thresholds (audit.feature_min_similarity closer to 1, "
+    "audit.phash_max_distance lower), cap the groups with a smaller split.max_group_size, "
+    "switch grouping off with split.group_near_duplicates: false, or supply your own split "
+    "with data.source: manifest."
+)
+
+
+def largest_groups_text(labels, groups, count: int = 3) -> str:
+    """'The largest groups: 118 of 120 images of 'red', ...' for an error message."""
+    table = pd.DataFrame({"label": np.asarray(labels), "group": np.asarray(groups)})
+    per_class = table["label"].value_counts()
+    sizes = table.groupby("group")["label"].agg(["first", "size"]).sort_values("size", ascending=False)
+    listed = ", ".join(f"{row['size']} of the {per_class[row['first']]} images of '{row['first']}'"
+                       for _, row in sizes.head(count).iterrows())
+    return f"The largest groups: {listed}."
+
+
+def assemble_split(labels: pd.Series, groups, train, val, test) -> pd.Series:
     """The split Series from three position arrays; a `SplitError` names each class a split lacks."""
     assigned = np.empty(len(labels), dtype=object)
     assigned[train], assigned[val], assigned[test] = "train", "val", "test"
@@ -109,9 +208,8 @@ def assemble_split(labels: pd.Series, train, val, test) -> pd.Series:
     if missing:
         raise SplitError(
             "a group-aware split cannot give every class an image in every split: " + "; ".join(missing)
-            + ". Its images form too few near-duplicate groups (or too few for this many folds): add "
-            "images, loosen the audit's similarity thresholds, use fewer folds, or switch "
-            "split.group_near_duplicates off."
+            + ". Its images form too few near-duplicate groups (or too few for this many folds). "
+            + largest_groups_text(labels, groups) + " " + GROUPING_CHOICES
         )
     return split
 

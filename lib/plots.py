@@ -246,3 +246,13 @@ def method_comparison_bars(methods: pd.DataFrame) -> plt.Figure:
     grid.set(xlim=(0, 1.05), xlabel="validation score", ylabel="")
     grid.figure.suptitle("Minority-class methods on the first round's validation split", y=1.04)
     return grid.figure
+
+
+def group_size_histogram(sizes: pd.Series) -> plt.Figure:
+    """Bars of how many near-duplicate groups have each size (``sizes``: groups, indexed by size)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(sizes.index.astype(int), sizes.to_numpy(), color="tab:blue", width=0.8)
+    ax.set_yscale("log")  # singletons outnumber the rest by far
+    ax.set(xlabel="images in the group", ylabel="groups (log scale)", title="Near-duplicate group sizes")
+    fig.tight_layout()
+    return fig
