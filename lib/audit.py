@@ -188,8 +188,9 @@ def pair_dissimilarity(pairs: pd.DataFrame, phash_bits: int = 64) -> np.ndarray:
 
 
 def duplicate_groups(images: pd.DataFrame, pairs: pd.DataFrame, max_group_size: int | None = None,
-                     chained: bool = False) -> np.ndarray:
-    """A near-duplicate group number per row of ``images``, formed within each class (`lib.groups`).
+                     max_group_share: float | None = None, chained: bool = False) -> np.ndarray:
+    """A near-duplicate group number per row of ``images``, formed within each class among the
+    usable images (`lib.groups.near_duplicate_groups`); each unusable row is a group of its own.
 
     ``chained=True`` gives the connected components of the pairs instead (any chain of pairs
     is one group, across classes too): what the grouping did before, for comparison.
@@ -197,11 +198,16 @@ def duplicate_groups(images: pd.DataFrame, pairs: pd.DataFrame, max_group_size: 
     from lib.groups import chained_groups, near_duplicate_groups
 
     positions = pd.Series(np.arange(len(images)), index=images.index)
-    linked = pd.DataFrame({"a": positions[pairs["a"]].to_numpy(), "b": positions[pairs["b"]].to_numpy(),
-                           "dissimilarity": pair_dissimilarity(pairs)})
+    usable = images["usable"].to_numpy()
+    a, b = positions[pairs["a"]].to_numpy(dtype=int), positions[pairs["b"]].to_numpy(dtype=int)
+    both_usable = usable[a] & usable[b]
+    linked = pd.DataFrame({"a": a[both_usable], "b": b[both_usable],
+                           "dissimilarity": pair_dissimilarity(pairs)[both_usable]})
     if chained:
         return chained_groups(len(images), linked)
-    return near_duplicate_groups(len(images), linked, images["label"].to_numpy(), max_group_size)
+    # Unusable rows count in no class size: each gets a label of its own.
+    labels = np.where(usable, images["label"].astype(str).to_numpy(), [f"\0unusable {i}" for i in range(len(images))])
+    return near_duplicate_groups(len(images), linked, labels, max_group_size, max_group_share)
 
 
 def group_sizes(images: pd.DataFrame) -> pd.Series:
@@ -425,7 +431,7 @@ def write_outputs(
     review = cross_class_pairs(pairs)
     review.to_csv(paths.cross_class_pairs, index=False)
     usable = images["usable"].to_numpy()
-    grouping = {"max_group_size": params.split.max_group_size}
+    grouping = {"max_group_size": params.split.max_group_size, "max_group_share": params.split.max_group_share}
     if chained is not None:
         chained_sizes = pd.Series(np.asarray(chained)[usable]).value_counts()
         grouping |= {"chained_groups": int(len(chained_sizes)), "largest_chained_group": int(chained_sizes.max())}
@@ -468,7 +474,8 @@ def findings_markdown(summary: dict) -> str:
         + (" after keeping near-duplicate groups whole." if summary["group_near_duplicates"]
            else " (near-duplicate groups are not kept whole: split.group_near_duplicates is off)."),
         f"- Near-duplicate groups (complete linkage within each class, at most "
-        f"{summary['max_group_size'] or 'any number of'} images): {summary['near_duplicate_groups']:,}, the largest "
+        f"{summary['max_group_size'] or 'any number of'} images and {summary.get('max_group_share') or 1:.0%} of "
+        f"the class): {summary['near_duplicate_groups']:,}, the largest "
         f"of {summary['largest_group']} images"
         + (f"; chaining the pairs instead would have made {summary['chained_groups']:,}, the largest of "
            f"{summary['largest_chained_group']}." if "chained_groups" in summary else "."),

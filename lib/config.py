@@ -33,6 +33,7 @@ from lib.paths import PROJECT_ROOT
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 UnitInterval = Annotated[float, Field(ge=0.0, lt=1.0)]
 MAX_GROUP_SIZE = 50  # see SplitParams.max_group_size and README's calibration note
+MAX_GROUP_SHARE = 0.1  # below the test share (0.15), so that every class has groups for each fold
 RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -127,6 +128,11 @@ class SplitParams(_Section):
         default=MAX_GROUP_SIZE,
         description="Near-duplicate groups larger than this are cut into pieces of at most this size "
         "(a safety net: complete linkage already keeps groups to images that are all alike); null: no cap.",
+    )
+    max_group_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        default=MAX_GROUP_SHARE,
+        description="Near-duplicate groups are also cut to at most this share of their class's images (at least "
+        "one image), so that a class of look-alikes still splits into enough groups; null: no such cap.",
     )
 
     @model_validator(mode="after")

@@ -11,6 +11,8 @@ class, with scikit-learn's ``StratifiedGroupKFold``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
@@ -85,7 +87,8 @@ NOT_A_PAIR = 2.0  # the linkage distance of two images that are not a pair (pair
 
 
 def near_duplicate_groups(
-    n_images: int, pairs: pd.DataFrame, labels=None, max_group_size: int | None = None
+    n_images: int, pairs: pd.DataFrame, labels=None, max_group_size: int | None = None,
+    max_group_share: float | None = None,
 ) -> np.ndarray:
     """A group number per image, by complete-linkage clustering of the pairs within each class.
 
@@ -98,7 +101,9 @@ def near_duplicate_groups(
 
     Pairs whose images have different ``labels`` are ignored (a near-twin under another
     label is a possible label conflict, not a reason to merge two classes). Groups larger
-    than ``max_group_size`` are cut into pieces of at most that size, in dendrogram order.
+    than ``max_group_size`` images, or than ``max_group_share`` of their class's images (at
+    least one image), are cut into pieces of at most that size, in dendrogram order: a class
+    whose images all look alike still splits into enough groups for the folds.
     Memory: one dense distance matrix per connected component of the pairs within a class.
     """
     a, b = _pair_ends(n_images, pairs)
@@ -108,6 +113,8 @@ def near_duplicate_groups(
         labels = np.asarray(labels)
         same = labels[a] == labels[b]
         a, b, dissimilarity = a[same], b[same], dissimilarity[same]
+    labels = np.zeros(n_images, dtype=int) if labels is None else labels
+    class_size = pd.Series(labels).value_counts()
     components = chained_groups(n_images, pd.DataFrame({"a": a, "b": b}))
     members_of = pd.Series(np.arange(n_images)).groupby(components).indices  # sorted positions
     pairs_of = pd.Series(np.arange(len(a))).groupby(components[a]).indices
@@ -115,10 +122,19 @@ def near_duplicate_groups(
     next_group = 0
     for component, members in members_of.items():
         within = pairs_of.get(component, np.array([], dtype=int))
-        for clique in _complete_linkage(members, a[within], b[within], dissimilarity[within], max_group_size):
+        cap = group_size_cap(class_size[labels[members[0]]], max_group_size, max_group_share)
+        for clique in _complete_linkage(members, a[within], b[within], dissimilarity[within], cap):
             group[clique] = next_group
             next_group += 1
     return group
+
+
+def group_size_cap(class_images: int, max_group_size: int | None, max_group_share: float | None) -> int | None:
+    """The largest group a class of ``class_images`` images may have (None: any size)."""
+    caps = [max_group_size] if max_group_size else []
+    if max_group_share:
+        caps.append(max(1, math.floor(max_group_share * class_images)))
+    return min(caps) if caps else None
 
 
 def _complete_linkage(members, a, b, dissimilarity, max_group_size) -> list[np.ndarray]:

@@ -44,6 +44,8 @@ def test_groups_form_within_a_class_and_are_capped():
     assert sorted(pd.Series(groups.near_duplicate_groups(10, clique, labels)).value_counts()) == [10]
     capped = groups.near_duplicate_groups(10, clique, labels, max_group_size=4)
     assert sorted(pd.Series(capped).value_counts()) == [2, 4, 4]
+    by_share = groups.near_duplicate_groups(10, clique, labels, max_group_size=None, max_group_share=0.3)
+    assert sorted(pd.Series(by_share).value_counts()) == [1, 3, 3, 3]  # at most 30 % of the class's 10 images
     across = pd.DataFrame({"a": [0], "b": [1]})
     assert len(set(groups.near_duplicate_groups(2, across, ["x", "y"]))) == 2  # a pair across labels joins nothing
 
@@ -51,7 +53,7 @@ def test_groups_form_within_a_class_and_are_capped():
 def test_too_few_groups_is_a_split_error_naming_the_largest_groups_and_the_choices():
     labels = pd.Series(["a"] * 30 + ["b"] * 40)
     pairs = pd.DataFrame([(i, j) for i in range(30, 70) for j in range(i + 1, 70)], columns=["a", "b"])
-    group_of = groups.near_duplicate_groups(70, pairs, labels)  # all of 'b' alike: one group of 40
+    group_of = groups.near_duplicate_groups(70, pairs, labels)  # no cap, all of 'b' alike: one group of 40
     with pytest.raises(SplitError) as raised:
         groups.grouped_stratified_split(labels, group_of, FRACTIONS, 42)
     message = str(raised.value)
@@ -85,7 +87,8 @@ def test_default_thresholds_do_not_swallow_a_class_of_lookalikes(tmp_path, image
                        audit.feature_duplicate_pairs(images, features, DEFAULTS.audit.feature_min_similarity)],
                       ignore_index=True)
     chained = pd.Series(audit.duplicate_groups(images, pairs, chained=True)).value_counts()
-    grouped = pd.Series(audit.duplicate_groups(images, pairs, DEFAULTS.split.max_group_size))
+    grouped = pd.Series(audit.duplicate_groups(images, pairs, DEFAULTS.split.max_group_size,
+                                               DEFAULTS.split.max_group_share))
     print(f"{len(pairs)} pairs; chained: {len(chained)} groups, largest {chained.max()}; "
           f"complete linkage: {grouped.nunique()} groups, largest {grouped.value_counts().max()}")
     assert chained.max() >= 50  # chaining swallows (nearly) a whole class
