@@ -473,8 +473,8 @@ def findings_markdown(summary: dict) -> str:
         f"**{summary['test_images_with_a_train_duplicate']}** of {summary['split_sizes'].get('test', 0)}"
         + (" after keeping near-duplicate groups whole." if summary["group_near_duplicates"]
            else " (near-duplicate groups are not kept whole: split.group_near_duplicates is off)."),
-        f"- Near-duplicate groups (complete linkage within each class, at most "
-        f"{summary['max_group_size'] or 'any number of'} images and {summary.get('max_group_share') or 1:.0%} of "
+        f"- Near-duplicate groups (chains of pairs within each class, cut by complete linkage beyond "
+        f"{summary['max_group_size'] or 'any number of'} images or {summary.get('max_group_share') or 1:.0%} of "
         f"the class): {summary['near_duplicate_groups']:,}, the largest "
         f"of {summary['largest_group']} images"
         + (f"; chaining the pairs instead would have made {summary['chained_groups']:,}, the largest of "

@@ -126,13 +126,14 @@ class SplitParams(_Section):
     )
     max_group_size: Annotated[int, Field(ge=2, le=100_000)] | None = Field(
         default=MAX_GROUP_SIZE,
-        description="Near-duplicate groups larger than this are cut into pieces of at most this size "
-        "(a safety net: complete linkage already keeps groups to images that are all alike); null: no cap.",
+        description="A chain of near-duplicate pairs within a class is one group up to this many images; a "
+        "longer chain is cut by complete linkage into groups of images that are all alike, of at most this "
+        "size; null: no cap.",
     )
     max_group_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         default=MAX_GROUP_SHARE,
-        description="Near-duplicate groups are also cut to at most this share of their class's images (at least "
-        "one image), so that a class of look-alikes still splits into enough groups; null: no such cap.",
+        description="The same cap as a share of the group's class (at least one image), so that a class of "
+        "look-alikes still splits into enough groups for the folds; null: no such cap.",
     )
 
     @model_validator(mode="after")

@@ -3,9 +3,11 @@
 Photos of one product taken in one session look alike without being pixel duplicates, so
 a random split leaks: a test image's near-twin is in training. Pairs of similar images
 (close perceptual hashes, or ImageNet features with a high cosine similarity) are joined
-into groups by complete linkage within each class: every two members of a group are a
-pair themselves, so groups cannot chain (A~B and B~C do not put A and C together unless
-A~C), and a group never spans two classes. The split assigns whole groups, stratified by
+into groups within each class: images linked by a chain of pairs form one group (so no
+near-twin of an image is left on the other side), unless that chain grows beyond a size
+cap; then it is a chain through look-alikes rather than one photo session, and is cut by
+complete linkage into groups whose members are all pairs of each other, no larger than
+the cap. A group never spans two classes. The split assigns whole groups, stratified by
 class, with scikit-learn's ``StratifiedGroupKFold``.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 from scipy.spatial.distance import squareform
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -75,8 +77,8 @@ def _pair_ends(n_images: int, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
 def chained_groups(n_images: int, pairs: pd.DataFrame) -> np.ndarray:
     """A group number per image: images linked by any chain of pairs share one (connected components).
 
-    Single linkage: kept only to show what chaining would have done (it can swallow a class
-    whose images all look a little alike); the split uses `near_duplicate_groups`.
+    Across classes and without a cap: what the grouping did before `near_duplicate_groups`
+    (it can swallow a class whose images all look a little alike), kept for comparison.
     """
     a, b = _pair_ends(n_images, pairs)
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_images, n_images))
@@ -86,34 +88,38 @@ def chained_groups(n_images: int, pairs: pd.DataFrame) -> np.ndarray:
 NOT_A_PAIR = 2.0  # the linkage distance of two images that are not a pair (pairs lie in [0, 1])
 
 
+LINKAGE_LIMIT = 4_000  # larger components are cut by graph order instead: a dense matrix would not fit
+
+
 def near_duplicate_groups(
     n_images: int, pairs: pd.DataFrame, labels=None, max_group_size: int | None = None,
     max_group_share: float | None = None,
 ) -> np.ndarray:
-    """A group number per image, by complete-linkage clustering of the pairs within each class.
-
-    Complete linkage merges two clusters only while their farthest members are still close,
-    so every two members of a group are a pair themselves; single linkage (chains of pairs)
-    is known to chain dissimilar items into one long cluster (Jain, Murty & Flynn, "Data
-    clustering: a review", ACM Computing Surveys 31(3), 1999, section 5.2; the algorithm is
-    scipy's, Müllner, arXiv:1109.2378). Pairs may carry a ``dissimilarity`` in [0, 1] (see
-    `lib.audit.pair_dissimilarity`) that orders the merges; without it every pair counts 0.
+    """A group number per image: the chains of pairs within each class, cut where they outgrow the cap.
 
     Pairs whose images have different ``labels`` are ignored (a near-twin under another
-    label is a possible label conflict, not a reason to merge two classes). Groups larger
-    than ``max_group_size`` images, or than ``max_group_share`` of their class's images (at
-    least one image), are cut into pieces of at most that size, in dendrogram order: a class
-    whose images all look alike still splits into enough groups for the folds.
-    Memory: one dense distance matrix per connected component of the pairs within a class.
+    label is a possible label conflict, not a reason to merge two classes). Within a class,
+    a connected component of the pairs (single linkage) is one group while it has at most
+    ``max_group_size`` images and ``max_group_share`` of its class's images (at least one):
+    every near-twin of an image stays with it. A larger component is a chain: single
+    linkage is known to chain dissimilar items into one long cluster (Jain, Murty & Flynn,
+    "Data clustering: a review", ACM Computing Surveys 31(3), 1999, section 5.2), which
+    here can swallow a class of look-alikes. It is cut by complete linkage (scipy's, after
+    Müllner, arXiv:1109.2378), which merges two clusters only while their farthest members
+    are still a pair, so every two members of a group are a pair themselves; groups still
+    over the cap are cut into pieces of the cap's size in dendrogram order.
+
+    Pairs may carry a ``dissimilarity`` in [0, 1] (see `lib.audit.pair_dissimilarity`) that
+    orders complete linkage's merges; without it every pair counts 0. Memory: one dense
+    distance matrix per oversized component, up to ``LINKAGE_LIMIT`` images; beyond that the
+    component is cut in reverse Cuthill-McKee order (linked images next to each other).
     """
     a, b = _pair_ends(n_images, pairs)
     dissimilarity = (pairs["dissimilarity"].to_numpy(dtype=float) if "dissimilarity" in pairs
                      else np.zeros(len(a)))
-    if labels is not None:
-        labels = np.asarray(labels)
-        same = labels[a] == labels[b]
-        a, b, dissimilarity = a[same], b[same], dissimilarity[same]
-    labels = np.zeros(n_images, dtype=int) if labels is None else labels
+    labels = np.zeros(n_images, dtype=int) if labels is None else np.asarray(labels)
+    same = labels[a] == labels[b]
+    a, b, dissimilarity = a[same], b[same], dissimilarity[same]
     class_size = pd.Series(labels).value_counts()
     components = chained_groups(n_images, pd.DataFrame({"a": a, "b": b}))
     members_of = pd.Series(np.arange(n_images)).groupby(components).indices  # sorted positions
@@ -121,10 +127,14 @@ def near_duplicate_groups(
     group = np.full(n_images, -1)
     next_group = 0
     for component, members in members_of.items():
-        within = pairs_of.get(component, np.array([], dtype=int))
         cap = group_size_cap(class_size[labels[members[0]]], max_group_size, max_group_share)
-        for clique in _complete_linkage(members, a[within], b[within], dissimilarity[within], cap):
-            group[clique] = next_group
+        if cap is None or len(members) <= cap:
+            pieces = [members]
+        else:
+            within = pairs_of[component]
+            pieces = _cut_component(members, a[within], b[within], dissimilarity[within], cap)
+        for piece in pieces:
+            group[piece] = next_group
             next_group += 1
     return group
 
@@ -137,12 +147,15 @@ def group_size_cap(class_images: int, max_group_size: int | None, max_group_shar
     return min(caps) if caps else None
 
 
-def _complete_linkage(members, a, b, dissimilarity, max_group_size) -> list[np.ndarray]:
-    """The complete-linkage groups of one connected component: ``members`` (sorted positions) and its pairs."""
-    if len(members) == 1:
-        return [members]
-    distances = np.full((len(members), len(members)), NOT_A_PAIR)
+def _cut_component(members, a, b, dissimilarity, cap: int) -> list[np.ndarray]:
+    """One oversized component (``members``: sorted positions, with its pairs) cut into groups of
+    at most ``cap`` images: by complete linkage, or by graph order when it is too large for that."""
     rows, cols = np.searchsorted(members, a), np.searchsorted(members, b)
+    if len(members) > LINKAGE_LIMIT:
+        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(members),) * 2).tocsr()
+        order = reverse_cuthill_mckee(graph + graph.T, symmetric_mode=True)
+        return [members[order[start : start + cap]] for start in range(0, len(order), cap)]
+    distances = np.full((len(members), len(members)), NOT_A_PAIR)
     # Two kinds of pair for the same images: the closer one counts.
     np.minimum.at(distances, (rows, cols), np.clip(dissimilarity, 0.0, 1.0))
     distances = np.minimum(distances, distances.T)
@@ -154,8 +167,7 @@ def _complete_linkage(members, a, b, dissimilarity, max_group_size) -> list[np.n
     found = []
     for label in np.unique(cluster):
         clique = in_tree_order[cluster[in_tree_order] == label]
-        size = max_group_size or len(clique)
-        found += [members[clique[start : start + size]] for start in range(0, len(clique), size)]
+        found += [members[clique[start : start + cap]] for start in range(0, len(clique), cap)]
     return found
 
 

@@ -26,16 +26,23 @@ def _inspected(folder):
 # --------------------------------------------------------------------------------------
 
 
-def test_a_chain_of_pairs_is_not_one_group():
+def test_a_chain_within_the_cap_is_one_group_and_a_longer_chain_is_cut_into_pairs():
     chain = pd.DataFrame({"a": [0, 1, 2], "b": [1, 2, 3]})  # 0~1~2~3, but 0 is not like 2
-    found = groups.near_duplicate_groups(5, chain)
-    sizes = sorted(pd.Series(found).value_counts())
-    assert sizes == [1, 2, 2]  # {0,1}, {2,3}, {4}: every two members of a group are a pair
+    assert len(set(groups.near_duplicate_groups(5, chain, max_group_size=4))) == 2  # {0..3}, {4}: twins stay
+    found = groups.near_duplicate_groups(5, chain, max_group_size=3)
+    assert sorted(pd.Series(found).value_counts()) == [1, 2, 2]  # {0,1}, {2,3}, {4}: no chain beyond the cap
+    linked = {frozenset(p) for p in zip(chain["a"], chain["b"])}
     for group in np.unique(found):
-        members = set(np.flatnonzero(found == group))
-        linked = {frozenset(p) for p in zip(chain["a"], chain["b"])}
+        members = np.flatnonzero(found == group)
         assert all(frozenset((x, y)) in linked for x in members for y in members if x < y)
-    assert len(set(groups.chained_groups(5, chain))) == 2  # chaining would join 0..3
+
+
+def test_a_component_too_large_for_linkage_is_cut_in_graph_order(monkeypatch):
+    monkeypatch.setattr(groups, "LINKAGE_LIMIT", 3)
+    chain = pd.DataFrame({"a": [0, 1, 2, 3, 4], "b": [1, 2, 3, 4, 5]})
+    found = groups.near_duplicate_groups(6, chain, max_group_size=2)
+    assert sorted(pd.Series(found).value_counts()) == [2, 2, 2]
+    assert all(abs(np.subtract(*np.flatnonzero(found == g))) == 1 for g in np.unique(found))  # linked neighbours
 
 
 def test_groups_form_within_a_class_and_are_capped():
@@ -90,7 +97,7 @@ def test_default_thresholds_do_not_swallow_a_class_of_lookalikes(tmp_path, image
     grouped = pd.Series(audit.duplicate_groups(images, pairs, DEFAULTS.split.max_group_size,
                                                DEFAULTS.split.max_group_share))
     print(f"{len(pairs)} pairs; chained: {len(chained)} groups, largest {chained.max()}; "
-          f"complete linkage: {grouped.nunique()} groups, largest {grouped.value_counts().max()}")
+          f"grouped: {grouped.nunique()} groups, largest {grouped.value_counts().max()}")
     assert chained.max() >= 50  # chaining swallows (nearly) a whole class
     assert grouped.value_counts().max() <= DEFAULTS.split.max_group_size
     assert (pd.crosstab(images["label"], grouped).gt(0).sum(axis=1) >= 10).all()
