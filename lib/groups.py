@@ -14,6 +14,8 @@ class, with scikit-learn's ``StratifiedGroupKFold``.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 from scipy.spatial.distance import squareform
 from sklearn.model_selection import StratifiedGroupKFold
+from tqdm.auto import tqdm
 
 from lib.split import SplitError, check_splittable
 
@@ -45,6 +48,36 @@ def pooled_features(images: np.ndarray, weights: str | None = "imagenet", batch_
     """
     extractor = feature_extractor(images.shape[1:3], weights)
     return extractor.predict(np.asarray(images, dtype=np.uint8), batch_size=batch_size, verbose=0)
+
+
+FEATURES_IN_MEMORY_BYTES = 256 * 2**20  # larger feature arrays are memory-mapped files
+
+
+def streamed_features(paths, image_size: tuple[int, int], weights: str | None = "imagenet",
+                      spill_dir: Path | None = None, chunk: int = 256, batch_size: int = 32) -> np.ndarray:
+    """`pooled_features` of image files, decoded ``chunk`` at a time: the decoded set is never in memory.
+
+    Features over ``FEATURES_IN_MEMORY_BYTES`` go to ``spill_dir/features.npy``, memory-mapped
+    (50,000 images take 256 MB), when a ``spill_dir`` is given.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lib.audit import load_rgb
+
+    paths = list(paths)
+    extractor = feature_extractor(image_size, weights)
+    shape = (len(paths), extractor.output_shape[-1])
+    if spill_dir is not None and shape[0] * shape[1] * 4 > FEATURES_IN_MEMORY_BYTES:
+        Path(spill_dir).mkdir(parents=True, exist_ok=True)
+        features = np.lib.format.open_memmap(Path(spill_dir) / "features.npy", "w+", np.float32, shape)
+    else:
+        features = np.empty(shape, dtype=np.float32)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for start in tqdm(range(0, len(paths), chunk), desc="Image features", unit="chunk"):
+            pixels = np.stack(list(pool.map(lambda p: np.asarray(load_rgb(p, image_size), dtype=np.uint8),
+                                            paths[start : start + chunk])))
+            features[start : start + len(pixels)] = extractor.predict(pixels, batch_size=batch_size, verbose=0)
+    return features
 
 
 def similar_feature_pairs(features: np.ndarray, min_cosine: float, block: int = 1024) -> pd.DataFrame:

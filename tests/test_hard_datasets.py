@@ -220,3 +220,21 @@ def test_new_params_have_defaults_and_ranges():
     for field in ("split.max_group_size", "audit.max_aspect_ratio", "data.min_images_per_class"):
         assert field in str(raised.value)
     assert parse_params({"split": {"max_group_size": None}}).split.max_group_size is None
+
+
+# --------------------------------------------------------------------------------------
+# 5. Scale: features streamed from the files, memory-mapped when large
+# --------------------------------------------------------------------------------------
+
+
+def test_streamed_features_are_those_of_the_decoded_images_and_spill_to_disk(tmp_path, image_folder, monkeypatch):
+    files = sorted(str(p) for p in image_folder.rglob("*.jpg"))[:7]
+    decoded = np.stack([np.asarray(audit.load_rgb(p, (32, 32))) for p in files])
+    expected = groups.pooled_features(decoded, weights=None)
+    in_memory = groups.streamed_features(files, (32, 32), weights=None, spill_dir=tmp_path / "spill", chunk=3)
+    assert not isinstance(in_memory, np.memmap) and not (tmp_path / "spill").exists()
+    np.testing.assert_allclose(in_memory, expected, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(groups, "FEATURES_IN_MEMORY_BYTES", 1000)
+    spilled = groups.streamed_features(files, (32, 32), weights=None, spill_dir=tmp_path / "spill", chunk=3)
+    assert isinstance(spilled, np.memmap) and (tmp_path / "spill" / "features.npy").is_file()
+    np.testing.assert_allclose(spilled, expected, rtol=1e-4, atol=1e-4)
