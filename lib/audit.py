@@ -265,8 +265,8 @@ def leak_summary(described_pairs: pd.DataFrame) -> pd.DataFrame:
 WARNING_COLUMNS = ["relpath", "label", "warning", "excluded"]
 
 
-def _leave_out(images: pd.DataFrame, rows: pd.Series, reasons: pd.Series) -> pd.DataFrame:
-    """``images`` with the usable ``rows`` made unusable, each with its reason."""
+def _leave_out(images: pd.DataFrame, rows, reasons: pd.Series) -> pd.DataFrame:
+    """``images`` with the usable ``rows`` (a boolean mask) made unusable, each with its reason."""
     rows = rows & images["usable"]
     images = images.copy()
     images.loc[rows, "reason"] = reasons[rows]
@@ -296,9 +296,8 @@ def label_conflicts(images: pd.DataFrame) -> pd.DataFrame:
 
 def leave_out_label_conflicts(images: pd.DataFrame, conflicts: pd.DataFrame) -> pd.DataFrame:
     """Leave out every copy of a file filed under two or more classes (which label is right is unknown)."""
-    reasons = pd.Series("", index=images.index)
-    reasons[conflicts.index] = "label conflict: the same file (identical bytes) is also under class " + conflicts["also_under"]
-    return _leave_out(images, images.index.isin(conflicts.index) & (reasons != ""), reasons)
+    reasons = "label conflict: the same file (identical bytes) is also under class " + conflicts["also_under"]
+    return _leave_out(images, images.index.isin(conflicts.index), reasons.reindex(images.index, fill_value=""))
 
 
 def extreme_images(images: pd.DataFrame, min_side: int, max_aspect_ratio: float) -> pd.DataFrame:
@@ -345,8 +344,8 @@ def curate(images: pd.DataFrame, data, audit_params) -> tuple[pd.DataFrame, pd.D
     }))
     extreme = extreme_images(images, audit_params.min_image_side, audit_params.max_aspect_ratio)
     if audit_params.exclude_extreme_images:
-        images = _leave_out(images, images.index.isin(extreme.index),
-                            pd.Series("extreme image: ", index=images.index) + extreme["warning"].reindex(images.index, fill_value=""))
+        reasons = ("extreme image: " + extreme["warning"]).reindex(images.index, fill_value="")
+        images = _leave_out(images, images.index.isin(extreme.index), reasons)
     warnings_found.append(extreme[["relpath", "label", "warning"]].assign(excluded=audit_params.exclude_extreme_images))
     if data.min_images_per_class is not None:
         small = small_classes(images, data.min_images_per_class)
