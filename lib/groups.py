@@ -80,24 +80,34 @@ def streamed_features(paths, image_size: tuple[int, int], weights: str | None = 
     return features
 
 
+def _unit_rows(features: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``features`` (an array or a memory-mapped file), scaled to length 1."""
+    rows = np.asarray(features[start:stop], dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms == 0, 1.0, norms)
+
+
 def similar_feature_pairs(features: np.ndarray, min_cosine: float, block: int = 1024) -> pd.DataFrame:
     """Pairs (a, b), a < b, of rows whose cosine similarity is at least ``min_cosine``; columns a, b, cosine.
 
-    Computed block by block, so memory stays at ``block`` x N similarities.
+    Computed block against block (the upper triangle only), so that memory holds two blocks
+    of rows and ``block`` x ``block`` similarities, whatever N; ``features`` may be memory-mapped.
     """
     if not -1.0 <= min_cosine <= 1.0:
         raise ValueError(f"min_cosine must lie in [-1, 1], got {min_cosine}")
-    features = np.asarray(features, dtype=np.float32)
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    unit = features / np.where(norms == 0, 1.0, norms)
     found = []
-    for start in range(0, len(unit), block):
-        similarity = unit[start : start + block] @ unit.T
-        rows, cols = np.nonzero(similarity >= min_cosine)
-        rows = rows + start
-        keep = rows < cols
-        found.append(pd.DataFrame({"a": rows[keep], "b": cols[keep], "cosine": similarity[rows[keep] - start, cols[keep]]}))
-    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["a", "b", "cosine"])
+    for start in range(0, len(features), block):
+        left = _unit_rows(features, start, start + block)
+        for other in range(start, len(features), block):
+            right = left if other == start else _unit_rows(features, other, other + block)
+            similarity = left @ right.T
+            rows, cols = np.nonzero(similarity >= min_cosine)
+            keep = rows + start < cols + other
+            found.append(pd.DataFrame({"a": rows[keep] + start, "b": cols[keep] + other,
+                                       "cosine": similarity[rows[keep], cols[keep]]}))
+    if not found:
+        return pd.DataFrame(columns=["a", "b", "cosine"])
+    return pd.concat(found, ignore_index=True).sort_values(["a", "b"], ignore_index=True)  # row by row, as listed
 
 
 def _pair_ends(n_images: int, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
