@@ -259,9 +259,12 @@ def largest_groups_text(labels, groups, count: int = 3) -> str:
     """'The largest groups: 118 of 120 images of 'red', ...' for an error message."""
     table = pd.DataFrame({"label": np.asarray(labels), "group": np.asarray(groups)})
     per_class = table["label"].value_counts()
-    sizes = table.groupby("group")["label"].agg(["first", "size"]).sort_values("size", ascending=False)
-    listed = ", ".join(f"{row['size']} of the {per_class[row['first']]} images of '{row['first']}'"
-                       for _, row in sizes.head(count).iterrows())
+    sizes = table.groupby("group")["label"].agg(["first", "nunique", "size"]).sort_values("size", ascending=False)
+    listed = ", ".join(
+        f"{row['size']} of the {per_class[row['first']]} images of '{row['first']}'" if row["nunique"] == 1
+        else f"{row['size']} images of {row['nunique']} classes"  # groups made elsewhere may span classes
+        for _, row in sizes.head(count).iterrows()
+    )
     return f"The largest groups: {listed}."
 
 

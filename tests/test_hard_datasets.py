@@ -71,6 +71,8 @@ def test_too_few_groups_is_a_split_error_naming_the_largest_groups_and_the_choic
     # fewer groups than folds: the project's message, not scikit-learn's ValueError
     with pytest.raises(SplitError, match=r"needs at least 7 near-duplicate groups here, but the 70 images form only 3"):
         groups.grouped_stratified_split(labels, np.array([0] * 30 + [1] * 20 + [2] * 20), FRACTIONS, 42)
+    with pytest.raises(SplitError, match=r"The largest groups: 65 images of 2 classes, 5 of the 40 images of 'b'"):
+        groups.grouped_stratified_split(labels, np.array([0] * 65 + [1] * 5), FRACTIONS, 42)
 
 
 @pytest.fixture
