@@ -291,7 +291,8 @@ def label_conflicts(images: pd.DataFrame) -> pd.DataFrame:
     conflicting = usable[usable["sha256"].map(labels_of).str.len() > 1]
     others = [", ".join(f"'{label}'" for label in labels_of[sha] if label != own)
               for sha, own in zip(conflicting["sha256"], conflicting["label"])]
-    return conflicting[["relpath", "label", "sha256"]].assign(also_under=pd.Series(others, index=conflicting.index, dtype=object))
+    also_under = pd.Series(others, index=conflicting.index, dtype=object)
+    return conflicting[["relpath", "label", "sha256"]].assign(also_under=also_under)
 
 
 def leave_out_label_conflicts(images: pd.DataFrame, conflicts: pd.DataFrame) -> pd.DataFrame:
@@ -349,8 +350,10 @@ def curate(images: pd.DataFrame, data, audit_params) -> tuple[pd.DataFrame, pd.D
     warnings_found.append(extreme[["relpath", "label", "warning"]].assign(excluded=audit_params.exclude_extreme_images))
     if data.min_images_per_class is not None:
         small = small_classes(images, data.min_images_per_class)
-        reasons = images["label"].map(lambda label: f"class has {small[label]} usable images, fewer than "
-                                      f"data.min_images_per_class ({data.min_images_per_class})" if label in small else "")
+        reasons = images["label"].map(
+            lambda label: f"class has {small[label]} usable images, fewer than data.min_images_per_class "
+            f"({data.min_images_per_class})" if label in small else ""
+        )
         images = _leave_out(images, images["label"].isin(small.index), reasons)
     found = [table for table in warnings_found if not table.empty]
     return images, (pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=WARNING_COLUMNS))

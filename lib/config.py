@@ -180,10 +180,12 @@ class AuditParams(_Section):
         default=32, description="Images with a side shorter than this many pixels are listed as warnings."
     )
     max_aspect_ratio: Annotated[float, Field(ge=1.0, le=1000.0)] = Field(
-        default=10.0, description="Images whose long side exceeds this many times the short side are listed as warnings."
+        default=10.0,
+        description="Images whose long side exceeds this many times the short side are listed as warnings.",
     )
     exclude_extreme_images: bool = Field(
-        default=False, description="Leave out the images min_image_side or max_aspect_ratio warn about (kept by default)."
+        default=False,
+        description="Leave out the images min_image_side or max_aspect_ratio warn about (kept by default).",
     )
 
 
