@@ -153,14 +153,41 @@ def feature_duplicate_pairs(images: pd.DataFrame, features: np.ndarray, min_cosi
     }, columns=PAIR_COLUMNS)
 
 
-def duplicate_groups(images: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
-    """A near-duplicate group number per row of ``images``: rows linked by any chain of pairs share one."""
-    from lib.groups import near_duplicate_groups
+def pair_dissimilarity(pairs: pd.DataFrame, phash_bits: int = 64) -> np.ndarray:
+    """Each pair's distance on one scale in [0, 1], for ordering the grouping's merges:
+    0 for an exact copy, pHash bits over 64, one minus the cosine of the features."""
+    kind, distance = pairs["kind"].to_numpy(), pairs["distance"].to_numpy(dtype=float)
+    return np.select([kind == "exact", kind == "near", kind == "feature"],
+                     [0.0, distance / phash_bits, 1.0 - distance], default=0.0)
+
+
+def duplicate_groups(images: pd.DataFrame, pairs: pd.DataFrame, max_group_size: int | None = None,
+                     max_group_share: float | None = None, chained: bool = False) -> np.ndarray:
+    """A near-duplicate group number per row of ``images``, formed within each class among the
+    usable images (`lib.groups.near_duplicate_groups`); each unusable row is a group of its own.
+
+    ``chained=True`` gives the connected components of the pairs instead (any chain of pairs
+    is one group, across classes too): what the grouping did before, for comparison.
+    """
+    from lib.groups import chained_groups, near_duplicate_groups
 
     positions = pd.Series(np.arange(len(images)), index=images.index)
-    return near_duplicate_groups(len(images), pd.DataFrame({
-        "a": positions[pairs["a"]].to_numpy(), "b": positions[pairs["b"]].to_numpy(),
-    }))
+    usable = images["usable"].to_numpy()
+    a, b = positions[pairs["a"]].to_numpy(dtype=int), positions[pairs["b"]].to_numpy(dtype=int)
+    both_usable = usable[a] & usable[b]
+    linked = pd.DataFrame({"a": a[both_usable], "b": b[both_usable],
+                           "dissimilarity": pair_dissimilarity(pairs)[both_usable]})
+    if chained:
+        return chained_groups(len(images), linked)
+    # Unusable rows count in no class size: each gets a label of its own.
+    labels = np.where(usable, images["label"].astype(str).to_numpy(), [f"\0unusable {i}" for i in range(len(images))])
+    return near_duplicate_groups(len(images), linked, labels, max_group_size, max_group_share)
+
+
+def group_sizes(images: pd.DataFrame) -> pd.Series:
+    """How many near-duplicate groups of the usable images have each size (index: size)."""
+    sizes = images.loc[images["usable"], "group"].value_counts()
+    return sizes.value_counts().sort_index().rename("groups").rename_axis("images in the group")
 
 
 def leaks_by_round(pairs: pd.DataFrame, splits: dict[str, dict[str, pd.Series]]) -> pd.DataFrame:
@@ -203,6 +230,114 @@ def leak_summary(described_pairs: pd.DataFrame) -> pd.DataFrame:
         .rename("pairs")
         .reset_index()
     )
+
+
+# --------------------------------------------------------------------------------------
+# Leaving images out, and warnings
+# --------------------------------------------------------------------------------------
+
+WARNING_COLUMNS = ["relpath", "label", "warning", "excluded"]
+
+
+def _leave_out(images: pd.DataFrame, rows, reasons: pd.Series) -> pd.DataFrame:
+    """``images`` with the usable ``rows`` (a boolean mask) made unusable, each with its reason."""
+    rows = rows & images["usable"]
+    images = images.copy()
+    images.loc[rows, "reason"] = reasons[rows]
+    images.loc[rows, "usable"] = False
+    return images
+
+
+def exclude_classes(images: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Leave out every image of the named classes; a name that is no class is an error (a typo)."""
+    unknown = sorted(set(classes) - set(images["label"]))
+    if unknown:
+        raise ValueError(f"data.exclude_classes names class(es) not in the dataset: {unknown}; "
+                         f"its classes are {sorted(images['label'].unique())}")
+    rows = images["label"].isin(classes)
+    return _leave_out(images, rows, pd.Series("class left out by data.exclude_classes", index=images.index))
+
+
+def label_conflicts(images: pd.DataFrame) -> pd.DataFrame:
+    """Usable images whose exact bytes (sha256) also appear, usable, under another class."""
+    usable = images[images["usable"] & (images["sha256"] != "")]
+    labels_of = usable.groupby("sha256")["label"].agg(lambda labels: sorted(set(labels)))
+    conflicting = usable[usable["sha256"].map(labels_of).str.len() > 1]
+    others = [", ".join(f"'{label}'" for label in labels_of[sha] if label != own)
+              for sha, own in zip(conflicting["sha256"], conflicting["label"])]
+    also_under = pd.Series(others, index=conflicting.index, dtype=object)
+    return conflicting[["relpath", "label", "sha256"]].assign(also_under=also_under)
+
+
+def leave_out_label_conflicts(images: pd.DataFrame, conflicts: pd.DataFrame) -> pd.DataFrame:
+    """Leave out every copy of a file filed under two or more classes (which label is right is unknown)."""
+    reasons = "label conflict: the same file (identical bytes) is also under class " + conflicts["also_under"]
+    return _leave_out(images, images.index.isin(conflicts.index), reasons.reindex(images.index, fill_value=""))
+
+
+def extreme_images(images: pd.DataFrame, min_side: int, max_aspect_ratio: float) -> pd.DataFrame:
+    """Usable images with a side below ``min_side`` pixels or a long side over ``max_aspect_ratio``
+    times the short one: resizing them to the input size invents or squashes most of the picture."""
+    usable = images[images["usable"]]
+    width, height = usable["width"].astype(int), usable["height"].astype(int)
+    short, long = np.minimum(width, height), np.maximum(width, height)
+    small, thin = short < min_side, long > max_aspect_ratio * short
+    found = usable.loc[small | thin, ["relpath", "label", "width", "height"]]
+    found["warning"] = [
+        "; ".join(([f"{w}x{h} pixels, a side below audit.min_image_side ({min_side})"] if is_small else [])
+                  + ([f"{w}x{h} pixels, aspect ratio {max(w, h) / max(min(w, h), 1):.1f} over "
+                      f"audit.max_aspect_ratio ({max_aspect_ratio:g})"] if is_thin else []))
+        for w, h, is_small, is_thin in zip(found["width"], found["height"], small[small | thin], thin[small | thin])
+    ]
+    return found
+
+
+def small_classes(images: pd.DataFrame, min_images: int) -> pd.Series:
+    """Classes with fewer than ``min_images`` usable images, with their counts (smallest first)."""
+    counts = images.loc[images["usable"], "label"].value_counts()
+    return counts[counts < min_images].sort_values()
+
+
+def curate(images: pd.DataFrame, data, audit_params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply the params' choices of what to leave out, in order; returns (images, warnings).
+
+    Classes named in ``data.exclude_classes`` go first; then label conflicts (left out unless
+    ``audit.keep_label_conflicts``); extreme images (warned about, left out only with
+    ``audit.exclude_extreme_images``); last, with ``data.min_images_per_class`` set, classes
+    left with fewer usable images than that. Every image left out keeps its reason, and
+    every warning is one row of the returned table.
+    """
+    warnings_found = []
+    images = exclude_classes(images, list(data.exclude_classes))
+    conflicts = label_conflicts(images)
+    if not audit_params.keep_label_conflicts:
+        images = leave_out_label_conflicts(images, conflicts)
+    warnings_found.append(pd.DataFrame({
+        "relpath": conflicts["relpath"], "label": conflicts["label"],
+        "warning": "label conflict: identical bytes also under class " + conflicts["also_under"],
+        "excluded": not audit_params.keep_label_conflicts,
+    }))
+    extreme = extreme_images(images, audit_params.min_image_side, audit_params.max_aspect_ratio)
+    if audit_params.exclude_extreme_images:
+        reasons = ("extreme image: " + extreme["warning"]).reindex(images.index, fill_value="")
+        images = _leave_out(images, images.index.isin(extreme.index), reasons)
+    warnings_found.append(extreme[["relpath", "label", "warning"]].assign(excluded=audit_params.exclude_extreme_images))
+    if data.min_images_per_class is not None:
+        small = small_classes(images, data.min_images_per_class)
+        reasons = images["label"].map(
+            lambda label: f"class has {small[label]} usable images, fewer than data.min_images_per_class "
+            f"({data.min_images_per_class})" if label in small else ""
+        )
+        images = _leave_out(images, images["label"].isin(small.index), reasons)
+    found = [table for table in warnings_found if not table.empty]
+    return images, (pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=WARNING_COLUMNS))
+
+
+def cross_class_pairs(described_pairs: pd.DataFrame) -> pd.DataFrame:
+    """Near-duplicate pairs (pHash or features) whose two images carry different labels: for review."""
+    found = described_pairs[(described_pairs["label_a"] != described_pairs["label_b"])
+                            & described_pairs["kind"].isin(["near", "feature"])]
+    return found[["kind", "distance", "relpath_a", "label_a", "relpath_b", "label_b"]].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -249,12 +384,14 @@ def summarize(images: pd.DataFrame, pairs: pd.DataFrame) -> dict:
 
 def write_outputs(
     images: pd.DataFrame, pairs: pd.DataFrame, splits: dict[str, dict[str, pd.Series]], leaks: pd.DataFrame,
-    paths, params,
+    paths, params, warnings_found: pd.DataFrame | None = None, chained: np.ndarray | None = None,
 ) -> dict:
-    """Write each round's split manifest, the image table, the excluded files and the summary.
+    """Write each round's split manifest, the image table, the excluded files, the warnings, the
+    near-duplicates across classes and the summary.
 
-    ``images["split"]`` is the first round's split (what the audit's figures show). Returns
-    the summary.
+    ``images["split"]`` is the first round's split (what the audit's figures show);
+    ``chained`` the groups chaining would have made (`duplicate_groups` with ``chained=True``),
+    for the summary's before/after. Returns the summary.
     """
     from lib.provenance import manifest_sha256
     from lib.split import write_split_manifest
@@ -265,7 +402,19 @@ def write_outputs(
     }
     images.to_csv(paths.image_table, index=False)
     images.loc[~images["usable"], ["relpath", "label", "reason"]].to_csv(paths.excluded, index=False)
-    summary = summarize(images, pairs) | {
+    warnings_found = pd.DataFrame(columns=WARNING_COLUMNS) if warnings_found is None else warnings_found
+    warnings_found.to_csv(paths.warnings, index=False)
+    review = cross_class_pairs(pairs)
+    review.to_csv(paths.cross_class_pairs, index=False)
+    usable = images["usable"].to_numpy()
+    grouping = {"max_group_size": params.split.max_group_size, "max_group_share": params.split.max_group_share}
+    if chained is not None:
+        chained_sizes = pd.Series(np.asarray(chained)[usable]).value_counts()
+        grouping |= {"chained_groups": int(len(chained_sizes)), "largest_chained_group": int(chained_sizes.max())}
+    summary = summarize(images, pairs) | grouping | {
+        "label_conflicts": int(warnings_found["warning"].str.startswith("label conflict").sum()),
+        "extreme_images": int((~warnings_found["warning"].str.startswith("label conflict")).sum()),
+        "cross_class_pairs": int(len(review)),
         "thresholds": {"phash_max_distance": params.audit.phash_max_distance,
                        "feature_min_similarity": params.audit.feature_min_similarity},
         "group_near_duplicates": params.split.group_near_duplicates,
@@ -298,5 +447,14 @@ def findings_markdown(summary: dict) -> str:
         f"**{summary['test_images_with_a_train_duplicate']}** of {summary['split_sizes'].get('test', 0)}"
         + (" after keeping near-duplicate groups whole." if summary["group_near_duplicates"]
            else " (near-duplicate groups are not kept whole: split.group_near_duplicates is off)."),
+        f"- Near-duplicate groups (chains of pairs within each class, cut by complete linkage beyond "
+        f"{summary['max_group_size'] or 'any number of'} images or {summary.get('max_group_share') or 1:.0%} of "
+        f"the class): {summary['near_duplicate_groups']:,}, the largest "
+        f"of {summary['largest_group']} images"
+        + (f"; chaining the pairs instead would have made {summary['chained_groups']:,}, the largest of "
+           f"{summary['largest_chained_group']}." if "chained_groups" in summary else "."),
+        f"- Label conflicts (identical files under two classes): {summary['label_conflicts']}; extreme images "
+        f"(tiny or very elongated): {summary['extreme_images']}; near-duplicate pairs across classes, to "
+        f"review: {summary['cross_class_pairs']}.",
     ]
     return "\n".join(lines)

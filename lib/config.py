@@ -32,6 +32,8 @@ from lib.paths import PROJECT_ROOT
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 UnitInterval = Annotated[float, Field(ge=0.0, lt=1.0)]
+MAX_GROUP_SIZE = 50  # see SplitParams.max_group_size and README's calibration note
+MAX_GROUP_SHARE = 0.1  # below the test share (0.15), so that every class has groups for each fold
 RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -78,6 +80,15 @@ class DataParams(_Section):
     manifest: Path | None = None
     grocery_store: GroceryStoreParams = GroceryStoreParams()
     sample_seed: int = Field(default=42, description="Seed of the class sub-sampling.")
+    exclude_classes: list[str] = Field(
+        default_factory=list,
+        description="Classes to leave out (listed in the audit with that reason); a name that is no class is an error.",
+    )
+    min_images_per_class: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        default=None,
+        description="Leave out classes with fewer usable images than this (listed in the audit); null: "
+        "a class too small to split stops the run with a message instead.",
+    )
     image_size: tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)]] = (
         224,
         224,
@@ -112,6 +123,17 @@ class SplitParams(_Section):
     group_near_duplicates: bool = Field(
         default=True,
         description="Keep near-duplicate groups (see 'audit') whole: no group spans two splits.",
+    )
+    max_group_size: Annotated[int, Field(ge=2, le=100_000)] | None = Field(
+        default=MAX_GROUP_SIZE,
+        description="A chain of near-duplicate pairs within a class is one group up to this many images; a "
+        "longer chain is cut by complete linkage into groups of images that are all alike, of at most this "
+        "size; null: no cap.",
+    )
+    max_group_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        default=MAX_GROUP_SHARE,
+        description="The same cap as a share of the group's class (at least one image), so that a class of "
+        "look-alikes still splits into enough groups for the folds; null: no such cap.",
     )
 
     @model_validator(mode="after")
@@ -149,6 +171,22 @@ class AuditParams(_Section):
         "images are near-duplicates (photos of one product in one session).",
     )
     samples_per_class: Annotated[int, Field(ge=1, le=20)] = 6
+    keep_label_conflicts: bool = Field(
+        default=False,
+        description="Keep files whose identical bytes lie under two or more classes (listed as label "
+        "conflicts either way); false leaves every copy out.",
+    )
+    min_image_side: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=32, description="Images with a side shorter than this many pixels are listed as warnings."
+    )
+    max_aspect_ratio: Annotated[float, Field(ge=1.0, le=1000.0)] = Field(
+        default=10.0,
+        description="Images whose long side exceeds this many times the short side are listed as warnings.",
+    )
+    exclude_extreme_images: bool = Field(
+        default=False,
+        description="Leave out the images min_image_side or max_aspect_ratio warn about (kept by default).",
+    )
 
 
 class EvaluationParams(_Section):

@@ -42,6 +42,14 @@ class RunPaths:
         return self.data_dir / "excluded.csv"
 
     @property
+    def warnings(self) -> Path:  # label conflicts and extreme images, kept or left out
+        return self.data_dir / "warnings.csv"
+
+    @property
+    def cross_class_pairs(self) -> Path:  # near-duplicates under different labels, for review
+        return self.data_dir / "cross_class_pairs.csv"
+
+    @property
     def audit_summary(self) -> Path:
         return self.data_dir / "audit.json"
 

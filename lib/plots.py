@@ -298,3 +298,13 @@ def grad_cam_grid(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def group_size_histogram(sizes: pd.Series) -> plt.Figure:
+    """Bars of how many near-duplicate groups have each size (``sizes``: groups, indexed by size)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(sizes.index.astype(int), sizes.to_numpy(), color="tab:blue", width=0.8)
+    ax.set_yscale("log")  # singletons outnumber the rest by far
+    ax.set(xlabel="images in the group", ylabel="groups (log scale)", title="Near-duplicate group sizes")
+    fig.tight_layout()
+    return fig

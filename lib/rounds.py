@@ -86,7 +86,7 @@ def kfold_split(labels: pd.Series, groups: np.ndarray, fractions, folds: int, fo
     y = labels.to_numpy()
     rest, test = group_fold(np.arange(len(y)), y, groups, folds, fold, seed)
     train, val = group_fold(rest, y, groups, max(2, round((train_share + val_share) / val_share)), 0, seed)
-    return assemble_split(labels, train, val, test)
+    return assemble_split(labels, groups, train, val, test)
 
 
 def round_splits(labels: pd.Series, groups: np.ndarray, params) -> dict[str, dict[str, pd.Series]]:

@@ -40,8 +40,9 @@ def check_splittable(labels: pd.Series, fractions: tuple[float, float, float]) -
         listed = ", ".join(f"'{label}' has {n}" for label, n in small.items())
         raise SplitError(
             f"too few images for a stratified {'/'.join(f'{f:.0%}' for f in fractions)} split: {listed} "
-            f"(each class needs at least {needed}). Add images to these classes, drop them from the "
-            "dataset folder you point at, or supply your own split with data.source: manifest."
+            f"(each class needs at least {needed}). Add images to these classes, leave them out with "
+            f"data.exclude_classes: [{', '.join(repr(str(label)) for label in small.index)}] or with "
+            f"data.min_images_per_class: {needed}, or supply your own split with data.source: manifest."
         )
 
 

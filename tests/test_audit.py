@@ -142,6 +142,8 @@ def test_findings_escape_class_names():
         "test_images_with_a_train_duplicate": 0, "split_sizes": {"test": 1}, "feature_duplicate_pairs": 0,
         "feature_duplicate_pairs_across_splits": 0, "group_near_duplicates": True,
         "thresholds": {"phash_max_distance": 8, "feature_min_similarity": 0.9},
+        "max_group_size": 50, "near_duplicate_groups": 3, "largest_group": 1, "label_conflicts": 0,
+        "extreme_images": 0, "cross_class_pairs": 0,
     }
     text = audit.findings_markdown(summary)
     assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>" not in text
@@ -193,7 +195,8 @@ def test_feature_pairs_groups_and_leaks_by_round():
     with pytest.raises(ValueError, match="5 usable images"):
         audit.feature_duplicate_pairs(images, features[:4], 0.95)
     group = audit.duplicate_groups(images, pairs)
-    assert group[0] == group[1] and group[3] == group[4] and len(set(group)) == 4
+    # rows 3 and 4 are a pair under different labels: groups form within a class only
+    assert group[0] == group[1] and group[3] != group[4] and len(set(group)) == 5
 
     crossing = pd.Series(["train", "test", "", "test", "train", "val"])
     together = pd.Series(["train", "train", "", "test", "test", "val"])

@@ -20,13 +20,15 @@ def test_feature_pairs_are_found_by_cosine_similarity():
         groups.similar_feature_pairs(features, 1.5)
 
 
-def test_chains_of_pairs_form_one_group():
+def test_chained_groups_join_chains_of_pairs():
     pairs = pd.DataFrame({"a": [0, 1, 5], "b": [1, 2, 6]})
-    found = groups.near_duplicate_groups(7, pairs)
+    found = groups.chained_groups(7, pairs)
     assert found[0] == found[1] == found[2] and found[5] == found[6]
     assert len(set(found)) == 4  # {0,1,2}, {3}, {4}, {5,6}
     with pytest.raises(ValueError, match="outside"):
         groups.near_duplicate_groups(3, pairs)
+    with pytest.raises(ValueError, match="outside"):
+        groups.chained_groups(3, pairs)
 
 
 def _dataset(rng, per_class=(60, 40, 30), group_size=3):
@@ -36,7 +38,7 @@ def _dataset(rng, per_class=(60, 40, 30), group_size=3):
         labels += [f"c{index}"] * count
         for first in range(start, start + count, group_size):
             members = list(range(first, min(first + group_size, start + count)))
-            pairs += [(a, b) for a, b in zip(members, members[1:])]
+            pairs += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
         start += count
     return pd.Series(labels), pd.DataFrame(pairs, columns=["a", "b"])
 
@@ -57,7 +59,7 @@ def test_no_group_spans_two_splits_and_classes_stay_stratified():
 
 def test_a_class_in_too_few_groups_is_a_clear_error():
     labels = pd.Series(["a"] * 30 + ["b"] * 8)
-    pairs = pd.DataFrame({"a": list(range(30, 37)), "b": list(range(31, 38))})  # all of 'b' is one group
+    pairs = pd.DataFrame([(a, b) for a in range(30, 38) for b in range(a + 1, 38)], columns=["a", "b"])  # all of 'b' alike
     with pytest.raises(SplitError, match=r"'b' has no (train|val|test) image.*too few near-duplicate groups"):
         groups.grouped_stratified_split(labels, groups.near_duplicate_groups(38, pairs), FRACTIONS, 42)
 
