@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from lib.inputs import Batches, SplitData, build_augmentation, make_dataset
+from lib.inputs import Batches, SplitData, build_augmentation, image_batches
 
 
 def _flat(tensors) -> list:
@@ -131,18 +131,21 @@ class ActivationCache:
         return keras.Model(pixels, [below_top, self.model.get_layer("pool")(base_output)], name="frozen_features")
 
     def _run(self, extract, split: SplitData, augmenter, views: int, name: str) -> dict[str, np.ndarray]:
+        """Both cached activations of ``views`` (augmented) views of every image of a split, each view
+        written into arrays allocated once (no second copy of the whole cache)."""
         batch = self.experiment.params.training.batch_size
-        below_top, pooled = [], []
+        below_top = pooled = None
         for view in range(views):
             start = time.perf_counter()
-            stream = make_dataset(split, self.experiment.n_classes, batch, augmenter).map(lambda x, y: x)
-            below, pool = extract.predict(stream, verbose=0)
-            below_top.append(below)
-            pooled.append(pool)
+            below, pool = extract.predict(image_batches(split.images, batch, augmenter), verbose=0)
+            if below_top is None:
+                below_top = np.empty((views, *below.shape), dtype=below.dtype)
+                pooled = np.empty((views, *pool.shape), dtype=pool.dtype)
+            below_top[view], pooled[view] = below, pool
             seconds = time.perf_counter() - start
             print(f"frozen activations cached: {name} split, view {view + 1} of {views}, "
                   f"{len(split)} images in {seconds:.0f} s ({len(split) / seconds:.0f} images/s)", flush=True)
-        return {"below_top": np.stack(below_top), "pooled": np.stack(pooled), "labels": split.labels}
+        return {"below_top": below_top, "pooled": pooled, "labels": split.labels}
 
     def bind(self, model: keras.Model, base: keras.Model) -> ActivationCache:
         """These cached activations for another model built the same way (its frozen layers

@@ -22,12 +22,14 @@ from sklearn.metrics import (
 def predict(model, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
     """Class probabilities for uint8 images, and the inference wall time per image (seconds).
 
-    One warm-up batch runs first, so the timing excludes graph tracing.
+    The images are converted to float32 a batch at a time (`lib.inputs.image_batches`), never all
+    at once. One warm-up batch runs first, so the timing excludes graph tracing.
     """
-    pixels = images.astype("float32")
-    model.predict(pixels[:batch_size], batch_size=batch_size, verbose=0)
+    from lib.inputs import image_batches
+
+    model.predict(image_batches(images[:batch_size], batch_size), verbose=0)
     start = time.perf_counter()
-    probabilities = model.predict(pixels, batch_size=batch_size, verbose=0)
+    probabilities = model.predict(image_batches(images, batch_size), verbose=0)
     return probabilities, (time.perf_counter() - start) / max(1, len(images))
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from lib import evaluate, minority
 from lib.config import Params, load_params
-from lib.inputs import StudyData, build_augmentation, load_study_data, make_dataset, training_stream
+from lib.inputs import StudyData, build_augmentation, evaluation_stream, load_study_data, training_stream
 from lib.models import load_trained_model, set_precision
 from lib.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.provenance import set_seed
@@ -128,7 +128,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         round=round_,
         model_name=model_name,
         data=data,
-        val_ds=make_dataset(data.val, len(data.class_names), params.training.batch_size),
+        val_ds=evaluation_stream(data.val, len(data.class_names), params.training.batch_size),
         step_key=step_key,
     )
     experiment.model_paths.root.mkdir(parents=True, exist_ok=True)

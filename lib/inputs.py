@@ -5,7 +5,7 @@ the decoded array is kept on disk (`cached_pixels`), so that later notebooks and
 read it instead of decoding again. `training_stream` then serves one epoch after another in
 the order the minority-class method asks for (`lib.minority.MinorityMethod.epoch_rows`),
 augmented; `Batches` serves any array (pixels or `lib.activation_cache`'s cached
-activations) in that order. The original study used Keras' legacy ``ImageDataGenerator``;
+activations) in that order, converting a batch at a time, on any Keras backend (no tf.data). The original study used Keras' legacy ``ImageDataGenerator``;
 here the same transforms are Keras 3 preprocessing layers. Validation and test data never
 pass through them, and nothing from those splits ever reaches training.
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from keras import layers
 from tqdm.auto import tqdm
 
@@ -100,78 +99,55 @@ def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) ->
     return pixels
 
 
-def pixels_in_order(paths, image_size: tuple[int, int], cache_dir: Path | None = None) -> np.ndarray:
-    """The decoded images of ``paths``, in that order, from the cache shared by every round (path order)."""
-    paths = np.asarray(list(paths))
-    in_path_order = np.argsort(paths, kind="stable")
-    pixels = cached_pixels(paths[in_path_order], image_size, cache_dir)
-    cache_row = np.empty(len(paths), dtype=np.int64)
-    cache_row[in_path_order] = np.arange(len(paths))
-    return pixels[cache_row]
-
-
 def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None) -> StudyData:
     """The manifest's images, decoded once (or read from ``cache_dir``), split by split.
 
     The cache holds the files in path order, whatever the manifest's order, so that every
-    evaluation round (each its own split of the same images) reads the same cache.
+    evaluation round (each its own split of the same images) reads the same cache; it is
+    memory-mapped, and each split copies only its own rows out of it (the decoded dataset is
+    in memory once, not twice).
     """
     class_names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     index_of = {name: i for i, name in enumerate(class_names)}
     unknown = sorted(set(manifest["label"]) - set(class_names))
     if unknown:
         raise ValueError(f"class(es) {unknown} appear in validation/test but not in training")
-    pixels = pixels_in_order(manifest["path"], image_size, cache_dir)
+    paths = manifest["path"].to_numpy(dtype=str)
+    in_path_order = np.argsort(paths, kind="stable")
+    cache = cached_pixels(paths[in_path_order], image_size, cache_dir)
+    cache_row = np.empty(len(paths), dtype=np.int64)  # the cache row of each manifest row
+    cache_row[in_path_order] = np.arange(len(paths))
     splits = {}
     for split in SPLITS:
         in_split = (manifest["split"] == split).to_numpy()
         rows = manifest[in_split].reset_index(drop=True)
         labels = rows["label"].map(index_of).to_numpy(dtype=np.int64)
-        splits[split] = SplitData(np.ascontiguousarray(pixels[in_split]), labels, rows)
+        splits[split] = SplitData(np.asarray(cache[cache_row[in_split]]), labels, rows)
     return StudyData(class_names, splits["train"], splits["val"], splits["test"])
 
 
-def make_dataset(
-    data: SplitData,
-    n_classes: int,
-    batch_size: int,
-    augmenter: keras.Sequential | None = None,
-    shuffle_seed: int | None = None,
-) -> tf.data.Dataset:
-    """tf.data batches of (float32 pixels in 0-255, one-hot labels); shuffled and augmented only when asked.
-
-    Augmentation runs on whole batches (vectorised) and in order, so that the same seed
-    gives the same augmented images; prefetch overlaps it with training.
-    """
-    dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(
-        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    if augmenter is not None:
-        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y))
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
 class Batches(keras.utils.PyDataset):
-    """Batches of ``(inputs[view, row], one-hot label)`` from inputs shaped ``(views, N, ...)``.
+    """Batches of ``(inputs[view, row], one-hot label)`` from inputs shaped ``(views, N, ...)``: the one
+    data path of training, validation and prediction, on every Keras backend.
 
     With a ``seed``, each epoch's rows come from ``method.epoch_rows`` (shuffled, or every class
     drawn equally often), drawn afresh from ``default_rng([seed, epoch])``: a shuffled epoch *e*
     reads view *e* mod views; a balanced draw reads a random view, so that the repeats of a rare
     image are not all the same augmented view. Without a seed: every row once, in order, view 0
-    (validation). ``augment``, if given, transforms each float32 batch (training only).
+    (validation, prediction). ``augment``, if given, transforms each float32 batch (training, and
+    the augmented views `lib.activation_cache` computes). Without ``labels``, batches are inputs
+    only (prediction). A batch is converted to float32 when it is served, so that uint8 pixels
+    are never held as float32 all at once.
     """
 
-    def __init__(self, inputs: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int,
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size: int,
                  method=None, seed: int | None = None, augment=None):
         super().__init__()
         if seed is not None and method is None:
             raise ValueError("a seeded (training) stream needs the minority-class method that orders its epochs")
         self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
         self.n_classes, self.method, self.seed, self.augment = n_classes, method, seed, augment
-        self.targets = np.eye(n_classes, dtype="float32")[labels]
+        self.targets = None if labels is None else np.eye(n_classes, dtype="float32")[labels]
         self.epoch, self._epochs_begun = 0, 0
         self._order, self._views = self._draw()
 
@@ -199,7 +175,7 @@ class Batches(keras.utils.PyDataset):
         inputs = self.inputs[self._views[batch], rows].astype("float32", copy=False)
         if self.augment is not None:
             inputs = keras.ops.convert_to_numpy(self.augment(inputs, training=True))
-        return inputs, self.targets[rows]
+        return inputs if self.targets is None else (inputs, self.targets[rows])
 
     def on_epoch_begin(self) -> None:
         # Keras calls this once at the start of every epoch (on_epoch_end also runs on resets)
@@ -208,15 +184,19 @@ class Batches(keras.utils.PyDataset):
 
 
 def training_stream(data: SplitData, n_classes: int, batch_size: int, method, seed: int,
-                    augmenter: keras.Sequential | None):
-    """The augmented training batches of one split under a minority-class method, epoch after epoch.
+                    augmenter: keras.Sequential | None) -> Batches:
+    """The augmented training batches of one split under a minority-class method, epoch after epoch."""
+    return Batches(data.images[None], data.labels, n_classes, batch_size, method, seed, augmenter)
 
-    A method that balances the sampling gets `Batches` (the one oversampling procedure both
-    models use); the others get tf.data's seeded shuffle.
-    """
-    if method.balances_sampling:
-        return Batches(data.images[None], data.labels, n_classes, batch_size, method, seed, augmenter)
-    return make_dataset(data, n_classes, batch_size, augmenter, shuffle_seed=seed)
+
+def evaluation_stream(data: SplitData, n_classes: int, batch_size: int) -> Batches:
+    """Every image of a split once, in order, not augmented (validation)."""
+    return Batches(data.images[None], data.labels, n_classes, batch_size)
+
+
+def image_batches(images: np.ndarray, batch_size: int, augmenter: keras.Sequential | None = None) -> Batches:
+    """Images only, in order, for ``predict`` (augmented by ``augmenter`` if given)."""
+    return Batches(images[None], None, 1, batch_size, augment=augmenter)
 
 
 def build_augmentation(augmentation, seed: int) -> keras.Sequential | None:

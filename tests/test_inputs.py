@@ -19,14 +19,14 @@ def _split_data(n=10, size=8, seed=0):
 
 
 def _batches(dataset):
-    """One epoch of a tf.data stream or a `lib.inputs.Batches`, as (images, one-hot labels)."""
+    """One epoch of a `lib.inputs.Batches`, as (images, one-hot labels)."""
     xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in dataset])
     return np.concatenate(xs), np.concatenate(ys)
 
 
 def test_unaugmented_stream_is_the_images_in_order_with_one_hot_labels():
     data = _split_data()
-    x, y = _batches(inputs.make_dataset(data, n_classes=3, batch_size=4))
+    x, y = _batches(inputs.evaluation_stream(data, n_classes=3, batch_size=4))
     assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 255
     np.testing.assert_array_equal(x, data.images.astype(np.float32))
     np.testing.assert_array_equal(y.argmax(axis=1), data.labels)
@@ -35,7 +35,7 @@ def test_unaugmented_stream_is_the_images_in_order_with_one_hot_labels():
 
 def test_shuffling_reorders_but_keeps_every_image_once():
     data = _split_data()
-    x, y = _batches(inputs.make_dataset(data, 3, 4, shuffle_seed=1))
+    x, y = _batches(inputs.training_stream(data, 3, 4, METHODS["class_weight"], seed=1, augmenter=None))
     assert not np.array_equal(x, data.images.astype(np.float32))
     order = [next(i for i in range(len(data)) if np.array_equal(img, data.images[i])) for img in x.astype(np.uint8)]
     assert sorted(order) == list(range(len(data)))
@@ -46,9 +46,11 @@ def test_augmentation_changes_training_pixels_only_when_asked():
     params = load_params("params/default.yaml")
     data = _split_data(size=32)
     augmenter = inputs.build_augmentation(params.augmentation, seed=0)
-    x, _ = _batches(inputs.make_dataset(data, 3, 4, augmenter=augmenter))
+    x, _ = _batches(inputs.training_stream(data, 3, 4, METHODS["class_weight"], seed=1, augmenter=augmenter))
     assert x.shape == (10, 32, 32, 3)
-    assert not np.allclose(x, data.images.astype(np.float32))
+    assert not np.allclose(np.sort(x, axis=0), np.sort(data.images.astype(np.float32), axis=0))
+    plain = inputs.image_batches(data.images, 4)  # prediction: inputs only, in order, not augmented
+    np.testing.assert_array_equal(np.concatenate([plain[i] for i in range(len(plain))]), data.images.astype(np.float32))
 
 
 def test_a_class_missing_from_training_is_an_error():

@@ -52,9 +52,9 @@ def test_the_training_stream_oversamples_and_validation_is_untouched(prepare_exp
     drawn = np.concatenate([np.asarray(y).argmax(axis=1) for _, y in stream])
     assert len(drawn) == len(experiment.data.train)
     counts = np.bincount(experiment.data.train.labels)
-    plain = np.concatenate([y.numpy().argmax(axis=1) for _, y in experiment.training_stream(METHODS["class_weight"])])
+    plain = np.concatenate([np.asarray(y).argmax(axis=1) for _, y in experiment.training_stream(METHODS["class_weight"])])
     assert np.array_equal(np.bincount(plain), counts), "without oversampling every image once"
-    val = np.concatenate([y.numpy().argmax(axis=1) for _, y in experiment.val_ds])
+    val = np.concatenate([np.asarray(y).argmax(axis=1) for _, y in experiment.val_ds])
     assert np.array_equal(val, experiment.data.val.labels), "validation: every image once, in order"
     assert not train_paths & set(experiment.data.val.rows["path"]) and not train_paths & set(experiment.data.test.rows["path"])
     assert experiment.class_weight(OVERSAMPLE) is None and experiment.class_weight(METHODS["logit_adjustment"]) is None

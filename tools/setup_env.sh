@@ -4,7 +4,8 @@
 #   tools/setup_env.sh            # prints nothing when .venv already matches the lock
 #
 # The venv is rebuilt only when requirements.lock changed since it was made (its hash is
-# kept in .venv/.lock.sha256). Set STUDY_VENV to put the venv elsewhere.
+# kept in .venv/.lock.sha256). Set STUDY_VENV to put the venv elsewhere, STUDY_PYTHON to
+# build it with a given interpreter (3.11, 3.12 or 3.13).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,15 +28,16 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; the
   exit 0
 fi
 
-# Some locked wheels need Python 3.11.5 or newer: take the first such 3.11 on PATH.
+# The lock installs on Python 3.11 (3.11.5 or newer: some locked wheels need it), 3.12 and 3.13:
+# take STUDY_PYTHON when set, else the first such interpreter on PATH.
 python=""
-for candidate in $(type -ap python3.11 python3); do
-  if "$candidate" -c 'import sys, venv; sys.exit(not ((3, 11, 5) <= sys.version_info[:3] < (3, 12)))' 2>/dev/null; then
+for candidate in ${STUDY_PYTHON:-} $(type -ap python3.11 python3.12 python3.13 python3); do
+  if "$candidate" -c 'import sys, venv; sys.exit(not ((3, 11, 5) <= sys.version_info[:3] < (3, 14)))' 2>/dev/null; then
     python="$candidate"; break
   fi
 done
 if [ -z "$python" ]; then
-  echo "error: Python 3.11.5 or a later 3.11 (with venv) is needed on PATH;" \
+  echo "error: Python 3.11 (3.11.5 or later), 3.12 or 3.13, with venv, is needed on PATH (or as STUDY_PYTHON);" \
        "conda users: conda env create -f environment.yml" >&2
   exit 1
 fi
