@@ -1,7 +1,7 @@
 """Both models side by side, computed only from the artefacts their notebooks wrote.
 
 One round's results (`load_results`) give the detailed comparison: confusion matrices,
-learning curves, misclassified images. All rounds together (`load_all_rounds`) give the
+learning curves, paired outcomes. All rounds together (`load_all_rounds`) give the
 statistics: means, spreads and bootstrap intervals over rounds, McNemar's test per round,
 calibration of the pooled test predictions, and the minority-class method comparison.
 
@@ -127,27 +127,6 @@ def agreement_table(results: dict[str, ModelResults]) -> pd.DataFrame:
     return pd.crosstab(
         correct[first].map(outcome).rename(f"{first}"), correct[second].map(outcome).rename(f"{second}")
     ).reindex(index=["right", "wrong"], columns=["right", "wrong"], fill_value=0)
-
-
-def misclassified(results: dict[str, ModelResults]) -> pd.DataFrame:
-    """Every test image some model got wrong: model, path, true and predicted label, confidence."""
-    rows = []
-    for r in results.values():
-        wrong = r.predictions[r.predictions["true_label"] != r.predictions["predicted_label"]]
-        probabilities = wrong.filter(like="p_").to_numpy()
-        rows.append(
-            pd.DataFrame(
-                {
-                    "model": r.name,
-                    "path": wrong["path"],
-                    "relpath": wrong["relpath"],
-                    "true_label": wrong["true_label"],
-                    "predicted_label": wrong["predicted_label"],
-                    "confidence": probabilities.max(axis=1) if len(wrong) else np.array([]),
-                }
-            )
-        )
-    return pd.concat(rows, ignore_index=True).sort_values(["model", "confidence"], ascending=[True, False])
 
 
 def confusion_counts(results: dict[str, ModelResults]) -> dict[str, pd.DataFrame]:
@@ -401,7 +380,6 @@ class Comparison:
     per_class_f1: pd.DataFrame  # class x model
     agreement: pd.DataFrame  # the 2 x 2 table of paired outcomes in the first round
     confusion: pd.DataFrame  # model, true, predicted: counts in the first round
-    misclassified: pd.DataFrame  # the first round's wrong test predictions, most confident first
     verdict: dict  # `verdict`
 
     @property
@@ -422,7 +400,7 @@ class Comparison:
 # How many leading columns of each table's CSV file are its index (0: a plain row number, not written).
 _INDEX_COLUMNS = {"per_round": 0, "summary": 2, "difference": 1, "mcnemar": 1, "support": 1, "methods": 0,
                   "calibration": 1, "reliability": 0, "pr_curves": 0, "first_round": 1, "per_class_f1": 1,
-                  "agreement": 1, "confusion": 0, "misclassified": 0}
+                  "agreement": 1, "confusion": 0}
 
 
 def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
@@ -442,7 +420,7 @@ def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
         reliability=_long({name: c["reliability"] for name, c in calibration.items()}),
         pr_curves=_long({name: c["pr_curves"] for name, c in calibration.items()}),
         first_round=comparison_table(first).rename_axis("quantity"), per_class_f1=per_class_f1(first),
-        agreement=agreement_table(first), confusion=_long(confusion), misclassified=misclassified(first),
+        agreement=agreement_table(first), confusion=_long(confusion),
         verdict=verdict(summary, tests, difference),
     )
 

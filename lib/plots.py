@@ -22,7 +22,7 @@ sns.set_theme(context="notebook", style="whitegrid")
 def class_counts_bar(counts: pd.Series, title: str = "Images per class") -> plt.Figure:
     """Horizontal bars, one per class, with the count written at the end of each bar."""
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(counts) + 1.2))
-    sns.barplot(x=counts.to_numpy(), y=counts.index.astype(str), ax=ax, color="tab:blue", orient="h")
+    sns.barplot(x=counts.to_numpy(), y=[display_label(c) for c in counts.index], ax=ax, color="tab:blue", orient="h")
     for y, value in enumerate(counts.to_numpy()):
         ax.text(value, y, f" {value:,}", va="center")
     ax.set(xlabel="images", ylabel="", title=title)
@@ -33,7 +33,7 @@ def class_counts_bar(counts: pd.Series, title: str = "Images per class") -> plt.
 
 def split_counts_bar(split_table: pd.DataFrame) -> plt.Figure:
     """Stacked bars of train / val / test images per class."""
-    parts = split_table[list(SPLITS)]
+    parts = split_table[list(SPLITS)].rename(index=display_label)
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(parts) + 1.2))
     parts.plot.barh(stacked=True, ax=ax, color=["tab:blue", "tab:orange", "tab:green"])
     ax.invert_yaxis()
@@ -45,7 +45,8 @@ def split_counts_bar(split_table: pd.DataFrame) -> plt.Figure:
 def image_size_scatter(images: pd.DataFrame) -> plt.Figure:
     """Width against height of every usable image, coloured by class."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    sns.scatterplot(data=images, x="width", y="height", hue="label", alpha=0.6, ax=ax, s=18)
+    shown = images.assign(label=images["label"].map(display_label))
+    sns.scatterplot(data=shown, x="width", y="height", hue="label", alpha=0.6, ax=ax, s=18)
     ax.set(title="Image sizes (pixels)")
     ax.legend(title="class", fontsize="small", loc="best")
     fig.tight_layout()
@@ -54,7 +55,7 @@ def image_size_scatter(images: pd.DataFrame) -> plt.Figure:
 
 def colour_mode_bar(images: pd.DataFrame) -> plt.Figure:
     """Counts of PIL colour modes (RGB, L, RGBA, CMYK, P, ...) per class."""
-    table = pd.crosstab(images["mode"], images["label"])
+    table = pd.crosstab(images["mode"], images["label"].map(display_label))
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(table) + 1.5))
     table.plot.barh(stacked=True, ax=ax)
     ax.set(xlabel="images", ylabel="colour mode", title="Colour modes")
@@ -73,7 +74,7 @@ def image_grid(
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles):
         ax.imshow(image)
-        ax.set_title(title, fontsize=8)
+        ax.set_title(display_label(title, max_length=40), fontsize=8)
     if row_labels:
         for row, label in enumerate(row_labels):
             axes[row, 0].text(
@@ -130,6 +131,7 @@ def learning_curves_grid(histories: dict[str, pd.DataFrame]) -> plt.Figure:
 def confusion_matrices(counts: pd.DataFrame, normalised: pd.DataFrame, title: str = "") -> plt.Figure:
     """The confusion matrix as counts and row-normalised (recall on the diagonal), side by side."""
     size = 2.2 + 0.75 * len(counts)
+    counts, normalised = (t.rename(index=display_label, columns=display_label) for t in (counts, normalised))
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
     sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", cbar=False, ax=axes[0], square=True)
     sns.heatmap(normalised, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=axes[1], square=True)
@@ -147,6 +149,7 @@ def confusion_side_by_side(counts_by_model: dict[str, pd.DataFrame]) -> plt.Figu
     size = 2.4 + 0.8 * n_classes
     fig, axes = plt.subplots(1, len(counts_by_model), figsize=(size * len(counts_by_model), size), squeeze=False)
     for ax, (title, counts) in zip(axes.flat, counts_by_model.items()):
+        counts = counts.rename(index=display_label, columns=display_label)
         shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
         labels = shares.round(2).astype(str) + "\n(" + counts.astype(str) + ")"
         sns.heatmap(shares, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax, square=True,
@@ -158,24 +161,11 @@ def confusion_side_by_side(counts_by_model: dict[str, pd.DataFrame]) -> plt.Figu
 
 def per_class_f1_bar(f1_table: pd.DataFrame) -> plt.Figure:
     """Grouped bars: F1 of each class (x) for each model (colour)."""
-    long = f1_table.reset_index().melt(id_vars="class", var_name="model", value_name="F1")
+    long = f1_table.rename(index=display_label).reset_index().melt(id_vars="class", var_name="model", value_name="F1")
     fig, ax = plt.subplots(figsize=(1.2 * len(f1_table) + 3, 3.8))
     sns.barplot(data=long, x="class", y="F1", hue="model", ax=ax)
     ax.set(ylim=(0, 1.05), xlabel="", title="F1 per class on the test split")
     ax.legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def misclassified_gallery(rows: pd.DataFrame, load, columns: int = 5) -> plt.Figure | None:
-    """Thumbnails of misclassified test images, titled model / true / predicted (confidence)."""
-    if rows.empty:
-        return None
-    titles = [
-        f"{r.model}\ntrue: {r.true_label}\npred: {r.predicted_label} ({r.confidence:.0%})" for r in rows.itertuples()
-    ]
-    fig = image_grid([load(p) for p in rows["path"]], titles, columns=columns)
-    fig.set_size_inches(2.2 * columns, 2.6 * ((len(rows) + columns - 1) // columns))
     fig.tight_layout()
     return fig
 
@@ -217,7 +207,7 @@ def precision_recall_grid(calibration: dict[str, dict]) -> plt.Figure:
         table = found["pr_curves"]
         for label, curve in table.groupby("class", sort=False):
             ax.plot(curve["recall"], curve["precision"], drawstyle="steps-post",
-                    label=f"{label} (AP {curve['average_precision'].iloc[0]:.2f})")
+                    label=f"{display_label(label)} (AP {curve['average_precision'].iloc[0]:.2f})")
         ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="recall", ylabel="precision", title=name)
         ax.legend(fontsize="x-small", loc="lower left")
     fig.tight_layout()
@@ -249,10 +239,16 @@ def method_comparison_bars(methods: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+def visible(text) -> str:
+    """Text with its control characters (a tab or a newline in a class name) written as their escapes (``\\t``),
+    so that a figure or a page shows them instead of breaking a line or drawing a box."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c for c in str(text))
+
+
 def display_label(text, max_length: int = 28) -> str:
-    """A class name as a figure shows it: control characters (tab, newline, ...) written as their escapes
-    (``\\t``), matplotlib's math delimiter ``$`` escaped, and a long name cut with an ellipsis."""
-    shown = "".join(repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c for c in str(text))
+    """A class name as a figure shows it: control characters written as their escapes (`visible`),
+    matplotlib's math delimiter ``$`` escaped, and a long name cut with an ellipsis."""
+    shown = visible(text)
     if len(shown) > max_length:
         shown = shown[: max_length - 1] + "…"
     return shown.replace("$", r"\$")

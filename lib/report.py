@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
-from html import escape
+import html
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -22,9 +22,15 @@ import pandas as pd
 import yaml
 
 from lib.compare import MODELS, Comparison, ModelResults
+from lib.plots import visible
 from lib.minority import METHODS
 
 STYLE = Path(__file__).with_name("report.css")
+
+
+def escape(text) -> str:
+    """Data (a class or file name) as HTML text: markup escaped, control characters shown as escapes."""
+    return html.escape(visible(text))
 
 
 # --------------------------------------------------------------------------------------
@@ -390,7 +396,7 @@ OVERFITTING_GAP = "train - val accuracy at kept epoch (points)"  # a row of `lib
 
 
 def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: pd.DataFrame, replication: bool,
-                    overfit_threshold: float = 5.0) -> str:
+                    rounds: int, overfit_threshold: float = 5.0) -> str:
     """Overfitting, the minority class and cost, in the round the results section shows (the first); the
     original study's score on its rare class only for the ``replication``."""
     small, small_n = smallest_class(audit)
@@ -410,12 +416,13 @@ def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: 
     )
     original = " (the original study scored 0.00 with both models)" if replication else ""
     in_test = f"{support} {'is' if support == 1 else 'are'} in the round's test split"
+    over_rounds = ("which is why the statistical analysis gives them over every round" if rounds > 1 else
+                   "and one round cannot show how much they vary: more rounds (evaluation.seeds) would")
     return (
         f"<p><b>Overfitting (first round).</b> {'; '.join(parts)}.{why}</p>"
         f"<p><b>The minority class (first round).</b> <i>{escape(small)}</i> has {count(small_n, 'image')}, of which "
         f"{in_test}. F1 on it: {minority}{original}. With so few test images, each one moves this class's recall "
-        f"by {1 / max(support, 1):.2f}: these numbers are fragile, which is why the statistical analysis gives "
-        f"them over every round.</p>"
+        f"by {1 / max(support, 1):.2f}: these numbers are fragile, {over_rounds}.</p>"
         f"<p><b>Cost (first round).</b> {cost} on this machine.</p>"
     )
 
@@ -441,7 +448,8 @@ def conclusion_html(comparison: Comparison) -> str:
         row = difference.loc["macro-F1"]
         finding += (
             f" by this study's rule, because the two macro-F1 intervals overlap; McNemar's test (p at most "
-            f"{tests['p_value'].astype(float).max():.3g} in every round) and the paired interval of the "
+            f"{tests['p_value'].astype(float).max():.3g} in {'every round' if rounds > 1 else 'its one round'}) and "
+            "the paired interval of the "
             f"difference ({row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
             f"{escape(row['second'])} minus {escape(row['first'])}) both favour {escape(best)}")
     return (
@@ -488,6 +496,10 @@ def statistics_html(comparison: Comparison, scheme: str) -> str:
     with the half of the rule that failed; then the paired interval of the difference."""
     summary, tests, verdict = comparison.summary, comparison.mcnemar, comparison.verdict
     rounds = int(summary["rounds"].iloc[0])
+    spread = ("each round draws its own split and its own initialisation. Below, each metric is given as its mean "
+              "over rounds ± the standard deviation between rounds" if rounds > 1 else
+              "with one round there is no spread between rounds to give (± 0). Below, each metric is given as its "
+              "value in that round")
     per_model = "; ".join(
         f"{escape(model)} {row['mean']:.3f} ± {row['std']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
         for model, row in summary.xs("macro-F1", level="metric").iterrows()
@@ -497,10 +509,9 @@ def statistics_html(comparison: Comparison, scheme: str) -> str:
                else f"the difference between the models is not significant at the 5 % level "
                     f"({not_significant_because(verdict)})")
     return (
-        f"<p>The study ran {count(rounds, 'evaluation round')} ({SCHEME_NAMES[scheme]}); each round draws its own split and "
-        "its own initialisation. Below, each metric is given as its mean over rounds ± the standard deviation "
-        "between rounds, with a 95 % percentile bootstrap interval of the mean (scipy; each round's test images "
-        f"resampled independently). Macro-F1: {per_model}. McNemar's exact test on each round's paired test "
+        f"<p>The study ran {count(rounds, 'evaluation round')} ({SCHEME_NAMES[scheme]}); {spread}, with a 95 % "
+        "percentile bootstrap interval of the mean (scipy; each round's test images resampled independently). "
+        f"Macro-F1: {per_model}. McNemar's exact test on {'each round' if rounds > 1 else 'the round'}'s paired test "
         f"predictions: {p_values}. By this study's rule, {verdict['rule']}: {outcome}."
         f"{difference_sentence(comparison.difference)}</p>"
     )

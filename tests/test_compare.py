@@ -34,8 +34,7 @@ def _comparison(rounds, summary=None, tests=None, **verdict_changes) -> compare.
     tests = compare.paired_tests(rounds) if tests is None else tests
     difference = compare.difference_across_rounds(rounds, seed=0, n_resamples=300)
     empty = {name: pd.DataFrame() for name in ("per_round", "support", "methods", "calibration", "reliability",
-                                               "pr_curves", "first_round", "per_class_f1", "agreement", "confusion",
-                                               "misclassified")}
+                                               "pr_curves", "first_round", "per_class_f1", "agreement", "confusion")}
     return compare.Comparison(summary=summary, mcnemar=tests, difference=difference, **empty,
                               verdict=compare.verdict(summary, tests, difference) | verdict_changes)
 

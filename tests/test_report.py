@@ -92,3 +92,21 @@ def test_sentences_about_the_original_study_appear_only_in_the_replication(tmp_p
     assert "Klasson" in report.references_html(replication) and "Klasson" not in report.references_html(own)
     assert "Menon" in report.references_html(replication)
     assert "Menon" not in report.references_html(parse_params({"minority": {"methods": ["class_weight"]}}))
+
+
+def test_class_names_with_control_characters_or_markup_show_as_text_in_prose_and_figures():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from lib import plots
+
+    assert report.escape('Oat\tMilk <i>"x"\n') == "Oat\\tMilk &lt;i&gt;&quot;x&quot;\\n"
+    counts = pd.Series({"Oat\tMilk": 3, "Yoghurt\nplain": 2, "Milk, 1 L": 1})
+    figure = plots.class_counts_bar(counts)
+    labels = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
+    plt.close(figure)
+    assert labels == ["Oat\\tMilk", "Yoghurt\\nplain", "Milk, 1 L"]
+    confusion = pd.DataFrame([[1, 0], [0, 1]], index=list(counts.index[:2]), columns=list(counts.index[:2]))
+    figure = plots.confusion_side_by_side({"A": confusion})
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["Oat\\tMilk", "Yoghurt\\nplain"]
+    plt.close(figure)
