@@ -422,7 +422,6 @@ def write_outputs(
         "largest_group": int(images.loc[images["usable"], "group"].value_counts().max()),
         "leaks_by_round": leaks.reset_index().to_dict(orient="records"),
         "round_manifest_sha256": {name: manifest_sha256(m) for name, m in manifests.items()},
-        "manifest_sha256": manifest_sha256(next(iter(manifests.values()))),
     }
     paths.audit_summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -286,9 +286,3 @@ def assemble_split(labels: pd.Series, groups, train, val, test) -> pd.Series:
             + largest_groups_text(labels, groups) + " " + GROUPING_CHOICES
         )
     return split
-
-
-def cross_split_pairs(pairs: pd.DataFrame, split: pd.Series) -> int:
-    """How many pairs have their two images in different splits (0 after a group-aware split)."""
-    values = split.to_numpy()
-    return int((values[pairs["a"].to_numpy(dtype=int)] != values[pairs["b"].to_numpy(dtype=int)]).sum())

@@ -51,13 +51,15 @@ class StudyData:
     test: SplitData
 
 
-def decode_images(paths, image_size: tuple[int, int]) -> np.ndarray:
-    """Decode and resize every image once (in parallel, with a progress bar): uint8 (N, H, W, 3)."""
+def decode_images(paths, image_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Decode and resize every image once (in parallel, with a progress bar): uint8 (N, H, W, 3), written into
+    ``out`` when given (e.g. a memory-mapped file)."""
     def decode(path):
         return np.asarray(load_rgb(path, image_size), dtype=np.uint8)
 
     paths = list(paths)
-    out = np.empty((len(paths), *image_size, 3), dtype=np.uint8)
+    if out is None:
+        out = np.empty((len(paths), *image_size, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for index, array in enumerate(
             tqdm(pool.map(decode, paths), total=len(paths), desc="Decoding images", unit="img")
@@ -78,8 +80,10 @@ def pixel_cache_key(paths, image_size: tuple[int, int]) -> str:
 def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) -> np.ndarray:
     """`decode_images`, read from ``cache_dir`` when these files were decoded at this size before.
 
-    The cache is one ``.npy`` file per (file list, size) key, written atomically; older
-    entries in ``cache_dir`` are removed when a new one is written. None: no cache.
+    The cache is one ``.npy`` file per (file list, size) key, decoded straight into the file (so
+    that the decoded set is never in memory all at once) and put in place atomically; it is
+    returned memory-mapped. Older entries in ``cache_dir`` are removed when a new one is
+    written. None: no cache.
     """
     paths = list(paths)
     if cache_dir is None:
@@ -88,15 +92,16 @@ def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) ->
     file = cache_dir / f"pixels-{image_size[0]}x{image_size[1]}-{pixel_cache_key(paths, image_size)}.npy"
     if file.is_file():
         return np.load(file, mmap_mode="r")
-    pixels = decode_images(paths, image_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in cache_dir.glob("pixels-*.npy"):
         stale.unlink()
     partial = file.with_suffix(".partial")
-    with open(partial, "wb") as handle:
-        np.save(handle, pixels)
+    pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_size, 3))
+    decode_images(paths, image_size, out=pixels)
+    pixels.flush()
+    del pixels
     os.replace(partial, file)
-    return pixels
+    return np.load(file, mmap_mode="r")
 
 
 def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None) -> StudyData:

@@ -114,3 +114,9 @@ def prepare_experiment(tmp_path, tiny_params):
         return experiment.prepare(str(params_file), model_name)
 
     return prepare
+
+
+def cross_split_pairs(pairs: pd.DataFrame, split: pd.Series) -> int:
+    """How many pairs (``a``, ``b``: row positions) have their two images in different splits."""
+    values = split.to_numpy()
+    return int((values[pairs["a"].to_numpy(dtype=int)] != values[pairs["b"].to_numpy(dtype=int)]).sum())

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cross_split_pairs
 from lib import groups
 from lib.config import parse_params
 from lib.split import SplitError
@@ -47,14 +48,14 @@ def test_no_group_spans_two_splits_and_classes_stay_stratified():
     labels, pairs = _dataset(np.random.default_rng(0))
     group_of = groups.near_duplicate_groups(len(labels), pairs)
     split = groups.grouped_stratified_split(labels, group_of, FRACTIONS, 42)
-    assert groups.cross_split_pairs(pairs, split) == 0
+    assert cross_split_pairs(pairs, split) == 0
     for group in np.unique(group_of):
         assert split[group_of == group].nunique() == 1
     shares = pd.crosstab(labels, split, normalize="index")
     assert (shares["test"].between(0.08, 0.25)).all() and (shares["train"] > 0.55).all()
     # a random split of the same data does separate near-duplicates
     from lib.split import stratified_split
-    assert groups.cross_split_pairs(pairs, stratified_split(labels, FRACTIONS, 42)) > 0
+    assert cross_split_pairs(pairs, stratified_split(labels, FRACTIONS, 42)) > 0
 
 
 def test_a_class_in_too_few_groups_is_a_clear_error():

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cross_split_pairs
 from lib import groups, rounds
 from lib.config import ParamsError, parse_params
 from lib.split import SplitError
@@ -36,9 +37,9 @@ def test_holdout_rounds_keep_groups_whole_and_differ_by_seed():
     pairs = pairs[group_of[pairs["a"]] == group_of[pairs["b"]]]
     used = [kinds["used"] for kinds in splits.values()]
     for split in used:
-        assert groups.cross_split_pairs(pairs, split) == 0
+        assert cross_split_pairs(pairs, split) == 0
         assert (pd.crosstab(labels, split) > 0).all().all(), "every class in every split"
-    assert sum(groups.cross_split_pairs(pairs, kinds["plain"]) for kinds in splits.values()) > 0
+    assert sum(cross_split_pairs(pairs, kinds["plain"]) for kinds in splits.values()) > 0
     assert not used[0].equals(used[1])
 
 
