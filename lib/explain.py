@@ -488,15 +488,29 @@ class Explanations:
         return {model: maps[rows] for model, maps in self.maps.items()}
 
 
+def classes_to_show(predictions_by_model: dict[str, pd.DataFrame], class_names: list[str], rare_class: str,
+                    limit: int = 8) -> list[str]:
+    """The classes whose examples a page can show: every class when there are at most ``limit``, else the rare
+    class and the classes the models get wrong most often (test images wrong, summed over the models; ties in
+    ``class_names`` order), ``limit`` in all, in ``class_names`` order."""
+    if len(class_names) <= limit:
+        return list(class_names)
+    errors = sum((table["true_label"] != table["predicted_label"]).groupby(table["true_label"]).sum()
+                 for table in predictions_by_model.values())
+    ranked = sorted(class_names, key=lambda name: (-int(errors.get(name, 0)), class_names.index(name)))
+    chosen = {rare_class, *[name for name in ranked if name != rare_class][: limit - 1]}
+    return [name for name in class_names if name in chosen]
+
+
 def compute_explanations(models: dict[str, tuple[keras.Model, pd.DataFrame]], class_names: list[str],
                          rare_class: str, image_size, top_k: int = 3) -> Explanations:
     """Explanations of the models (by display name: the trained model and its test predictions, all on the
-    same test images): the examples, top losses, confusions and disagreements, and Grad-CAM maps of
-    every image shown, each for the class the model predicted (after its post-processing)."""
+    same test images): the examples (of `classes_to_show`), top losses, confusions and disagreements, and
+    Grad-CAM maps of every image shown, each for the class the model predicted (after its post-processing)."""
     from lib.images import load_rgb
 
     predictions = {name: table for name, (_, table) in models.items()}
-    examples = explanation_examples(predictions, class_names, rare_class)
+    examples = explanation_examples(predictions, classes_to_show(predictions, class_names, rare_class), rare_class)
     losses = top_losses(predictions, top_k)
     relpaths = list(dict.fromkeys([*examples["relpath"], *losses["relpath"]]))
     paths = side_by_side(predictions).loc[relpaths, "path"]

@@ -339,3 +339,17 @@ def test_grad_cam_grid_titles_every_panel_with_safe_labels():
     plt.close(fig)
     with pytest.raises(ValueError, match="one photo and one overlay per model for each of the 3 examples"):
         grad_cam_grid(examples, photos[:2], overlays)
+
+
+def test_with_many_classes_the_rare_class_and_the_most_misclassified_ones_are_shown():
+    from lib import explain
+
+    names = [f"c{i}" for i in range(12)]
+    true = [name for name in names for _ in range(3)]
+    wrong = {"c5": 3, "c9": 2, "c2": 1}  # test images of each class that model A gets wrong
+    predicted = [("c0" if true[i] != "c0" else "c1") if k < wrong.get(true[i], 0) else true[i]
+                 for i, k in zip(range(len(true)), [j % 3 for j in range(len(true))])]
+    table = pd.DataFrame({"true_label": true, "predicted_label": predicted})
+    shown = explain.classes_to_show({"A": table, "B": table.assign(predicted_label=true)}, names, "c11", limit=4)
+    assert shown == ["c2", "c5", "c9", "c11"]  # in class order: the three most wrong, and the rare class
+    assert explain.classes_to_show({"A": table}, names[:4], "c3", limit=4) == names[:4]  # few classes: all
