@@ -114,3 +114,11 @@ def prepare_experiment(tmp_path, tiny_params):
         return experiment.prepare(str(params_file), model_name)
 
     return prepare
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A small finished run (both models of its first round), written once per session: see tests/finished_run.py."""
+    from finished_run import make_finished_run
+
+    return make_finished_run(tmp_path_factory.mktemp("finished"))
