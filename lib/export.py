@@ -30,6 +30,7 @@ import pandas as pd
 
 from lib.deploy import MODEL_NAMES, KerasClassifier, OnnxClassifier, RunError, RunModel, max_image_pixels, read_image
 from lib.minority import METHODS
+from lib.paths import PROJECT_ROOT
 
 TOLERANCE = 1e-4  # float32 ONNX vs float32 Keras, probabilities after post-processing
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "loss", "test_images")
@@ -143,7 +144,8 @@ def describe(run_model: RunModel, float32_model, folder: Path, check: dict) -> d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Export a finished run's first-round models (Keras, ONNX, JSON).")
-    parser.add_argument("--run", type=Path, default=Path("reports/default"), help="the finished run's folder")
+    parser.add_argument("--run", type=Path, default=PROJECT_ROOT / "reports" / "default",
+                        help="the finished run's folder (default: the project's reports/default)")
     parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated, of " + ", ".join(MODEL_NAMES))
     parser.add_argument("--check-images", type=int, default=64, help="test images compared between runtimes")
     args = parser.parse_args(argv)
