@@ -157,3 +157,16 @@ def test_runs_offline_in_a_fresh_process_and_names_a_missing_run(finished_run, p
     missing = subprocess.run([*command[:4], str(tmp_path / "nope"), str(photos)], env=env, capture_output=True,
                              text=True, timeout=300)
     assert missing.returncode == 2 and f"{tmp_path / 'nope'} is not a finished run" in missing.stderr
+
+
+def test_the_throughput_benchmark_times_predict_and_checks_it_against_the_run(finished_run):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("predict_throughput", PROJECT / "benchmarks" / "predict_throughput.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    row = benchmark.measure(finished_run, "cnn", "keras", limit=10)
+    assert row["images"] == 10 and row["images_per_second"] > 0
+    assert row["agree"] == 10  # float32 predict gives the labels the run's bfloat16 model wrote
+    text = benchmark.markdown(finished_run, [row], {})
+    assert f"| cnn | keras | 10 | {row['images_per_second']:.1f} | 10 / 10 |" in text
