@@ -138,27 +138,32 @@ class RunModel:
 
 
 def as_float32(model):
-    """A copy of a Keras model that computes in float32 (a mixed-precision model's weights are float32 already).
+    """A copy of a Keras model that computes in float32 (a mixed-precision model's weights are float32 already)."""
+    return inference_copy(model, dtype_policy="float32")
 
-    Rebuilt from its config with every layer's dtype policy set to float32, in safe mode, and given the
-    same weights: nothing is traced or pickled.
-    """
+
+def inference_copy(model, dtype_policy: str | None = None):
+    """The model rebuilt from its config with the same weights, without the optimizer and its state (what
+    classifying needs); every layer's dtype policy set to ``dtype_policy`` when given. Rebuilt in safe mode:
+    nothing is traced or unpickled."""
     import keras
 
-    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    config = keras.saving.serialize_keras_object(model)
+    if dtype_policy is not None:
+        config = _with_policy(config, dtype_policy)
     copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
     copy.set_weights(model.get_weights())
     return copy
 
 
-def _float32_policies(config):
-    """``config`` with each serialized DTypePolicy named float32."""
+def _with_policy(config, name: str):
+    """``config`` with each serialized DTypePolicy called ``name``."""
     if isinstance(config, dict):
         if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
-            return {**config, "config": {**config["config"], "name": "float32"}}
-        return {key: _float32_policies(value) for key, value in config.items()}
+            return {**config, "config": {**config["config"], "name": name}}
+        return {key: _with_policy(value, name) for key, value in config.items()}
     if isinstance(config, list):
-        return [_float32_policies(value) for value in config]
+        return [_with_policy(value, name) for value in config]
     return config
 
 

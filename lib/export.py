@@ -4,7 +4,8 @@
 
 For each model, ``reports/<run>/export/<model>/`` gets:
 
-- ``model.keras``: the trained model as the run saved it (Keras, safe-mode loadable);
+- ``model.keras``: the trained model for inference: its layers, dtype policies and weights as the run saved
+  them, without the optimizer's state (a third of the CNN's saved file);
 - ``model.onnx``: the same network in float32 for onnxruntime (no Keras or TensorFlow needed), converted
   by Keras' own ONNX export (tf2onnx);
 - ``model.json``: what a user needs besides the network: class names, input size and layout, how to read
@@ -21,14 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lib.deploy import MODEL_NAMES, KerasClassifier, OnnxClassifier, RunError, RunModel, max_image_pixels, read_image
+from lib.deploy import (
+    MODEL_NAMES,
+    KerasClassifier,
+    OnnxClassifier,
+    RunError,
+    RunModel,
+    inference_copy,
+    max_image_pixels,
+    read_image,
+)
 from lib.minority import METHODS
 from lib.paths import PROJECT_ROOT
 
@@ -49,7 +58,7 @@ def export_model(run_dir: Path, model_name: str, check_images: int = 64) -> dict
     run_model = RunModel.open(run_dir, model_name)
     folder = export_dir(run_dir, model_name)
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_model.paths.model, folder / "model.keras")
+    inference_copy(run_model.keras_model).save(folder / "model.keras")
     keras_classifier = KerasClassifier(run_model)
     height, width = run_model.input_size
     write_onnx(keras_classifier.model, (height, width), folder / "model.onnx")
