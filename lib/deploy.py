@@ -149,6 +149,7 @@ def inference_copy(model, dtype_policy: str | None = None):
     import keras
 
     config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)  # or it is compiled again, and its optimizer's slots are saved with it
     if dtype_policy is not None:
         config = _with_policy(config, dtype_policy)
     copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
