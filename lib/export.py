@@ -12,10 +12,12 @@ For each model, ``reports/<run>/export/<model>/`` gets:
   and scale an image, the post-processing (method, tau, class priors, formula), the test metrics overall
   and per class, each file's size, and the check below.
 
-The check runs the round's test images (up to ``--check-images``, read as the study read them) through
-both the Keras model (in float32) and the ONNX model, both post-processed by the same numpy function,
-and records the largest absolute difference of their probabilities; the export fails when it exceeds
-`TOLERANCE`.
+The check runs the round's test images (``--check-images``: how many; default all), read as the study
+read them, through both the Keras model in float32 and the ONNX model, both post-processed by the same
+numpy function, and records the largest absolute difference of their probabilities; the export fails
+when it exceeds `TOLERANCE`. A run trained in mixed bfloat16 tested its model in that precision, so the
+check also records how the float32 ONNX model compares with what the run tested: labels agreeing with
+``predictions.csv``, the largest probability difference, and the ONNX model's own test metrics.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from lib.deploy import (
     max_image_pixels,
     read_image,
 )
+from lib.evaluate import classification_metrics
 from lib.minority import METHODS
 from lib.paths import PROJECT_ROOT
 
@@ -53,13 +56,13 @@ def export_dir(run_dir: Path, model_name: str) -> Path:
     return Path(run_dir) / "export" / model_name
 
 
-def export_model(run_dir: Path, model_name: str, check_images: int = 64) -> dict:
+def export_model(run_dir: Path, model_name: str, check_images: int | None = None) -> dict:
     """Export one model of the run's first round; returns what ``model.json`` holds."""
     run_model = RunModel.open(run_dir, model_name)
     folder = export_dir(run_dir, model_name)
     folder.mkdir(parents=True, exist_ok=True)
     inference_copy(run_model.keras_model).save(folder / "model.keras")
-    keras_classifier = KerasClassifier(run_model)
+    keras_classifier = KerasClassifier(run_model, float32=True)
     height, width = run_model.input_size
     write_onnx(keras_classifier.model, (height, width), folder / "model.onnx")
     onnx_classifier = OnnxClassifier(folder / "model.onnx", run_model.postprocessing)
@@ -80,32 +83,43 @@ def write_onnx(model, size: tuple[int, int], target: Path) -> None:
     model.export(str(target), format="onnx", input_signature=signature, verbose=False)
 
 
-def check_pixels(run_model: RunModel, limit: int) -> np.ndarray:
-    """Up to ``limit`` of the round's test images (from ``predictions.csv``) that are still on disk, as the
-    model takes them; random pixels when none is (a run whose images moved), so the check always runs."""
+def test_images(run_model: RunModel, limit: int | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The round's test images still on disk (rows of ``predictions.csv``, up to ``limit``; None: all) and their
+    pixels as the model takes them. Without any (a run whose images moved): no rows and random pixels, so
+    that the runtimes are still compared."""
     size, max_pixels = run_model.input_size, max_image_pixels(run_model.run_dir)
-    images = []
-    if run_model.paths.predictions.is_file():
-        for path in pd.read_csv(run_model.paths.predictions)["path"].head(limit):
-            if Path(path).is_file():
-                images.append(read_image(path, size, max_pixels))
-    if images:
-        return np.stack(images)
-    return np.random.default_rng(0).integers(0, 256, size=(8, *size, 3)).astype(np.uint8)
+    table = pd.read_csv(run_model.paths.predictions) if run_model.paths.predictions.is_file() else pd.DataFrame()
+    if not table.empty:
+        table = table[table["path"].map(lambda path: Path(path).is_file())].head(limit).reset_index(drop=True)
+    if table.empty:
+        return table, np.random.default_rng(0).integers(0, 256, size=(8, *size, 3)).astype(np.uint8)
+    return table, np.stack([read_image(path, size, max_pixels) for path in table["path"]])
 
 
-def compare_runtimes(run_model: RunModel, keras_classifier, onnx_classifier, limit: int) -> dict:
-    """Both runtimes' post-processed probabilities on the same pixels: the largest absolute difference."""
-    pixels = check_pixels(run_model, limit)
+def compare_runtimes(run_model: RunModel, keras_classifier, onnx_classifier, limit: int | None) -> dict:
+    """Both runtimes' post-processed probabilities on the same test images: the largest absolute difference;
+    and the ONNX model against what the run tested (its labels, its probabilities, its test metrics), which
+    differ where the run computed in mixed bfloat16."""
+    table, pixels = test_images(run_model, limit)
     from_keras = keras_classifier.probabilities(pixels)
     from_onnx = onnx_classifier.probabilities(pixels)
-    return {
+    check = {
         "images": len(pixels),
-        "source": "test images" if run_model.paths.predictions.is_file() else "random pixels",
+        "source": "test images" if len(table) else "random pixels (no test image on disk)",
         "max_abs_difference": float(np.abs(from_keras - from_onnx).max()),
         "same_labels": int((from_keras.argmax(axis=1) == from_onnx.argmax(axis=1)).sum()),
         "tolerance": TOLERANCE,
     }
+    if len(table):
+        names = run_model.class_names
+        tested = table[[f"p_{name}" for name in names]].to_numpy(dtype=float)
+        metrics = classification_metrics(table["true_label"].map(names.index).to_numpy(), from_onnx, names)
+        check["versus_the_run"] = {
+            "labels_agreeing": int((np.asarray(names)[from_onnx.argmax(axis=1)] == table["predicted_label"]).sum()),
+            "max_abs_difference": float(np.abs(from_onnx - tested).max()),
+            "onnx_test_metrics": {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1")},
+        }
+    return check
 
 
 def scaling_layers(model) -> list[dict]:
@@ -151,20 +165,29 @@ def describe(run_model: RunModel, float32_model, folder: Path, check: dict) -> d
     }
 
 
+def summary_line(described: dict) -> str:
+    """One model's export in a line: sizes, the runtime check, and the ONNX model against the run."""
+    check, files = described["check"], described["files"]
+    line = (f"{described['model']}: keras {files['keras']['bytes'] / 1e6:.1f} MB, onnx {files['onnx']['bytes'] / 1e6:.1f} MB;"
+            f" max |p_onnx - p_keras| = {check['max_abs_difference']:.2e} on {check['images']} {check['source']}")
+    if "versus_the_run" in check:
+        versus = check["versus_the_run"]
+        line += (f"; ONNX labels agreeing with the run's: {versus['labels_agreeing']}/{check['images']}, ONNX test "
+                 f"macro-F1 {versus['onnx_test_metrics']['macro_f1']:.3f} (the run's: "
+                 f"{described['test_metrics']['macro_f1']:.3f})")
+    return line
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Export a finished run's first-round models (Keras, ONNX, JSON).")
     parser.add_argument("--run", type=Path, default=PROJECT_ROOT / "reports" / "default",
                         help="the finished run's folder (default: the project's reports/default)")
     parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated, of " + ", ".join(MODEL_NAMES))
-    parser.add_argument("--check-images", type=int, default=64, help="test images compared between runtimes")
+    parser.add_argument("--check-images", type=int, help="test images compared between runtimes (default: all)")
     args = parser.parse_args(argv)
     try:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            described = export_model(args.run, name, args.check_images)
-            check, files = described["check"], described["files"]
-            print(f"{name}: {export_dir(args.run, name)}  keras {files['keras']['bytes'] / 1e6:.1f} MB, "
-                  f"onnx {files['onnx']['bytes'] / 1e6:.1f} MB; max |p_onnx - p_keras| = "
-                  f"{check['max_abs_difference']:.2e} on {check['images']} {check['source']}")
+            print(summary_line(export_model(args.run, name, args.check_images)), flush=True)
     except (RunError, ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

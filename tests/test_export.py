@@ -29,7 +29,7 @@ def test_onnx_probabilities_match_keras_on_the_test_images(exported, name):
     run, _ = exported
     run_model = deploy.RunModel.open(run, name)
     _, pixels = _test_pixels(run_model)
-    from_keras = deploy.KerasClassifier(run_model).probabilities(pixels)
+    from_keras = deploy.KerasClassifier(run_model, float32=True).probabilities(pixels)
     onnx = deploy.OnnxClassifier(export.export_dir(run, name) / "model.onnx", run_model.postprocessing)
     from_onnx = onnx.probabilities(pixels)
     difference = float(np.abs(from_onnx - from_keras).max())
@@ -65,6 +65,11 @@ def test_the_json_records_what_a_user_needs(exported):
     assert scaling["cnn"]["scale"] == pytest.approx(1 / 255) and scaling["cnn"]["offset"] == 0
     assert scaling["mobilenetv2"]["scale"] == pytest.approx(1 / 127.5) and scaling["mobilenetv2"]["offset"] == -1
     assert described["cnn"]["trained_precision"] == "mixed_bfloat16"
+    # the float32 ONNX model against what the run tested in bfloat16: close, not equal, and said so
+    versus, tested = described["cnn"]["check"]["versus_the_run"], pd.read_csv(deploy.RunModel.open(run, "cnn").paths.predictions)
+    assert 0 < versus["max_abs_difference"] < 0.1
+    assert versus["labels_agreeing"] <= len(tested) and 0 <= versus["onnx_test_metrics"]["macro_f1"] <= 1
+    assert "ONNX labels agreeing with the run's" in export.summary_line(described["cnn"])
     assert described["cnn"]["postprocessing"]["formula"].startswith("softmax(log(p) - tau * log(priors))")
 
 
