@@ -157,9 +157,10 @@ def show_answer(st, model_name: str, result: dict) -> None:
                 f"({probability:.1%})", unsafe_allow_html=True)
     st.table({"label": [lab for lab, _ in result["top"]], "probability": [f"{p:.3f}" for _, p in result["top"]]})
     cls, metrics = result["class_metrics"], result["metrics"]
-    st.caption(f"On the test split, '{html.escape(label)}' predictions had precision {cls['precision']:.2f}, "
-                f"recall {cls['recall']:.2f}, F1 {cls['f1']:.2f} ({cls['support']} test images of the class); "
-                f"overall accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}.")
+    st.caption(f"How far to trust '{label}' from this model, on the run's test split: precision "
+               f"{cls['precision']:.2f} (its '{label}' answers that were right), recall {cls['recall']:.2f} (the "
+               f"'{label}' images it found), F1 {cls['f1']:.2f}, over {cls['support']} test images of the class; "
+               f"all classes: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}.")
     st.image(result["overlay"], caption=f"Grad-CAM: where the evidence for '{label}' lies", width=300)
 
 

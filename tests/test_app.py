@@ -53,7 +53,9 @@ def test_upload_in_a_real_browser_shows_both_models_predictions(finished_run, tm
         assert labels == expected
         body = page.inner_text("body")
         assert "shelf photo.jpg" in body and "Grad-CAM" in body
-        assert f"'{expected['cnn']}' predictions had precision" in body
+        metrics = deploy.RunModel.open(finished_run, "cnn").class_metrics(expected["cnn"])
+        assert (f"How far to trust '{expected['cnn']}' from this model, on the run's test split: precision "
+                f"{metrics['precision']:.2f}") in body
         assert len(page.locator('[data-testid="stImage"] img').all()) == 2  # one overlay per model
         message = app_browser.upload_non_image(page, not_an_image)
         assert "notes.txt is not an image the models can read: not a readable image" in message

@@ -129,9 +129,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=PROJECT / "reports" / "default")
     parser.add_argument("--screenshot", type=Path, help="save a small PNG of the page here")
+    parser.add_argument("--window", default="1280x1000", help="browser window WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("photos", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    with serving(args.run.resolve()) as url, chromium_page() as page:
+    width, height = map(int, args.window.split("x"))
+    with serving(args.run.resolve()) as url, chromium_page(width, height) as page:
         open_app(page, url)
         for number, photo in enumerate(args.photos):
             labels, seconds = upload_image(page, photo.resolve(), number)
