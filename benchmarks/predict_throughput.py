@@ -64,7 +64,11 @@ def machine() -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").is_file() else "?"
-    return f"{cpu}, {os.cpu_count()} cores, {platform.python_version()}, load average {load} at the start"
+    from lib.models import cpu_has_native_bfloat16
+
+    arithmetic = "bfloat16 arithmetic" if cpu_has_native_bfloat16() else "no bfloat16 arithmetic"
+    return (f"{cpu}, {os.cpu_count()} cores, {arithmetic}, Python {platform.python_version()}, "
+            f"load average {load} at the start")
 
 
 def markdown(run: Path, rows: list[dict], sizes: dict) -> str:

@@ -16,6 +16,7 @@ has no bfloat16 convolutions); `lib.export` records how far its answers and test
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -109,6 +110,14 @@ class RunModel:
     @cached_property
     def metrics(self) -> dict:
         return json.loads(self.paths.metrics.read_text())
+
+    def model_sha256(self) -> str:
+        """The SHA-256 of the run's model file: what an export was made from."""
+        digest = hashlib.sha256()
+        with open(self.paths.model, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     @property
     def class_names(self) -> list[str]:

@@ -138,6 +138,8 @@ def describe(run_model: RunModel, float32_model, folder: Path, check: dict) -> d
         "model": run_model.name,
         "run": run_model.run_dir.name,
         "round": run_model.paths.root.parent.name,
+        "exported_from": {"file": run_model.paths.model.relative_to(run_model.run_dir).as_posix(),
+                          "sha256": run_model.model_sha256()},
         "class_names": run_model.class_names,
         "input": {"height": height, "width": width, "channels": 3, "layout": "NHWC (batch, height, width, RGB)",
                   "dtype": "float32", "range": "raw pixels 0-255"},

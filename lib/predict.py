@@ -56,8 +56,13 @@ def load_classifier(run_model: RunModel, runtime: str):
     if runtime == "keras":
         return KerasClassifier(run_model)
     onnx_file = run_model.run_dir / "export" / run_model.name / "model.onnx"
+    again = f"export the run (python -m lib.export --run {run_model.run_dir})"
     if not onnx_file.is_file():
-        raise RunError(f"{onnx_file} is missing: export the run first (python -m lib.export --run {run_model.run_dir})")
+        raise RunError(f"{onnx_file} is missing: {again}")
+    # A re-run that retrained the model keeps the old export/ folder: never answer with a stale model.
+    source = json.loads(onnx_file.with_name("model.json").read_text())["exported_from"]
+    if source["sha256"] != run_model.model_sha256():
+        raise RunError(f"{onnx_file} was exported from another {source['file']} than the run holds now: {again}")
     return OnnxClassifier(onnx_file, run_model.postprocessing)
 
 

@@ -142,6 +142,23 @@ def test_the_onnx_runtime_prints_the_float32_models_rows(finished_run, photos, c
     assert _printed_rows(capsys.readouterr().out)[1:] == _expected_rows(finished_run, "cnn", photos, 3, float32=True)
 
 
+def test_a_stale_onnx_export_is_refused(finished_run, tmp_path, photos, capsys):
+    import shutil
+
+    from lib import export
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    export.export_model(run, "cnn", check_images=2)
+    described = export.export_dir(run, "cnn") / "model.json"
+    values = json.loads(described.read_text())
+    assert values["exported_from"]["sha256"] == deploy.RunModel.open(run, "cnn").model_sha256()
+    values["exported_from"]["sha256"] = "0" * 64  # as if the run had retrained the model since
+    described.write_text(json.dumps(values))
+    assert predict.main(["--run", str(run), "--model", "cnn", "--runtime", "onnx", str(photos / "plain.jpg")]) == 2
+    assert "was exported from another rounds/seed-7/cnn/model.keras than the run holds now" in capsys.readouterr().err
+
+
 def test_runs_offline_in_a_fresh_process_and_names_a_missing_run(finished_run, photos, tmp_path):
     """No Keras cache (no ImageNet weights) and no network: predict needs only the run."""
     workdir = tmp_path / "workdir"
