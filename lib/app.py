@@ -29,6 +29,7 @@ from lib.deploy import (
     MODEL_NAMES,
     MODEL_TITLES,
     KerasClassifier,
+    RunError,
     RunModel,
     UnreadableImage,
     finished_runs,
@@ -101,7 +102,11 @@ def page(args: argparse.Namespace) -> None:
 
     st.set_page_config(page_title="Product photo classifier", layout="wide")
     run_dir = choose_run(st, args.run)
-    models = load_models(str(run_dir))
+    try:
+        models = load_models(str(run_dir))
+    except RunError as error:  # not a run at all (no params.json, no first round)
+        st.error(str(error))
+        return
     if not models:
         st.error(f"{run_dir} has no finished model: run ./run_all.sh first, or pick another run.")
         return

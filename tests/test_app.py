@@ -86,3 +86,14 @@ def test_an_upload_that_is_no_image_is_refused_with_the_reason(tmp_path):
     with pytest.raises(deploy.UnreadableImage, match=r"empty file \(0 bytes\)"):
         app.read_upload("../../empty.jpg", b"", (32, 32), 10**8)
     assert not (tmp_path.parent / "empty.jpg").exists()
+
+
+def test_a_folder_that_is_no_finished_run_gets_a_message(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["page.py", "--run", str(tmp_path / "no_run")])
+    page = AppTest.from_file(str(app.PAGE), default_timeout=120).run()
+    assert not page.exception
+    assert [message.value for message in page.error] == [
+        f"{tmp_path / 'no_run'} is not a finished run: it has no params.json and no rounds/<round>/<model>/methods.csv "
+        "(run ./run_all.sh first)"]
