@@ -1,9 +1,11 @@
 """What `predict` costs on this CPU, and whether it agrees with the run: images per second per model and runtime.
 
-    .venv/bin/python benchmarks/predict_throughput.py --run reports/default [--images 256] [--write benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/predict_throughput.py --run reports/default [--images 256] \
+        [--write benchmarks/RESULTS.md]
 
-On the first round's test images (``predictions.csv``), for each model and each runtime (Keras in
-float32; the ONNX export in onnxruntime, when `lib.export` has written it): the wall time of
+On the first round's test images (``predictions.csv``), for each model and each runtime (Keras, the
+model in the precision it was trained in; the float32 ONNX export in onnxruntime, when `lib.export`
+has written it): the wall time of
 `lib.predict.classify_files` (reading and resizing every file included, model loading excluded,
 after one warm-up batch) as images per second; how many of its labels agree with the run's
 ``predicted_label``; and the exported files' sizes. Prints a Markdown section; ``--write`` appends it.
@@ -73,7 +75,7 @@ def machine() -> str:
 
 def markdown(run: Path, rows: list[dict], sizes: dict) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, check=False).stdout.strip()
     lines = [f"## {date.today().isoformat()}: `predict_throughput.py --run {run}` ({machine()}), commit {commit}", "",
              "| model | runtime | images | images/s (reading included) | labels agreeing with predictions.csv |",
              "| --- | --- | ---: | ---: | ---: |"]

@@ -192,7 +192,8 @@ def read_image(path, size: tuple[int, int], max_pixels: int) -> np.ndarray:
     checked = inspect_image(str(path), max_pixels)
     if checked["error"]:
         # The audit opens the bytes it hashed: Pillow names that buffer (and its address) where a user wants the file.
-        raise UnreadableImage(re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", repr(Path(path).name), checked["error"]))
+        raise UnreadableImage(re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", repr(Path(path).name),
+                                     checked["error"]))
     return np.asarray(load_rgb(str(path), size), dtype=np.uint8)
 
 

@@ -170,8 +170,8 @@ def describe(run_model: RunModel, float32_model, folder: Path, check: dict) -> d
 def summary_line(described: dict) -> str:
     """One model's export in a line: sizes, the runtime check, and the ONNX model against the run."""
     check, files = described["check"], described["files"]
-    line = (f"{described['model']}: keras {files['keras']['bytes'] / 1e6:.1f} MB, onnx {files['onnx']['bytes'] / 1e6:.1f} MB;"
-            f" max |p_onnx - p_keras| = {check['max_abs_difference']:.2e} on {check['images']} {check['source']}")
+    line = (f"{described['model']}: keras {files['keras']['bytes'] / 1e6:.1f} MB, "
+            f"onnx {files['onnx']['bytes'] / 1e6:.1f} MB; max |p_onnx - p_keras| = {check['max_abs_difference']:.2e} on {check['images']} {check['source']}")
     if "versus_the_run" in check:
         versus = check["versus_the_run"]
         line += (f"; ONNX labels agreeing with the run's: {versus['labels_agreeing']}/{check['images']}, ONNX test "

@@ -14,7 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-
 from conftest import make_class_folders
 
 CLASSES = {"alpha": 8, "beta": 8, "gamma": 6}
@@ -46,7 +45,8 @@ def make_finished_run(root: Path, with_params: bool = True) -> Path:
     keras.utils.set_random_seed(7)
     try:
         keras.config.set_dtype_policy("mixed_bfloat16")
-        cnn = build_cnn(len(names), SIZE, SimpleNamespace(conv_filters=[4, 8], kernel_size=3, dense_units=16, dropout=0.0))
+        layers = SimpleNamespace(conv_filters=[4, 8], kernel_size=3, dense_units=16, dropout=0.0)
+        cnn = build_cnn(len(names), SIZE, layers)
         cnn.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
         cnn.fit(pixels, labels, epochs=8, batch_size=8, verbose=0)
         keras.config.set_dtype_policy("float32")
@@ -58,7 +58,8 @@ def make_finished_run(root: Path, with_params: bool = True) -> Path:
         keras.config.set_dtype_policy("float32")
 
     logit_adjustment = Postprocessing("logit_adjustment", 1.0, class_priors(labels, len(names)).tolist())
-    for name, model, post in [("cnn", cnn, logit_adjustment), ("mobilenetv2", mobilenet, Postprocessing("class_weight"))]:
+    trained = [("cnn", cnn, logit_adjustment), ("mobilenetv2", mobilenet, Postprocessing("class_weight"))]
+    for name, model, post in trained:
         write_model(run.round(ROUND).model(name), model, post, paths, folder, labels, pixels, names)
     return run.root
 

@@ -14,7 +14,7 @@ from lib import app, deploy
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tools"))
-import app_browser  # noqa: E402  (tools/app_browser.py: the same driver makes the README's screenshot)
+import app_browser
 
 
 def _photo(tmp_path: Path) -> Path:
@@ -95,5 +95,5 @@ def test_a_folder_that_is_no_finished_run_gets_a_message(tmp_path, monkeypatch):
     page = AppTest.from_file(str(app.PAGE), default_timeout=120).run()
     assert not page.exception
     assert [message.value for message in page.error] == [
-        f"{tmp_path / 'no_run'} is not a finished run: it has no params.json and no rounds/<round>/<model>/methods.csv "
-        "(run ./run_all.sh first)"]
+        (f"{tmp_path / 'no_run'} is not a finished run: it has no params.json and no "
+         "rounds/<round>/<model>/methods.csv (run ./run_all.sh first)")]

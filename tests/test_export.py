@@ -66,7 +66,8 @@ def test_the_json_records_what_a_user_needs(exported):
     assert scaling["mobilenetv2"]["scale"] == pytest.approx(1 / 127.5) and scaling["mobilenetv2"]["offset"] == -1
     assert described["cnn"]["trained_precision"] == "mixed_bfloat16"
     # the float32 ONNX model against what the run tested in bfloat16: close, not equal, and said so
-    versus, tested = described["cnn"]["check"]["versus_the_run"], pd.read_csv(deploy.RunModel.open(run, "cnn").paths.predictions)
+    versus = described["cnn"]["check"]["versus_the_run"]
+    tested = pd.read_csv(deploy.RunModel.open(run, "cnn").paths.predictions)
     assert 0 < versus["max_abs_difference"] < 0.1
     assert versus["labels_agreeing"] <= len(tested) and 0 <= versus["onnx_test_metrics"]["macro_f1"] <= 1
     assert "ONNX labels agreeing with the run's" in export.summary_line(described["cnn"])

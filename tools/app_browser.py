@@ -49,10 +49,10 @@ def serving(run: Path, port: int | None = None, timeout: float = 180, log: Path 
     """The app serving ``run`` on 127.0.0.1 (``python -m lib.app``, as ./app.sh starts it); yields its URL."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    output = open(log, "w") if log else subprocess.DEVNULL
-    server = subprocess.Popen([sys.executable, "-m", "lib.app", "--run", str(run), "--port", str(port)],
-                              cwd=PROJECT, stdout=output, stderr=subprocess.STDOUT,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    with open(log or os.devnull, "w") as output:
+        server = subprocess.Popen([sys.executable, "-m", "lib.app", "--run", str(run), "--port", str(port)],
+                                  cwd=PROJECT, stdout=output, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(url):
@@ -69,8 +69,6 @@ def serving(run: Path, port: int | None = None, timeout: float = 180, log: Path 
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
-        if log:
-            output.close()
 
 
 @contextmanager
