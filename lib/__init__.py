@@ -36,4 +36,10 @@ report); each notebook imports what it shows from the module that computes it.
     run               runs the notebooks in order, reusing steps whose inputs are unchanged (./run_all.sh)
     provenance        seeds, versions, machine, git commit, manifest hash
     assets            offline copies of the downloads
+
+  using the trained models
+    deploy            a finished run's models, photos read as the study reads them, Keras and ONNX classifiers
+    export            each first-round model as .keras, ONNX and a JSON description (python -m lib.export)
+    predict           classify photos from the command line (./predict.sh)
+    app               the web app: both models' answers with Grad-CAM (./app.sh; Streamlit page app/page.py)
 """

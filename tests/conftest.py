@@ -120,3 +120,11 @@ def cross_split_pairs(pairs: pd.DataFrame, split: pd.Series) -> int:
     """How many pairs (``a``, ``b``: row positions) have their two images in different splits."""
     values = split.to_numpy()
     return int((values[pairs["a"].to_numpy(dtype=int)] != values[pairs["b"].to_numpy(dtype=int)]).sum())
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A small finished run (both models of its first round), written once per session: see tests/finished_run.py."""
+    from finished_run import make_finished_run
+
+    return make_finished_run(tmp_path_factory.mktemp("finished"))
