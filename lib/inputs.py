@@ -31,7 +31,8 @@ from lib.sources import SPLITS
 
 @dataclass(frozen=True)
 class SplitData:
-    """One split, decoded: uint8 images (N, H, W, 3), integer labels (N,), and its manifest rows."""
+    """One split, decoded: uint8 images (N, H, W, 3; an array, or `PixelRows` read from the pixel cache on
+    demand), integer labels (N,), and its manifest rows."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -104,13 +105,56 @@ def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) ->
     return np.load(file, mmap_mode="r")
 
 
+class PixelRows:
+    """Some rows of the pixel cache file, read from disk when indexed: a split's decoded images without holding
+    them in this process's memory (the operating system's page cache keeps the file). Indexes like an array
+    (an int, a slice or an array of positions) and converts to one (``np.asarray``)."""
+
+    def __init__(self, file: Path, rows: np.ndarray):
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, self.dtype = read_header(handle)
+            self.offset = handle.tell()
+        if fortran_order:
+            raise ValueError(f"{file}: a Fortran-ordered array cannot be read by rows")
+        self.file, self.rows, self.row_shape = Path(file), np.asarray(rows, dtype=np.int64), tuple(shape[1:])
+        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.row_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> np.ndarray:
+        picked = self.rows[index]
+        out = np.empty((np.size(picked), *self.row_shape), dtype=self.dtype)
+        with open(self.file, "rb") as handle:
+            for position, row in enumerate(np.atleast_1d(picked)):
+                handle.seek(self.offset + int(row) * self.row_bytes)
+                handle.readinto(out[position])
+        return out[0] if np.ndim(picked) == 0 else out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def astype(self, dtype) -> np.ndarray:
+        return self[:].astype(dtype)
+
+
 def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None) -> StudyData:
     """The manifest's images, decoded once (or read from ``cache_dir``), split by split.
 
     The cache holds the files in path order, whatever the manifest's order, so that every
-    evaluation round (each its own split of the same images) reads the same cache; it is
-    memory-mapped, and each split copies only its own rows out of it (the decoded dataset is
-    in memory once, not twice).
+    evaluation round (each its own split of the same images) reads the same cache; each split
+    reads its rows from it when a batch needs them (`PixelRows`), so the decoded dataset is
+    never held in memory. Without ``cache_dir``, the images are decoded into memory.
     """
     class_names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     index_of = {name: i for i, name in enumerate(class_names)}
@@ -127,12 +171,31 @@ def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_d
         in_split = (manifest["split"] == split).to_numpy()
         rows = manifest[in_split].reset_index(drop=True)
         labels = rows["label"].map(index_of).to_numpy(dtype=np.int64)
-        splits[split] = SplitData(np.asarray(cache[cache_row[in_split]]), labels, rows)
+        images = (PixelRows(Path(cache.filename), cache_row[in_split]) if isinstance(cache, np.memmap)
+                  else cache[cache_row[in_split]])
+        splits[split] = SplitData(images, labels, rows)
     return StudyData(class_names, splits["train"], splits["val"], splits["test"])
 
 
+class OneView:
+    """``images`` (an array or `PixelRows`) as the one view of `Batches`' ``(views, N, ...)`` inputs, read a
+    batch of rows at a time."""
+
+    def __init__(self, images):
+        self.images = images
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (1, *self.images.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        _, rows = key  # every row is of view 0
+        return np.asarray(self.images[rows])
+
+
 class Batches(keras.utils.PyDataset):
-    """Batches of ``(inputs[view, row], one-hot label)`` from inputs shaped ``(views, N, ...)``: the one
+    """Batches of ``(inputs[view, row], one-hot label)`` from inputs shaped ``(views, N, ...)`` (an array, or
+    `OneView` of a split's images): the one
     data path of training, validation and prediction, on every Keras backend.
 
     With a ``seed``, each epoch's rows come from ``method.epoch_rows`` (shuffled, or every class
@@ -191,17 +254,17 @@ class Batches(keras.utils.PyDataset):
 def training_stream(data: SplitData, n_classes: int, batch_size: int, method, seed: int,
                     augmenter: keras.Sequential | None) -> Batches:
     """The augmented training batches of one split under a minority-class method, epoch after epoch."""
-    return Batches(data.images[None], data.labels, n_classes, batch_size, method, seed, augmenter)
+    return Batches(OneView(data.images), data.labels, n_classes, batch_size, method, seed, augmenter)
 
 
 def evaluation_stream(data: SplitData, n_classes: int, batch_size: int) -> Batches:
     """Every image of a split once, in order, not augmented (validation)."""
-    return Batches(data.images[None], data.labels, n_classes, batch_size)
+    return Batches(OneView(data.images), data.labels, n_classes, batch_size)
 
 
 def image_batches(images: np.ndarray, batch_size: int, augmenter: keras.Sequential | None = None) -> Batches:
     """Images only, in order, for ``predict`` (augmented by ``augmenter`` if given)."""
-    return Batches(images[None], None, 1, batch_size, augment=augmenter)
+    return Batches(OneView(images), None, 1, batch_size, augment=augmenter)
 
 
 def build_augmentation(augmentation, seed: int) -> keras.Sequential | None:

@@ -555,7 +555,7 @@ NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three"}
 def method_phrase(method: str, tau_grid: list[float], replication: bool = False) -> str:
     """A method in words; for logit adjustment, whether its strength was fixed in advance or tuned; for the
     ``replication``, which method the original study used."""
-    title = METHODS[method].title + (" (the original study's choice)" if replication and method == "class_weight" else "")
+    title = METHODS[method].title + (", the original study's choice" if replication and method == "class_weight" else "")
     if not METHODS[method].adjusts_logits:
         return title
     if len(tau_grid) == 1:

@@ -117,3 +117,25 @@ def test_decoded_pixels_are_cached_by_file_list_and_size(tmp_path, image_folder,
     assert inputs.pixel_cache_key(paths, (8, 8)) != key
     assert inputs.cached_pixels(paths, (8, 8), cache)[0].min() == 255
     assert (image_folder / "alpha").is_dir()
+
+
+def test_a_split_reads_its_rows_from_the_pixel_cache_as_the_in_memory_path_decodes_them(tmp_path):
+    folder = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for number in range(5):
+            Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(folder / label / f"{number}.png")
+    records = sources.scan_class_folders(folder)
+    manifest = records.assign(split=["train", "val", "train", "test", "train"] * 2).sample(frac=1, random_state=1)
+    in_memory = inputs.load_study_data(manifest, (8, 8))
+    from_cache = inputs.load_study_data(manifest, (8, 8), cache_dir=tmp_path / "interim")
+    assert isinstance(from_cache.train.images, inputs.PixelRows)
+    for split in ("train", "val", "test"):
+        expected, lazy = getattr(in_memory, split).images, getattr(from_cache, split).images
+        np.testing.assert_array_equal(np.asarray(lazy), expected)
+        np.testing.assert_array_equal(lazy[[-1, 0]], expected[[-1, 0]])
+        np.testing.assert_array_equal(lazy[1], expected[1])
+    batches = inputs.evaluation_stream(from_cache.train, 2, 4)
+    np.testing.assert_array_equal(np.concatenate([batches[i][0] for i in range(len(batches))]),
+                                  in_memory.train.images.astype("float32"))
