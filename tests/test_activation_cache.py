@@ -143,6 +143,7 @@ def test_oversampled_batches_draw_every_class_equally_often_from_every_view():
         Batches(inputs, labels, 2, batch_size=25, seed=3)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_trainings_of_an_interrupted_step_are_reused(prepare_experiment, monkeypatch):
     one_epoch = {"learning_rate": 1e-3, "epochs": 1, "patience": 1}
     experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"head": one_epoch, "fine_tune": one_epoch},

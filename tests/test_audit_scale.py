@@ -2,6 +2,8 @@
 
 import importlib.util
 
+import pytest
+
 from PIL import Image
 
 from lib.paths import PROJECT_ROOT
@@ -18,6 +20,7 @@ def test_the_generated_dataset_has_the_asked_size_classes_and_modes(tmp_path):
     assert {Image.open(f).mode for f in files} == {"RGB", "L", "CMYK"}
 
 
+@pytest.mark.slow
 def test_each_size_is_audited_and_split_in_its_own_process(tmp_path, capsys):
     out = tmp_path / "RESULTS.md"
     assert audit_scale.main(["--sizes", "60,90", "--classes", "3", "--image-size", "32", "--random-weights",

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import write_first_round_split, write_params
 from lib.config import load_params
 from lib.paths import PROJECT_ROOT
@@ -15,6 +17,7 @@ spec.loader.exec_module(benchmark)
 ONE_EPOCH = {"learning_rate": 1e-3, "epochs": 1, "patience": 1}
 
 
+@pytest.mark.slow
 def test_original_protocol_trains_both_models_on_the_split(tmp_path, tiny_params):
     params_file = write_params(tmp_path / "p.yaml", tiny_params | {
         "cnn": {"conv_filters": [4], "dense_units": 8, "training": ONE_EPOCH},
@@ -41,8 +44,6 @@ def test_original_protocol_trains_both_models_on_the_split(tmp_path, tiny_params
 
 
 def test_parts_can_use_the_split_of_an_earlier_run_with_the_same_data_params(tmp_path):
-    import pytest
-
     run = tmp_path / "run"
     (run / "data").mkdir(parents=True)
     (run / "rounds" / benchmark.ROUND).mkdir(parents=True)

@@ -162,6 +162,7 @@ def test_a_stale_onnx_export_is_refused(finished_run, tmp_path, photos, capsys):
     assert "was exported from another rounds/seed-7/cnn/model.keras than the run holds now" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_offline_in_a_fresh_process_and_names_a_missing_run(finished_run, photos, tmp_path):
     """No Keras cache (no ImageNet weights) and no network: predict needs only the run."""
     workdir = tmp_path / "workdir"

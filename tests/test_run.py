@@ -44,6 +44,7 @@ TRICKY = "<i>gamma & co"
 TINY_CLASSES = {"alpha": 12, "beta": 10, TRICKY: 8}
 
 
+@pytest.mark.slow
 def test_children_memory_peak_measures_what_a_child_process_holds():
     """Measured in a fresh interpreter: this test process may have children of earlier tests (worker pools)."""
     import subprocess
