@@ -143,32 +143,42 @@ def confusion_matrices(counts: pd.DataFrame, normalised: pd.DataFrame, title: st
     return fig
 
 
-def confusion_side_by_side(counts_by_model: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Row-normalised confusion matrices, one per model, each cell annotated with share and count."""
+def confusion_side_by_side(counts_by_model: dict[str, pd.DataFrame], annotate_up_to: int = 20) -> plt.Figure:
+    """Row-normalised confusion matrices, one per model, each cell annotated with share and count (with more
+    than ``annotate_up_to`` classes the cells are too small: colour only, and a figure that fits a page)."""
     n_classes = len(next(iter(counts_by_model.values())))
-    size = 2.4 + 0.8 * n_classes
+    annotate = n_classes <= annotate_up_to
+    size = 2.4 + 0.8 * n_classes if annotate else 7.5
     fig, axes = plt.subplots(1, len(counts_by_model), figsize=(size * len(counts_by_model), size), squeeze=False)
     for ax, (title, counts) in zip(axes.flat, counts_by_model.items()):
         counts = counts.rename(index=display_label, columns=display_label)
         shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
-        labels = shares.round(2).astype(str) + "\n(" + counts.astype(str) + ")"
+        labels = shares.round(2).astype(str) + "\n(" + counts.astype(str) + ")" if annotate else False
         sns.heatmap(shares, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax, square=True,
-                    annot_kws={"fontsize": 10})
+                    annot_kws={"fontsize": 10}, xticklabels=True, yticklabels=True)
+        if not annotate:
+            ax.tick_params(labelsize=4)
         ax.set(title=title, xlabel="predicted", ylabel="true")
     fig.tight_layout()
     return fig
 
 
 def per_class_f1_bar(f1_table: pd.DataFrame) -> plt.Figure:
-    """Grouped bars: F1 of each class (x) for each model (colour)."""
+    """Grouped bars: F1 of each class for each model (colour); classes across, or down the page when there are
+    more than a dozen."""
     long = f1_table.rename(index=display_label).reset_index().melt(id_vars="class", var_name="model", value_name="F1")
-    fig, ax = plt.subplots(figsize=(1.2 * len(f1_table) + 3, 3.8))
-    sns.barplot(data=long, x="class", y="F1", hue="model", ax=ax)
-    ax.set(ylim=(0, 1.05), xlabel="", title="F1 per class on the test split")
+    many = len(f1_table) > 12
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(f1_table) + 1.5) if many else (1.2 * len(f1_table) + 3, 3.8))
+    if many:
+        sns.barplot(data=long, y="class", x="F1", hue="model", ax=ax, orient="h")
+        ax.set(xlim=(0, 1.05), ylabel="", title="F1 per class on the test split")
+        ax.tick_params(axis="y", labelsize=6)
+    else:
+        sns.barplot(data=long, x="class", y="F1", hue="model", ax=ax)
+        ax.set(ylim=(0, 1.05), xlabel="", title="F1 per class on the test split")
     ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     return fig
-
 
 def leak_bars(leaks: pd.DataFrame) -> plt.Figure:
     """Per round: test images with a near-duplicate in training, plain split vs the split used."""

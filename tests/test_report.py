@@ -110,3 +110,24 @@ def test_class_names_with_control_characters_or_markup_show_as_text_in_prose_and
     figure = plots.confusion_side_by_side({"A": confusion})
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["Oat\\tMilk", "Yoghurt\\nplain"]
     plt.close(figure)
+
+
+def test_figures_of_many_classes_fit_a_page_with_every_class_named():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from lib import plots
+
+    names = [f"class {i}" for i in range(81)]
+    f1 = pd.DataFrame({"A": np.linspace(0, 1, 81), "B": np.linspace(1, 0, 81)}, index=pd.Index(names, name="class"))
+    figure = plots.per_class_f1_bar(f1)
+    width, height = figure.get_size_inches()
+    assert width <= 8 and height <= 20
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == names
+    plt.close(figure)
+    counts = pd.DataFrame(np.eye(81, dtype=int), index=names, columns=names)
+    figure = plots.confusion_side_by_side({"A": counts, "B": counts})
+    assert max(figure.get_size_inches()) <= 16
+    assert len(figure.axes[0].get_xticklabels()) == 81
+    plt.close(figure)
