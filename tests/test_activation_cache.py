@@ -64,6 +64,7 @@ def test_cached_views_cycle_one_view_per_epoch_through_fit():
     assert all(sorted(size for _, size in epoch) == [2, 4] for epoch in per_epoch)
 
 
+@pytest.mark.slow
 def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepare_experiment):
     experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"augmented_views": 2})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)

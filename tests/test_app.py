@@ -16,6 +16,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tools"))
 import app_browser
 
+pytestmark = pytest.mark.slow  # every test here exports or serves a trained model
+
 
 def _photo(tmp_path: Path) -> Path:
     """A green photo (the 'beta' colour of the finished run) with a block in one corner."""

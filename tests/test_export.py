@@ -12,6 +12,8 @@ import pytest
 from lib import deploy, export
 from lib.models import load_trained_model
 
+pytestmark = pytest.mark.slow  # every test here exports or serves a trained model
+
 
 @pytest.fixture(scope="module")
 def exported(finished_run):
