@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lib.paths import RoundPaths, RunPaths
+from lib.paths import MODELS, RoundPaths, RunPaths
 from lib.stats import mcnemar_exact, paired_difference_bootstrap, round_metrics, rounds_bootstrap
 
-# Folder name of each model's artefacts -> the name a reader sees.
-MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
 
 
 @dataclass(frozen=True)

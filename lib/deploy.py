@@ -30,11 +30,11 @@ from lib.audit import inspect_image
 from lib.config import AuditParams, parse_params
 from lib.images import load_rgb
 from lib.minority import Postprocessing
-from lib.paths import ModelPaths, RoundPaths, RunPaths
+from lib.paths import MODELS, ModelPaths, RoundPaths, RunPaths
 from lib.rounds import evaluation_rounds
 from lib.sources import IMAGE_EXTENSIONS, is_hidden
 
-MODEL_NAMES = ("cnn", "mobilenetv2")  # the model folders of a round, as the model steps name them
+MODEL_NAMES = tuple(MODELS)  # the model folders of a round, as the model steps name them
 MODEL_TITLES = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2 (transfer learning)"}
 
 

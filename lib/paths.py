@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# The model folders of a round (`RoundPaths.model`), in the order the study compares them, and the
+# names a reader sees.
+MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
 

@@ -37,9 +37,8 @@ import nbformat
 import psutil
 
 from lib.assets import seed_keras_cache
-from lib.compare import MODELS
 from lib.config import ParamsError, load_params
-from lib.paths import NOTEBOOKS_DIR, RunPaths, run_paths
+from lib.paths import MODELS, NOTEBOOKS_DIR, RunPaths, run_paths
 from lib.provenance import package_versions
 from lib.rounds import Round, Rounds, evaluation_rounds
 from lib.sources import read_split_manifest
