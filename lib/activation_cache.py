@@ -7,7 +7,9 @@ goes through the frozen layers once:
 
 - phase 1 (head only) trains on the base's pooled output (1,280 numbers per image);
 - phase 2 (the last ``fine_tune_layers`` layers unfrozen) trains those layers and the head on
-  the activations just below them (7 x 7 x 160 per image at 224 px).
+  the activations just below them (7 x 7 x 160 per image at 224 px). When the whole base is
+  fine-tuned (``fine_tune_layers: all``, the strong protocol) nothing stays frozen below it, so
+  phase 2 trains on pixels, with fresh random transforms every epoch.
 
 Training images are augmented, so "the same input" means the same augmented view: the cache
 holds ``augmented_views`` random views of every training image, and epoch *e* trains on view
@@ -40,7 +42,10 @@ def frozen_boundary(base: keras.Model, n_top_layers: int) -> int:
     The cut must be crossed by exactly one tensor (it becomes the cached input). Inside a
     residual block two tensors cross it, so the cut moves down to the start of the block;
     the extra layers above it are frozen and simply run every epoch, which changes nothing.
+    ``n_top_layers`` may be "all": the cut is then below the first layer (0).
     """
+    if n_top_layers == "all" or n_top_layers >= len(base.layers):
+        return 0
     if n_top_layers <= 0:
         return len(base.layers)
     made_by = {id(tensor): position for position, layer in enumerate(base.layers) for tensor in _flat(layer.output)}
@@ -56,14 +61,17 @@ def frozen_boundary(base: keras.Model, n_top_layers: int) -> int:
     raise ValueError(f"no single-tensor cut below the last {n_top_layers} layers of {base.name}")
 
 
-def split_base(base: keras.Model, n_top_layers: int) -> tuple[keras.Model, keras.Model | None]:
-    """``(bottom, top)``: the base below and above `frozen_boundary` (top is None when nothing is fine-tuned).
+def split_base(base: keras.Model, n_top_layers) -> tuple[keras.Model | None, keras.Model | None]:
+    """``(bottom, top)``: the base below and above `frozen_boundary` (top is None when nothing is fine-tuned,
+    bottom is None when all of it is).
 
     Both share the base's layers: training ``top`` trains the base itself.
     """
     cut = frozen_boundary(base, n_top_layers)
     if cut == len(base.layers):
         return base, None
+    if cut == 0:
+        return None, base
     cut_tensor = _flat(base.layers[cut].input)[0]
     return keras.Model(base.input, cut_tensor, name="frozen_bottom"), keras.Model(cut_tensor, base.output, name="top")
 
@@ -107,7 +115,8 @@ class ActivationCache:
     """The frozen layers' outputs for every training view and validation image, computed once.
 
     ``pooled``: the base's pooled output (phase 1's input); ``below_top``: the activations
-    just below the fine-tuned layers (phase 2's input). Each is ``(views, N, ...)`` float32.
+    just below the fine-tuned layers (phase 2's input; not cached when the whole base is fine-tuned,
+    since phase 2 then reads pixels). Each is ``(views, N, ...)`` float32.
     """
 
     def __init__(self, experiment, model: keras.Model, base: keras.Model):
@@ -115,6 +124,9 @@ class ActivationCache:
         self.experiment, self.model = experiment, model
         self.views = params.mobilenet_v2.augmented_views
         self.bottom, self.top = split_base(base, params.mobilenet_v2.fine_tune_layers)
+        # The base's weights as cached (phase 2 of a whole-base fine-tune changes them): what `bind` gives the next
+        # model, so that the cached pooled features are its own even without ImageNet weights.
+        self.frozen_weights = base.get_weights() if self.bottom is None else None
         augmenter = build_augmentation(params.augmentation, experiment.round.seed)
         if augmenter is None:
             self.views = 1  # without augmentation every view would be the same image
@@ -126,7 +138,10 @@ class ActivationCache:
 
     def _extractor(self, image_size) -> keras.Model:
         pixels = keras.Input(shape=(*image_size, 3), name="pixels")
-        below_top = self.bottom(self.model.get_layer("mobilenet_v2_preprocess")(pixels))
+        scaled = self.model.get_layer("mobilenet_v2_preprocess")(pixels)
+        if self.bottom is None:  # the whole base is fine-tuned: only phase 1's pooled features are cached
+            return keras.Model(pixels, [self.model.get_layer("pool")(self.top(scaled))], name="frozen_features")
+        below_top = self.bottom(scaled)
         base_output = self.top(below_top) if self.top is not None else below_top
         return keras.Model(pixels, [below_top, self.model.get_layer("pool")(base_output)], name="frozen_features")
 
@@ -134,18 +149,19 @@ class ActivationCache:
         """Both cached activations of ``views`` (augmented) views of every image of a split, each view
         written into arrays allocated once (no second copy of the whole cache)."""
         batch = self.experiment.params.training.batch_size
-        below_top = pooled = None
+        cached = None
         for view in range(views):
             start = time.perf_counter()
-            below, pool = extract.predict(image_batches(split.images, batch, augmenter), verbose=0)
-            if below_top is None:
-                below_top = np.empty((views, *below.shape), dtype=below.dtype)
-                pooled = np.empty((views, *pool.shape), dtype=pool.dtype)
-            below_top[view], pooled[view] = below, pool
+            outputs = keras.tree.flatten(extract.predict(image_batches(split.images, batch, augmenter), verbose=0))
+            if cached is None:
+                cached = [np.empty((views, *output.shape), dtype=output.dtype) for output in outputs]
+            for array, output in zip(cached, outputs):
+                array[view] = output
             seconds = time.perf_counter() - start
             print(f"frozen activations cached: {name} split, view {view + 1} of {views}, "
                   f"{len(split)} images in {seconds:.0f} s ({len(split) / seconds:.0f} images/s)", flush=True)
-        return {"below_top": below_top, "pooled": pooled, "labels": split.labels}
+        names = ["pooled"] if len(cached) == 1 else ["below_top", "pooled"]
+        return dict(zip(names, cached)) | {"labels": split.labels}
 
     def bind(self, model: keras.Model, base: keras.Model) -> ActivationCache:
         """These cached activations for another model built the same way (its frozen layers
@@ -155,8 +171,11 @@ class ActivationCache:
         bound.bottom, bound.top = split_base(base, self.experiment.params.mobilenet_v2.fine_tune_layers)
         # Frozen layers never train, so the cached model's are still as built; copying them
         # makes the cache exact for the new model even without ImageNet weights (random init).
-        for cached_layer, new_layer in zip(self.bottom.layers, bound.bottom.layers):
-            new_layer.set_weights(cached_layer.get_weights())
+        if self.bottom is None:
+            base.set_weights(self.frozen_weights)
+        else:
+            for cached_layer, new_layer in zip(self.bottom.layers, bound.bottom.layers):
+                new_layer.set_weights(cached_layer.get_weights())
         return bound
 
     def _phase(self, key: str, model: keras.Model, method) -> PhaseInputs:
@@ -176,17 +195,20 @@ class ActivationCache:
         """Phase 2: the unfrozen top of the base and the head, on the activations below them."""
         if self.top is None:
             return self.head_phase(method)
+        if self.bottom is None:  # the whole base trains: on pixels, freshly augmented every epoch
+            return PhaseInputs(self.model, self.experiment.training_stream(method), self.experiment.val_ds)
         below = keras.Input(shape=self.train["below_top"].shape[2:], name="below_top")
         x = self.model.get_layer("pool")(self.top(below))
         return self._phase("below_top", keras.Model(below, _head(self.model, x), name="top_on_cache"), method)
 
     def summary(self) -> dict:
         """What was cached, for the notebook and the report."""
-        arrays = [self.train["below_top"], self.train["pooled"], self.val["below_top"], self.val["pooled"]]
+        arrays = [split[key] for split in (self.train, self.val) for key in ("below_top", "pooled") if key in split]
         return {
             "activation_cache": True,
             "augmented_views": self.views,
-            "cut_below_layer": self.top.layers[1].name if self.top is not None else None,
+            "cut_below_layer": (None if self.top is None else "none: the whole base trains on pixels"
+                                if self.bottom is None else self.top.layers[1].name),
             "cached_megabytes": round(sum(a.nbytes for a in arrays) / 1e6, 1),
             "caching_seconds": round(self.seconds, 1),
         }

@@ -32,6 +32,9 @@ from lib.split import read_split, split_table
 from lib.train import training_summary
 
 
+PARAMS_SECTIONS = {"cnn": "cnn", "mobilenetv2": "mobilenet_v2"}  # each model's section of the params
+
+
 @dataclass
 class Experiment:
     """One model in one evaluation round: the run's params, the rounds, this round (whose seed seeds
@@ -63,11 +66,13 @@ class Experiment:
         return self.round == self.rounds.first
 
     def describe(self) -> str:
-        """One line: the run, the round and its seed, classes, split sizes and input size."""
+        """The run, the round and its seed, classes, split sizes and input size; the training protocol."""
         data, size = self.data, self.params.data.image_size
+        section = PARAMS_SECTIONS[self.model_name]
         return (f"run '{self.params.run_name}', round {self.round.name} (seed {self.round.seed}): "
                 f"{self.n_classes} classes, {len(data.train)} / {len(data.val)} / {len(data.test)} "
-                f"train / val / test images at {size[0]} x {size[1]} px")
+                f"train / val / test images at {size[0]} x {size[1]} px\n"
+                f"training protocol: {getattr(self.params, section).protocol} ({section}.protocol)")
 
     def artefacts(self) -> pd.Series:
         """The files this model's notebook wrote, with their sizes in MB."""

@@ -140,8 +140,9 @@ def build_mobilenet_v2(n_classes: int, image_size: tuple[int, int], mobilenet) -
     return keras.Model(inputs, outputs, name="mobilenet_v2_transfer"), base
 
 
-def unfreeze_top(base: keras.Model, n_layers: int) -> list[str]:
-    """Unfreeze the base's last ``n_layers`` layers (the study's phase 2); return the names made trainable.
+def unfreeze_top(base: keras.Model, n_layers: int | str) -> list[str]:
+    """Unfreeze the base's last ``n_layers`` layers (the study's phase 2), or "all"; return the names made
+    trainable.
 
     BatchNormalization layers among them stay frozen, which in Keras 3 is what keeps them
     in inference mode: ``fit`` calls the model with ``training=True``, and that overrides
@@ -150,7 +151,7 @@ def unfreeze_top(base: keras.Model, n_layers: int) -> list[str]:
     This is the recipe of Keras' own fine-tuning guide.
     """
     base.trainable = True
-    cut = len(base.layers) - n_layers if n_layers else len(base.layers)
+    cut = 0 if n_layers == "all" else len(base.layers) - n_layers if n_layers else len(base.layers)
     unfrozen = []
     for position, layer in enumerate(base.layers):
         layer.trainable = position >= cut and not isinstance(layer, layers.BatchNormalization)

@@ -271,6 +271,26 @@ PRECISION_WORDS = {
 }
 
 
+PROTOCOL_WORDS = {
+    "original": "original (the replicated study's)",
+    "strong": "strong (cosine schedule with warm-up, weight decay, label smoothing)",
+}
+
+
+def phase_words(phase) -> str:
+    """One training phase (`lib.config.PhaseParams`) in words: optimiser, step size and schedule, loss, budget."""
+    words = f"{'AdamW' if phase.weight_decay else 'Adam'} lr {phase.learning_rate:g}"
+    if phase.warmup_epochs:
+        words += f" after a {phase.warmup_epochs}-epoch linear warm-up"
+    if phase.schedule == "cosine":
+        words += ", cosine decay"
+    if phase.weight_decay:
+        words += f", weight decay {phase.weight_decay:g}"
+    if phase.label_smoothing:
+        words += f", label smoothing {phase.label_smoothing:g}"
+    return words + f", ≤ {phase.epochs} epochs, patience {phase.patience}"
+
+
 def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFrame:
     """The training protocol actually used, both models side by side.
 
@@ -286,14 +306,12 @@ def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFra
             + f" → Dense({cnn.dense_units}) → Dropout({cnn.dropout})",
             f"MobileNetV2 ({mob.weights or 'random'} weights) → GAP → Dense({mob.dense_units}) → Dropout({mob.dropout})",
         ),
-        "phase 1": (
-            f"Adam lr {cnn.training.learning_rate:g}, ≤ {cnn.training.epochs} epochs, patience {cnn.training.patience}",
-            f"base frozen; Adam lr {mob.head.learning_rate:g}, ≤ {mob.head.epochs} epochs, patience {mob.head.patience}",
-        ),
+        "protocol": (PROTOCOL_WORDS[cnn.protocol], PROTOCOL_WORDS[mob.protocol]),
+        "phase 1": (phase_words(cnn.training), "base frozen; " + phase_words(mob.head)),
         "phase 2": (
             "–",
-            f"last {mob.fine_tune_layers} base layers unfrozen (BatchNorm frozen); Adam lr "
-            f"{mob.fine_tune.learning_rate:g}, ≤ {mob.fine_tune.epochs} epochs, patience {mob.fine_tune.patience}",
+            ("whole base" if mob.fine_tune_layers == "all" else f"last {mob.fine_tune_layers} base layers")
+            + " unfrozen (BatchNorm frozen, in inference mode); " + phase_words(mob.fine_tune),
         ),
     }
     if mob.activation_cache:
@@ -303,6 +321,9 @@ def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFra
             f"{count(views, 'fixed augmented view')}, epoch e training on view e mod {views} (validation and test images, not "
             "augmented, are computed exactly as without the cache)"
         )
+        if mob.fine_tune_layers == "all":
+            cached = (f"phase 1: the frozen base runs once per input ({count(views, 'fixed augmented view')} of each "
+                      "training image); phase 2: the whole base trains on pixels, new random augmentation every epoch")
     else:
         cached = "frozen layers recomputed on every image in every epoch; new random augmentation every epoch"
     rows["training inputs"] = ("images decoded once; new random augmentation every epoch", cached)

@@ -1,8 +1,9 @@
 """Training protocols: one ``fit`` per phase, with the study's callbacks, timed.
 
-A phase compiles the model with Adam at its learning rate and categorical cross-entropy,
-fits for up to its epoch budget with EarlyStopping on val_loss (best weights restored at
-the end: no checkpoint file is needed), and returns its history as a table.
+A phase compiles the model with its optimiser (Adam, or AdamW with weight decay), its step-size
+schedule (constant, or linear warm-up then cosine decay) and categorical cross-entropy (with label
+smoothing if asked), fits for up to its epoch budget with EarlyStopping on val_loss (best weights
+restored at the end: no checkpoint file is needed), and returns its history as a table.
 """
 
 from __future__ import annotations
@@ -28,6 +29,34 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def learning_rate_schedule(phase, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The phase's step size: a constant, or a linear warm-up from 0 followed by a cosine decay to 0 at the end of
+    the epoch budget (early stopping may end the phase before)."""
+    if phase.schedule == "constant" and not phase.warmup_epochs:
+        return phase.learning_rate
+    warmup_steps = phase.warmup_epochs * steps_per_epoch
+    total_steps = phase.epochs * steps_per_epoch
+    # Keras' CosineDecay warms up linearly from its initial rate to warmup_target, then decays along a cosine to
+    # alpha x warmup_target; alpha = 1 keeps the rate constant after the warm-up.
+    if phase.schedule == "constant":
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=1, alpha=1.0, warmup_target=phase.learning_rate, warmup_steps=warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else phase.learning_rate,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=phase.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def optimizer(phase, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam, as the original study; AdamW (decoupled weight decay) when the phase has a weight decay."""
+    learning_rate = learning_rate_schedule(phase, steps_per_epoch)
+    if phase.weight_decay:
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=phase.weight_decay)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
 def fit_phase(
     model: keras.Model,
     train_ds,
@@ -44,8 +73,8 @@ def fit_phase(
     seconds, best (the epoch whose weights the model keeps).
     """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=phase.learning_rate),
-        loss="categorical_crossentropy",
+        optimizer=optimizer(phase, steps_per_epoch=len(train_ds)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=phase.label_smoothing),
         metrics=["accuracy"],
     )
     timer = EpochTimer()

@@ -159,3 +159,30 @@ def test_mobilenet_v2_trainings_of_an_interrupted_step_are_reused(prepare_experi
     again, reused = recipes.mobilenet_v2_by_method(experiment)
     assert reused.summary() == inputs.summary() and reused.summary()["activation_cache"]
     np.testing.assert_allclose(again["oversample"].val_probabilities, trained["oversample"].val_probabilities, atol=1e-6)
+
+
+def test_a_whole_base_fine_tune_caches_the_pooled_features_only_and_trains_phase_2_on_pixels(prepare_experiment):
+    experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"fine_tune_layers": "all"})
+    model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
+    cache = activation_cache.phase_inputs(experiment, model, base)
+    assert set(cache.train) == set(cache.val) == {"pooled", "labels"}  # no pixel-sized copy of the images
+    val_pixels = experiment.data.val.images.astype("float32")
+    np.testing.assert_allclose(cache.head_phase(CLASS_WEIGHT).model.predict(cache.val["pooled"][0], verbose=0),
+                               model.predict(val_pixels, verbose=0), atol=1e-5)
+
+    unfrozen = models.unfreeze_top(base, "all")
+    assert "Conv1" in unfrozen and "block_1_expand" in unfrozen
+    assert not any(isinstance(base.get_layer(name), keras.layers.BatchNormalization) for name in unfrozen)
+    tune = cache.fine_tune_phase(CLASS_WEIGHT)
+    assert tune.model is model and tune.val is experiment.val_ds
+    images, _ = tune.train[0]
+    assert images.shape[1:] == (32, 32, 3)
+    assert cache.summary()["cut_below_layer"].startswith("none: the whole base trains")
+
+    # phase 2 changes the base's weights; the next method's model is still given the base the cache was made with
+    kernel = base.get_layer("Conv1").kernel
+    kernel.assign(kernel + 1.0)
+    other, other_base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
+    bound = cache.bind(other, other_base)
+    np.testing.assert_allclose(bound.head_phase(OVERSAMPLE).model.predict(cache.val["pooled"][0], verbose=0),
+                               other.predict(val_pixels, verbose=0), atol=1e-5)

@@ -79,3 +79,28 @@ def test_a_nested_section_can_be_partly_overridden():
     assert params.mobilenet_v2.fine_tune.patience == 1 and params.mobilenet_v2.fine_tune.learning_rate == 1e-5
     with pytest.raises(ParamsError, match=r"cnn.training.epochs: Input should be greater than or equal to 1"):
         parse_params({"cnn": {"training": {"epochs": -3}}})
+
+
+def test_a_strong_protocol_fills_what_the_file_leaves_out_and_the_file_wins():
+    original = parse_params({})
+    assert original.mobilenet_v2.protocol == "original" and original.mobilenet_v2.fine_tune_layers == 20
+    assert original.mobilenet_v2.fine_tune.schedule == "constant" and original.mobilenet_v2.fine_tune.weight_decay == 0
+
+    strong = parse_params({"mobilenet_v2": {"protocol": "strong", "fine_tune": {"epochs": 12}}})
+    tuned = strong.mobilenet_v2.fine_tune
+    assert strong.mobilenet_v2.fine_tune_layers == "all"
+    assert (tuned.epochs, tuned.learning_rate, tuned.schedule, tuned.warmup_epochs) == (12, 1e-4, "cosine", 2)
+    assert tuned.label_smoothing == 0.1 and tuned.weight_decay == 0.01
+    assert strong.mobilenet_v2.head == original.mobilenet_v2.head  # phase 1 is the original's
+    assert strong.cnn == original.cnn  # each model's protocol is its own choice
+
+    cnn = parse_params({"cnn": {"protocol": "strong", "training": {"label_smoothing": 0.0}}}).cnn.training
+    assert cnn.schedule == "cosine" and cnn.label_smoothing == 0.0 and cnn.epochs == 25
+    assert parse_params({"mobilenet_v2": {"protocol": "strong", "fine_tune_layers": 40}}).mobilenet_v2.fine_tune_layers == 40
+
+
+def test_a_warm_up_must_end_within_the_epoch_budget():
+    with pytest.raises(ParamsError, match=r"mobilenet_v2.fine_tune: .*warmup_epochs \(5\) must be fewer than epochs \(5\)"):
+        parse_params({"mobilenet_v2": {"fine_tune": {"epochs": 5, "warmup_epochs": 5}}})
+    with pytest.raises(ParamsError, match=r"mobilenet_v2.protocol"):
+        parse_params({"mobilenet_v2": {"protocol": "stronger"}})

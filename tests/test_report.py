@@ -131,3 +131,18 @@ def test_figures_of_many_classes_fit_a_page_with_every_class_named():
     assert max(figure.get_size_inches()) <= 16
     assert len(figure.axes[0].get_xticklabels()) == 81
     plt.close(figure)
+
+
+def test_methods_table_names_each_models_protocol_and_its_schedule():
+    original = report.methods_table(parse_params({}))
+    assert original.loc["protocol"].tolist() == [report.PROTOCOL_WORDS["original"]] * 2
+    assert "last 20 base layers" in original.loc["phase 2", "MobileNetV2"]
+    assert "cosine" not in original.to_string() and "AdamW" not in original.to_string()
+
+    strong = report.methods_table(parse_params({"cnn": {"protocol": "strong"}, "mobilenet_v2": {"protocol": "strong"}}))
+    assert strong.loc["protocol"].tolist() == [report.PROTOCOL_WORDS["strong"]] * 2
+    tuned = strong.loc["phase 2", "MobileNetV2"]
+    assert tuned.startswith("whole base unfrozen") and "AdamW lr 0.0001 after a 2-epoch linear warm-up" in tuned
+    assert "cosine decay" in tuned and "label smoothing 0.1" in tuned and "≤ 30 epochs, patience 6" in tuned
+    assert "phase 2: the whole base trains on pixels" in strong.loc["training inputs", "MobileNetV2"]
+    assert "cosine decay" in strong.loc["phase 1", "Custom CNN"]
