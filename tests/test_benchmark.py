@@ -110,3 +110,23 @@ def test_the_summary_compares_float32_with_the_automatic_precision_and_the_measu
     # 1280 images x 25 epochs / 640 s = 50 img/s x 2.8 GFLOP = 140 GFLOP/s
     assert "(mixed_bfloat16): 50.0 img/s" in text and "= **70 % of the nominal fp32 peak**" in text
     assert "64 % of the measured float32 peak (220 GFLOP/s), 35 % of the measured bfloat16 peak" in text
+
+
+protocols_spec = importlib.util.spec_from_file_location("protocols", PROJECT_ROOT / "benchmarks" / "protocols.py")
+protocols = importlib.util.module_from_spec(protocols_spec)
+protocols_spec.loader.exec_module(protocols)
+
+
+def test_the_protocol_benchmark_runs_each_params_file_under_each_protocol_with_the_settings_asked(tmp_path, tiny_params):
+    params_file = write_params(tmp_path / "tiny.yaml", tiny_params | {"mobilenet_v2": {"dropout": 0.2}})
+    variant = protocols.protocol_params(params_file, "strong", ["data.image_size=[24, 24]", "evaluation.seeds=[7]"],
+                                        tmp_path / "work")
+    params = load_params(variant)
+    assert params.cnn.protocol == params.mobilenet_v2.protocol == "strong"
+    assert params.mobilenet_v2.fine_tune_layers == "all" and params.mobilenet_v2.dropout == 0.2
+    assert params.data.image_size == (24, 24) and params.evaluation.seeds == [7]
+    assert params.run_name == "tiny-strong" and params.reports_dir == (tmp_path / "work" / "reports").resolve()
+    with pytest.raises(ValueError, match="expected NAME=VALUE"):
+        protocols.protocol_params(params_file, "original", ["data.image_size"], tmp_path / "work")
+    with pytest.raises(Exception, match="cnn.kernel"):
+        protocols.protocol_params(params_file, "original", ["cnn.kernel=3"], tmp_path / "work")

@@ -1,0 +1,129 @@
+"""The original and the strong training protocol side by side (issue 19): test accuracy and macro-F1 of each model
+(mean over rounds, with the bootstrap interval the comparison computes), and the wall time of each round.
+
+    .venv/bin/python benchmarks/protocols.py [--params params/grocery_fine.yaml params/default.yaml]
+        [--protocols original,strong] [--set data.image_size=[112,112] --set evaluation.seeds=[42] ...]
+        [--work DIR] [--write benchmarks/RESULTS.md]
+
+Each (params file, protocol) pair runs the whole study (``python -m lib.run --force``, audit to report) in its own
+reports folder under ``--work`` (default: a temporary folder, so that the user's ``reports/`` stays as it is), with
+``cnn.protocol`` and ``mobilenet_v2.protocol`` both set to the protocol. ``--set`` changes any other field of
+every params file (dotted name = YAML value), e.g. a smaller input size for a quick look on a CPU; the printed
+table names what was changed. Nothing is tuned here: the runs only report what each protocol gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from lib.config import load_params  # noqa: E402
+from lib.paths import MODELS, run_paths  # noqa: E402
+
+PROTOCOLS = ("original", "strong")
+REPORTED_METRICS = ("accuracy", "macro-F1")
+
+
+def set_field(values: dict, dotted: str, value) -> dict:
+    """``values`` with the field ``dotted`` (e.g. ``data.image_size``) set to ``value``, sections created as needed."""
+    *sections, field = dotted.split(".")
+    node = values
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {dotted}: {section} is not a section of the params")
+    node[field] = value
+    return values
+
+
+def protocol_params(params_file: Path, protocol: str, settings: list[str], folder: Path) -> Path:
+    """A copy of ``params_file`` with both models under ``protocol``, the ``--set`` settings applied, and its own
+    run name and reports folder."""
+    values = yaml.safe_load(params_file.read_text()) or {}
+    for setting in settings:
+        dotted, _, text = setting.partition("=")
+        if not text:
+            raise ValueError(f"--set {setting!r}: expected NAME=VALUE, e.g. data.image_size=[112,112]")
+        set_field(values, dotted.strip(), yaml.safe_load(text))
+    for section in ("cnn", "mobilenet_v2"):
+        set_field(values, f"{section}.protocol", protocol)
+    name = f"{values.get('run_name', params_file.stem)}-{protocol}"
+    folder.mkdir(parents=True, exist_ok=True)
+    values |= {"run_name": name, "reports_dir": str(folder / "reports")}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    load_params(path)  # a bad --set stops here, naming the field, before anything runs
+    return path
+
+
+def summarise_run(params_file: Path) -> pd.DataFrame:
+    """One row per model of a finished run: its protocol, test accuracy and macro-F1 (mean [interval] over rounds),
+    and the mean wall time of its notebook per round."""
+    params = load_params(params_file)
+    paths = run_paths(params)
+    summary = pd.read_csv(paths.comparison_table("summary")).set_index(["model", "metric"])
+    steps = json.loads((paths.root / "steps.json").read_text())
+    protocols = {"cnn": params.cnn.protocol, "mobilenetv2": params.mobilenet_v2.protocol}
+    notebooks = {"cnn": "02_cnn.ipynb", "mobilenetv2": "03_mobilenetv2.ipynb"}
+    rows = []
+    for folder, name in MODELS.items():
+        seconds = [entry["seconds"] for label, entry in steps.items() if label.endswith("/" + notebooks[folder])]
+        row = {"params": params_file.name, "model": name, "protocol": protocols[folder], "rounds": len(seconds)}
+        for metric in REPORTED_METRICS:
+            mean, low, high = summary.loc[(name, metric), ["mean", "low", "high"]]
+            row[metric] = f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+        row["seconds per round"] = round(sum(seconds) / len(seconds))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    lines = [list(map(str, table.columns)), ["---"] * len(table.columns), *table.astype(str).values.tolist()]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", nargs="+", type=Path, default=[Path("params/grocery_fine.yaml")])
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated: original,strong")
+    parser.add_argument("--set", action="append", default=[], dest="settings", metavar="NAME=VALUE",
+                        help="change a field of every params file, e.g. evaluation.seeds=[42]")
+    parser.add_argument("--work", type=Path, help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--write", type=Path, help="append the Markdown table to this file (e.g. benchmarks/RESULTS.md)")
+    args = parser.parse_args(argv)
+    protocols = args.protocols.split(",")
+    if unknown := set(protocols) - set(PROTOCOLS):
+        parser.error(f"--protocols: unknown {sorted(unknown)}; choose from {list(PROTOCOLS)}")
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="protocols-"))
+    tables = []
+    for params_file in args.params:
+        for protocol in protocols:
+            variant = protocol_params(PROJECT_ROOT / params_file, protocol, args.settings, work)
+            print(f"running {variant.name} ...", flush=True)
+            subprocess.run([sys.executable, "-m", "lib.run", str(variant), "--force"], cwd=PROJECT_ROOT, check=True)
+            tables.append(summarise_run(variant))
+    table = pd.concat(tables, ignore_index=True)
+    heading = (f"## {date.today()}: `benchmarks/protocols.py --params {' '.join(map(str, args.params))}"
+               + "".join(f" --set {s}" for s in args.settings) + "`")
+    text = f"{heading}\n\n{markdown_table(table)}\n"
+    print(text)
+    if args.write:
+        with open(args.write, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
