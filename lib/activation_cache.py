@@ -137,7 +137,8 @@ class ActivationCache:
         below_top = pooled = None
         for view in range(views):
             start = time.perf_counter()
-            below, pool = extract.predict(image_batches(split.images, batch, augmenter), verbose=0)
+            batches = image_batches(split.images, batch, augmenter, view=view, threads=self.experiment.data_workers)
+            below, pool = extract.predict(batches, verbose=0)
             if below_top is None:
                 below_top = np.empty((views, *below.shape), dtype=below.dtype)
                 pooled = np.empty((views, *pool.shape), dtype=pool.dtype)
@@ -163,8 +164,9 @@ class ActivationCache:
         n_classes, batch = self.experiment.n_classes, self.experiment.params.training.batch_size
         return PhaseInputs(
             model,
-            Batches(self.train[key], self.train["labels"], n_classes, batch, method, self.experiment.round.seed),
-            Batches(self.val[key], self.val["labels"], n_classes, batch),
+            Batches(self.train[key], self.train["labels"], n_classes, batch, method, self.experiment.round.seed,
+                    threads=self.experiment.data_workers),
+            Batches(self.val[key], self.val["labels"], n_classes, batch, threads=self.experiment.data_workers),
         )
 
     def head_phase(self, method) -> PhaseInputs:
