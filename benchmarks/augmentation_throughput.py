@@ -89,7 +89,8 @@ def measure_host(image_size: int, seconds: float, step_ms: float) -> dict[str, f
     augment = Augmentation(AugmentationParams(), seed=0)
     batch = random_images(BATCH, image_size)
     calls = iter(range(10**9))
-    figures = {"host augmentation, one calling thread": images_per_second(lambda: augment(batch, 0, next(calls)), seconds)}
+    one_thread = images_per_second(lambda: augment(batch, 0, next(calls)), seconds)
+    figures = {"host augmentation, one calling thread": one_thread}
     images = random_images(16 * BATCH, image_size)
     data = SplitData(images, images[:, 0, 0, 0] % 3, None)
     settings = [(None, 0), *((augment, threads) for threads in (0, 1, 2, 4))]
@@ -156,7 +157,8 @@ def in_subprocess(backend: str, image_size: int, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per setting (after 2 warm-up batches)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="measuring time per setting (after 2 warm-up batches)")
     parser.add_argument("--step-ms", type=float, default=20.0, help="the simulated training step per batch")
     parser.add_argument("--keras-layers", action="store_true", help=argparse.SUPPRESS)  # the subprocess's part
     args = parser.parse_args()
@@ -176,7 +178,8 @@ def main() -> None:
         figures[name] = [stale_batches_of_keras_workers(workers) for _ in range(3)]
         print(f"{name:80s} {figures[name]}", flush=True)
     print(json.dumps({"image_size": args.image_size, "batch": BATCH, "cpus": os.cpu_count(),
-                      "load_average": os.getloadavg(), "figures": {k: v if isinstance(v, list) else round(v, 1) for k, v in figures.items()}},
+                      "load_average": os.getloadavg(),
+                      "figures": {k: v if isinstance(v, list) else round(v, 1) for k, v in figures.items()}},
                      indent=1))
 
 

@@ -10,10 +10,10 @@ preparing the next batches in worker threads while the model trains.
 
 The augmentation (`Augmentation`) runs on the host, as the original study's Keras
 ``ImageDataGenerator`` did: one composed affine transform per image (rotation, shifts,
-shear, zoom, flip), applied by OpenCV in one resampling. Keras 3's preprocessing layers
-did the same on the device side, one layer and one resampling per transform, at a
-fraction of the speed (under JAX 16x slower at 96 px on a CPU; benchmarks/RESULTS.md,
-"where the augmentation runs"). Its random draws depend only on the seed, the epoch and
+shear, zoom, flip), applied by OpenCV in one resampling. Keras 3's preprocessing layers,
+which did this before, resample once per transform and are far slower (at 224 px on the
+project's CPU, 13-15x under TensorFlow, ~80x under JAX; benchmarks/RESULTS.md, "where the
+augmentation runs"). Its random draws depend only on the seed, the epoch and
 the batch, never on which thread computes a batch or when. Validation and test data never
 pass through it, and nothing from those splits ever reaches training.
 """
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from lib.config import AugmentationParams
 from lib.images import load_rgb
 from lib.sources import SPLITS
 
@@ -362,7 +363,7 @@ class Augmentation:
     give the same images, whichever thread computes them.
     """
 
-    params: object  # lib.config.AugmentationParams
+    params: AugmentationParams
     seed: int
 
     def inverse_maps(self, rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
@@ -400,7 +401,7 @@ class Augmentation:
         return out
 
 
-def build_augmentation(augmentation, seed: int) -> Augmentation | None:
+def build_augmentation(augmentation: AugmentationParams, seed: int) -> Augmentation | None:
     """The study's random transforms, from a `lib.config.AugmentationParams` (None when all are off)."""
     a = augmentation
     if not (a.rotation_degrees or a.width_shift or a.height_shift or a.shear or a.zoom or a.horizontal_flip):
