@@ -152,7 +152,8 @@ class ActivationCache:
         cached = None
         for view in range(views):
             start = time.perf_counter()
-            outputs = keras.tree.flatten(extract.predict(image_batches(split.images, batch, augmenter), verbose=0))
+            batches = image_batches(split.images, batch, augmenter, view=view, threads=self.experiment.data_workers)
+            outputs = keras.tree.flatten(extract.predict(batches, verbose=0))
             if cached is None:
                 cached = [np.empty((views, *output.shape), dtype=output.dtype) for output in outputs]
             for array, output in zip(cached, outputs):
@@ -182,8 +183,9 @@ class ActivationCache:
         n_classes, batch = self.experiment.n_classes, self.experiment.params.training.batch_size
         return PhaseInputs(
             model,
-            Batches(self.train[key], self.train["labels"], n_classes, batch, method, self.experiment.round.seed),
-            Batches(self.val[key], self.val["labels"], n_classes, batch),
+            Batches(self.train[key], self.train["labels"], n_classes, batch, method, self.experiment.round.seed,
+                    threads=self.experiment.data_workers),
+            Batches(self.val[key], self.val["labels"], n_classes, batch, threads=self.experiment.data_workers),
         )
 
     def head_phase(self, method) -> PhaseInputs:

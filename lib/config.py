@@ -259,6 +259,12 @@ class TrainingParams(_Section):
         "bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs, where bfloat16 is emulated and "
         "7-10x slower (see lib.models.auto_precision and benchmarks/RESULTS.md).",
     )
+    data_workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
+        default="auto",
+        description="Worker threads that read and augment the next batches while the model trains "
+        "(lib.inputs.Batches); 0: none, in the training loop itself. 'auto': one per CPU, at most 8. "
+        "The batches, and so the numbers, are the same with any number.",
+    )
 
 
 class PhaseParams(_Section):

@@ -22,7 +22,8 @@ import pandas as pd
 
 from lib import evaluate, minority
 from lib.config import Params, load_params
-from lib.inputs import StudyData, build_augmentation, evaluation_stream, load_study_data, training_stream
+from lib.inputs import (StudyData, build_augmentation, data_workers, evaluation_stream, load_study_data,
+                        training_stream)
 from lib.models import load_trained_model, set_precision
 from lib.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.provenance import set_seed
@@ -82,10 +83,15 @@ class Experiment:
     def augmenter(self):
         return build_augmentation(self.params.augmentation, self.round.seed)
 
+    @property
+    def data_workers(self) -> int:
+        """The worker threads that prepare batches (``training.data_workers``)."""
+        return data_workers(self.params.training.data_workers)
+
     def training_stream(self, method: minority.MinorityMethod):
         """The augmented training batches, each epoch ordered as ``method`` asks (oversampled or shuffled)."""
         return training_stream(self.data.train, self.n_classes, self.params.training.batch_size, method,
-                               self.round.seed, self.augmenter())
+                               self.round.seed, self.augmenter(), self.data_workers)
 
     def class_weight(self, method: minority.MinorityMethod) -> dict[int, float] | None:
         """Keras' ``class_weight`` under ``method``: 'balanced' weights if it weights the loss, else None."""
@@ -133,7 +139,8 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         round=round_,
         model_name=model_name,
         data=data,
-        val_ds=evaluation_stream(data.val, len(data.class_names), params.training.batch_size),
+        val_ds=evaluation_stream(data.val, len(data.class_names), params.training.batch_size,
+                                 data_workers(params.training.data_workers)),
         step_key=step_key,
     )
     experiment.model_paths.root.mkdir(parents=True, exist_ok=True)

@@ -5,26 +5,37 @@ the decoded array is kept on disk (`cached_pixels`), so that later notebooks and
 read it instead of decoding again. `training_stream` then serves one epoch after another in
 the order the minority-class method asks for (`lib.minority.MinorityMethod.epoch_rows`),
 augmented; `Batches` serves any array (pixels or `lib.activation_cache`'s cached
-activations) in that order, converting a batch at a time, on any Keras backend (no tf.data). The original study used Keras' legacy ``ImageDataGenerator``;
-here the same transforms are Keras 3 preprocessing layers. Validation and test data never
-pass through them, and nothing from those splits ever reaches training.
+activations) in that order, converting a batch at a time, on any Keras backend (no tf.data),
+preparing the next batches in worker threads while the model trains.
+
+The augmentation (`Augmentation`) runs on the host, as the original study's Keras
+``ImageDataGenerator`` did: one composed affine transform per image (rotation, shifts,
+shear, zoom, flip), applied by OpenCV in one resampling. Keras 3's preprocessing layers,
+which did this before, resample once per transform and are far slower (at 224 px on the
+project's CPU, 13-15x under TensorFlow, ~80x under JAX; benchmarks/RESULTS.md, "where the
+augmentation runs"). Its random draws depend only on the seed, the epoch and
+the batch, never on which thread computes a batch or when. Validation and test data never
+pass through it, and nothing from those splits ever reaches training.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pandas as pd
-from keras import layers
 from tqdm.auto import tqdm
 
+from lib.config import AugmentationParams
 from lib.images import load_rgb
 from lib.sources import SPLITS
 
@@ -193,114 +204,214 @@ class OneView:
         return np.asarray(self.images[rows])
 
 
+@dataclass(frozen=True, eq=False)
+class _Epoch:
+    """One epoch of a `Batches` stream: its number (which decides the augmentation's draws), the rows in
+    order and the view each is read from. Replaced whole at each epoch, so that a batch prepared in a
+    worker thread reads one epoch's state, never a mix of two."""
+
+    number: int
+    rows: np.ndarray
+    views: np.ndarray
+
+
+@functools.cache
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """The worker threads of every `Batches` asking for this many (one pool per size, for the process's life)."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batches")
+
+
+def data_workers(setting: int | str) -> int:
+    """The number of worker threads ``training.data_workers`` asks for: 'auto' is one per CPU this process
+    may use, at most 8 (the host keeps up with a GPU with fewer; benchmarks/RESULTS.md)."""
+    if setting != "auto":
+        return int(setting)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cpus)
+
+
 class Batches(keras.utils.PyDataset):
     """Batches of ``(inputs[view, row], one-hot label)`` from inputs shaped ``(views, N, ...)`` (an array, or
-    `OneView` of a split's images): the one
-    data path of training, validation and prediction, on every Keras backend.
+    `OneView` of a split's images): the one data path of training, validation and prediction, on every
+    Keras backend.
 
     With a ``seed``, each epoch's rows come from ``method.epoch_rows`` (shuffled, or every class
     drawn equally often), drawn afresh from ``default_rng([seed, epoch])``: a shuffled epoch *e*
     reads view *e* mod views; a balanced draw reads a random view, so that the repeats of a rare
     image are not all the same augmented view. Without a seed: every row once, in order, view 0
-    (validation, prediction). ``augment``, if given, transforms each float32 batch (training, and
-    the augmented views `lib.activation_cache` computes). Without ``labels``, batches are inputs
-    only (prediction). A batch is converted to float32 when it is served, so that uint8 pixels
-    are never held as float32 all at once.
+    (validation, prediction), as epoch ``epoch`` for the augmentation's draws (`lib.activation_cache`
+    computes its augmented view *v* as epoch *v*). ``augment``, if given (an `Augmentation`),
+    transforms each batch (training, and the augmented views `lib.activation_cache` computes).
+    Without ``labels``, batches are inputs only (prediction). A batch is converted to float32 when it
+    is served, so that uint8 pixels are never held as float32 all at once.
+
+    ``threads`` > 0: while the model trains on batch *i*, that many worker threads prepare batches
+    *i* + 1 ... *i* + ``threads`` of the same epoch (reading, converting, augmenting: NumPy and
+    OpenCV release the GIL). A batch is a function of its epoch and index alone, so the batches
+    are the same with any number of threads. This is not Keras' ``PyDataset(workers=...)``: its
+    enqueuer keeps batches prefetched before ``on_epoch_end`` and serves them in the next epoch,
+    and starts prefetching before ``on_epoch_begin`` has drawn the epoch, so that which epoch's
+    order a batch follows depends on timing (benchmarks/RESULTS.md).
     """
 
     def __init__(self, inputs: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size: int,
-                 method=None, seed: int | None = None, augment=None):
-        super().__init__()
+                 method=None, seed: int | None = None, augment: Augmentation | None = None, threads: int = 0,
+                 epoch: int = 0):
+        super().__init__()  # workers=1: no Keras enqueuer (see above); our own threads prefetch
         if seed is not None and method is None:
             raise ValueError("a seeded (training) stream needs the minority-class method that orders its epochs")
         self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
         self.n_classes, self.method, self.seed, self.augment = n_classes, method, seed, augment
+        self.threads, self.first_epoch = threads, epoch
         self.targets = None if labels is None else np.eye(n_classes, dtype="float32")[labels]
-        self.epoch, self._epochs_begun = 0, 0
-        self._order, self._views = self._draw()
+        self._epochs_begun = 0
+        self._epoch = self._draw(epoch)
+        self._prefetched: dict[int, tuple[_Epoch, object]] = {}  # batch index -> (its epoch, its future)
+        self._lock = threading.Lock()
 
-    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
-        """This epoch's rows, in order, and the view each is read from."""
+    def _draw(self, number: int) -> _Epoch:
+        """Epoch ``number``'s rows, in order, and the view each is read from."""
         views, count = self.inputs.shape[:2]
         if self.seed is None:
-            return np.arange(count), np.zeros(count, dtype=int)
-        rng = np.random.default_rng([self.seed, self.epoch])
+            return _Epoch(number, np.arange(count), np.zeros(count, dtype=int))
+        rng = np.random.default_rng([self.seed, number])
         rows = self.method.epoch_rows(self.labels, self.n_classes, rng)
         if self.method.balances_sampling:
-            return rows, rng.integers(0, views, count)
-        return rows, np.full(count, self.epoch % views)
-
-    @property
-    def view(self) -> int:
-        return self.epoch % self.inputs.shape[0]
+            return _Epoch(number, rows, rng.integers(0, views, count))
+        return _Epoch(number, rows, np.full(count, number % views))
 
     def __len__(self) -> int:
         return math.ceil(self.inputs.shape[1] / self.batch_size)
 
-    def __getitem__(self, index: int):
+    def _batch(self, epoch: _Epoch, index: int):
+        """Batch ``index`` of ``epoch``: reads nothing that changes between epochs (any thread may run it)."""
         batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        rows = self._order[batch]
-        inputs = self.inputs[self._views[batch], rows].astype("float32", copy=False)
+        rows = epoch.rows[batch]
+        inputs = self.inputs[epoch.views[batch], rows].astype("float32", copy=False)
         if self.augment is not None:
-            inputs = keras.ops.convert_to_numpy(self.augment(inputs, training=True))
+            inputs = self.augment(inputs, epoch.number, index)
         return inputs if self.targets is None else (inputs, self.targets[rows])
+
+    def __getitem__(self, index: int):
+        if not self.threads:
+            return self._batch(self._epoch, index)
+        with self._lock:
+            epoch = self._epoch
+            ready = self._prefetched.pop(index, None)
+            for ahead in range(index + 1, min(index + 1 + self.threads, len(self))):
+                if ahead not in self._prefetched:
+                    self._prefetched[ahead] = (epoch, _thread_pool(self.threads).submit(self._batch, epoch, ahead))
+        if ready is not None and ready[0] is epoch:
+            return ready[1].result()
+        return self._batch(epoch, index)
 
     def on_epoch_begin(self) -> None:
         # Keras calls this once at the start of every epoch (on_epoch_end also runs on resets)
-        self.epoch, self._epochs_begun = self._epochs_begun, self._epochs_begun + 1
-        self._order, self._views = self._draw()
+        if self.seed is None:
+            return  # every epoch is the same rows in the same order
+        self._epochs_begun += 1
+        epoch = self._draw(self.first_epoch + self._epochs_begun - 1)
+        with self._lock:
+            self._epoch = epoch
+            for _, future in self._prefetched.values():
+                future.cancel()  # another epoch's batches
+            self._prefetched.clear()
 
 
 def training_stream(data: SplitData, n_classes: int, batch_size: int, method, seed: int,
-                    augmenter: keras.Sequential | None) -> Batches:
+                    augmenter: Augmentation | None, threads: int = 0) -> Batches:
     """The augmented training batches of one split under a minority-class method, epoch after epoch."""
-    return Batches(OneView(data.images), data.labels, n_classes, batch_size, method, seed, augmenter)
+    return Batches(OneView(data.images), data.labels, n_classes, batch_size, method, seed, augmenter, threads)
 
 
-def evaluation_stream(data: SplitData, n_classes: int, batch_size: int) -> Batches:
+def evaluation_stream(data: SplitData, n_classes: int, batch_size: int, threads: int = 0) -> Batches:
     """Every image of a split once, in order, not augmented (validation)."""
-    return Batches(OneView(data.images), data.labels, n_classes, batch_size)
+    return Batches(OneView(data.images), data.labels, n_classes, batch_size, threads=threads)
 
 
-def image_batches(images: np.ndarray, batch_size: int, augmenter: keras.Sequential | None = None) -> Batches:
-    """Images only, in order, for ``predict`` (augmented by ``augmenter`` if given)."""
-    return Batches(OneView(images), None, 1, batch_size, augment=augmenter)
+def image_batches(images: np.ndarray, batch_size: int, augmenter: Augmentation | None = None,
+                  view: int = 0, threads: int = 0) -> Batches:
+    """Images only, in order, for ``predict`` (augmented by ``augmenter`` if given: its draws for ``view``)."""
+    return Batches(OneView(images), None, 1, batch_size, augment=augmenter, threads=threads, epoch=view)
 
 
-def build_augmentation(augmentation, seed: int) -> keras.Sequential | None:
-    """The study's random transforms, from a `lib.config.AugmentationParams` (None when all are off).
+def _affine(a, b, c, d, e, f) -> np.ndarray:
+    """Stacked 3 x 3 affine matrices ``[[a, b, c], [d, e, f], [0, 0, 1]]`` (each argument a scalar or one
+    value per image)."""
+    a, b, c, d, e, f = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c, d, e, f)))
+    zero, one = np.zeros_like(a), np.ones_like(a)
+    return np.stack([np.stack([a, b, c], -1), np.stack([d, e, f], -1), np.stack([zero, zero, one], -1)], -2)
 
-    ``fill_mode="nearest"`` is ImageDataGenerator's default, so edges look as they did.
-    One difference, stated in the report: ImageDataGenerator reads ``shear_range=0.1``
-    as 0.1 *degrees*; Keras 3's RandomShear reads 0.1 as a shear of up to 10 % of the
-    image, a visible transform, which is what the study's authors evidently intended.
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The study's random transforms, from a `lib.config.AugmentationParams`: one affine map per image
+    composed of a rotation, shifts, a shear, a zoom and a horizontal flip, resampled once (bilinear)
+    by OpenCV on the host, edges extended by their nearest pixel (``fill_mode="nearest"``,
+    ImageDataGenerator's default, so edges look as they did).
+
+    Each transform draws as ImageDataGenerator and Keras' preprocessing layers did: an angle
+    uniform in ±``rotation_degrees``; shifts uniform in ±``width_shift`` of the width and
+    ±``height_shift`` of the height; zoom factors uniform in [1 - ``zoom``, 1 + ``zoom``], one
+    per axis (above 1 zooms out); a mirror image half the time. One difference, stated in the
+    report: ImageDataGenerator reads ``shear_range=0.1`` as 0.1 *degrees*; here, as in Keras 3's
+    RandomShear, 0.1 is a shear of up to 10 % of the image: x and y shear factors uniform in
+    [0, ``shear``], with one random sign, a visible transform, which is what the study's
+    authors evidently intended. All maps are about the image's centre.
+
+    A batch's draws come from ``default_rng([seed, epoch, batch])``: the same epoch and batch
+    give the same images, whichever thread computes them.
     """
-    steps: list[layers.Layer] = []
-    if augmentation.rotation_degrees:
-        steps.append(layers.RandomRotation(augmentation.rotation_degrees / 360.0, fill_mode="nearest", seed=seed))
-    if augmentation.width_shift or augmentation.height_shift:
-        steps.append(
-            layers.RandomTranslation(
-                augmentation.height_shift, augmentation.width_shift, fill_mode="nearest", seed=seed + 1
-            )
+
+    params: AugmentationParams
+    seed: int
+
+    def inverse_maps(self, rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
+        """``count`` random maps (count, 2, 3) from output pixel (x, y) to the input pixel it reads."""
+        p = self.params
+        angle = np.deg2rad(rng.uniform(-p.rotation_degrees, p.rotation_degrees, count))
+        shift_x = rng.uniform(-p.width_shift, p.width_shift, count) * width
+        shift_y = rng.uniform(-p.height_shift, p.height_shift, count) * height
+        shear_sign = np.where(rng.random(count) < 0.5, -1.0, 1.0)
+        shear_x, shear_y = rng.uniform(0, p.shear, (2, count)) * shear_sign
+        zoom_x, zoom_y = rng.uniform(1 - p.zoom, 1 + p.zoom, (2, count))
+        mirror = np.where(p.horizontal_flip & (rng.random(count) < 0.5), -1.0, 1.0)
+        centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
+        maps = (
+            _affine(1, 0, centre_x, 0, 1, centre_y)                                   # back from the centre
+            @ _affine(np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0)  # rotation
+            @ _affine(1, 0, shift_x, 0, 1, shift_y)                                   # shifts
+            @ _affine(1, shear_x, 0, shear_y, 1, 0)                                   # shear
+            @ _affine(zoom_x, 0, 0, 0, zoom_y, 0)                                     # zoom
+            @ _affine(mirror, 0, 0, 0, 1, 0)                                          # flip
+            @ _affine(1, 0, -centre_x, 0, 1, -centre_y)                               # to the centre
         )
-    if augmentation.shear:
-        steps.append(
-            layers.RandomShear(
-                x_factor=augmentation.shear, y_factor=augmentation.shear, fill_mode="nearest", seed=seed + 2
-            )
-        )
-    if augmentation.zoom:
-        steps.append(layers.RandomZoom(augmentation.zoom, augmentation.zoom, fill_mode="nearest", seed=seed + 3))
-    if augmentation.horizontal_flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed + 4))
-    return keras.Sequential(steps, name="augmentation") if steps else None
+        return maps[:, :2]
+
+    def __call__(self, images: np.ndarray, epoch: int, batch: int) -> np.ndarray:
+        """A batch (N, H, W, C), transformed: float32, each image by its own map, drawn for this epoch and batch."""
+        images = np.asarray(images, dtype=np.float32)
+        count, height, width = images.shape[:3]
+        maps = self.inverse_maps(np.random.default_rng([self.seed, epoch, batch]), count, height, width)
+        out = np.empty_like(images)
+        for image, inverse_map, result in zip(images, maps, out):
+            result[:] = cv2.warpAffine(image, inverse_map, (width, height),
+                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_REPLICATE).reshape(result.shape)
+        return out
 
 
-def augmented_views(image, augmenter: keras.Sequential | None, count: int) -> list:
+def build_augmentation(augmentation: AugmentationParams, seed: int) -> Augmentation | None:
+    """The study's random transforms, from a `lib.config.AugmentationParams` (None when all are off)."""
+    a = augmentation
+    if not (a.rotation_degrees or a.width_shift or a.height_shift or a.shear or a.zoom or a.horizontal_flip):
+        return None
+    return Augmentation(augmentation, seed)
+
+
+def augmented_views(image, augmenter: Augmentation | None, count: int) -> list:
     """``count`` random augmentations of one image (uint8 array, H x W x 3), for a preview."""
     if augmenter is None:
         return [np.asarray(image, dtype=np.uint8)] * count
-    batch = np.repeat(np.asarray(image, dtype="float32")[None], count, axis=0)
-    views = keras.ops.convert_to_numpy(augmenter(batch, training=True))
-    return [np.clip(view, 0, 255).astype("uint8") for view in views]
+    views = augmenter(np.repeat(np.asarray(image)[None], count, axis=0), epoch=0, batch=0)
+    return [np.clip(np.rint(view), 0, 255).astype("uint8") for view in views]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import write_params
 from lib import audit, experiment, inputs, sources, split
-from lib.config import load_params
+from lib.config import AugmentationParams, load_params
 from lib.minority import METHODS
 from lib.paths import run_paths
 
@@ -139,3 +139,100 @@ def test_a_split_reads_its_rows_from_the_pixel_cache_as_the_in_memory_path_decod
     batches = inputs.evaluation_stream(from_cache.train, 2, 4)
     np.testing.assert_array_equal(np.concatenate([batches[i][0] for i in range(len(batches))]),
                                   in_memory.train.images.astype("float32"))
+
+
+def _augmentation(**ranges) -> inputs.Augmentation:
+    """An `Augmentation` with every transform off except ``ranges``."""
+    off = {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0, "horizontal_flip": False}
+    return inputs.Augmentation(AugmentationParams(**(off | ranges)), seed=7)
+
+
+def test_zero_augmentation_is_the_identity_and_a_flip_an_exact_mirror():
+    images = _split_data(n=20, size=12).images
+    np.testing.assert_array_equal(_augmentation()(images, epoch=0, batch=0), images.astype(np.float32))
+    flipped = _augmentation(horizontal_flip=True)(images, epoch=0, batch=0)
+    mirrored = [np.array_equal(out, image[:, ::-1]) for out, image in zip(flipped, images)]
+    unchanged = [np.array_equal(out, image) for out, image in zip(flipped, images)]
+    assert all(m != u for m, u in zip(mirrored, unchanged)), "each image is either mirrored or untouched"
+    assert 0 < sum(mirrored) < len(images), "about half are mirrored"
+
+
+def test_augmentation_draws_depend_on_seed_epoch_and_batch_only():
+    images = _split_data(n=6, size=24).images
+    study = inputs.Augmentation(load_params("params/default.yaml").augmentation, seed=3)
+    first = study(images, epoch=2, batch=5)
+    assert first.dtype == np.float32 and first.shape == images.shape
+    assert first.min() >= 0 and first.max() <= 255
+    np.testing.assert_array_equal(study(images, epoch=2, batch=5), first)
+    assert not np.array_equal(study(images, epoch=3, batch=5), first), "another epoch, other transforms"
+    assert not np.array_equal(study(images, epoch=2, batch=6), first), "another batch, other transforms"
+    other_seed = inputs.Augmentation(study.params, seed=4)
+    assert not np.array_equal(other_seed(images, epoch=2, batch=5), first)
+
+
+def test_the_fill_extends_the_edges_so_no_black_corners_appear():
+    rotate_and_zoom_out = _augmentation(rotation_degrees=180, zoom=0.5, width_shift=0.3, shear=0.3)
+    grey = np.full((8, 16, 16, 3), 200, dtype=np.uint8)
+    np.testing.assert_allclose(rotate_and_zoom_out(grey, epoch=0, batch=0), 200, atol=1e-3)
+    rng = np.random.default_rng(0)
+    pale = rng.integers(100, 201, size=(8, 16, 16, 3), dtype=np.uint8)
+    out = rotate_and_zoom_out(pale, epoch=0, batch=0)
+    assert out.min() >= 100 and out.max() <= 200, "every output pixel is interpolated from input pixels"
+    assert not np.array_equal(out, pale.astype(np.float32))
+
+
+def test_preview_views_are_uint8_images_transformed_differently():
+    image = _split_data(n=1, size=24).images[0]
+    views = inputs.augmented_views(image, inputs.build_augmentation(AugmentationParams(), seed=0), count=3)
+    assert all(view.dtype == np.uint8 and view.shape == image.shape for view in views)
+    assert not np.array_equal(views[0], views[1]) and not np.array_equal(views[0], image)
+
+
+def _epochs(stream, count):
+    """``count`` epochs of a stream, each begun after a batch of the previous one was read (as Keras' fit
+    reads one to build the model before the first), and read in order."""
+    epochs = []
+    for _ in range(count):
+        stream[0]
+        stream.on_epoch_begin()
+        epochs.append(_batches(stream))
+    return epochs
+
+
+@pytest.mark.parametrize("method", ["class_weight", "oversample"])
+def test_worker_threads_serve_the_same_batches_as_the_training_loop_alone(method):
+    data = _split_data(n=23, size=16)
+    augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+    alone = _epochs(inputs.training_stream(data, 3, 4, METHODS[method], 1, augmenter, threads=0), 3)
+    for threads in (1, 3):
+        threaded = _epochs(inputs.training_stream(data, 3, 4, METHODS[method], 1, augmenter, threads=threads), 3)
+        for (x, y), (x_alone, y_alone) in zip(threaded, alone):
+            np.testing.assert_array_equal(x, x_alone)
+            np.testing.assert_array_equal(y, y_alone)
+    assert not np.array_equal(alone[0][0], alone[1][0]), "each epoch draws afresh"
+
+
+def test_fitting_with_worker_threads_gives_the_same_model_as_without():
+    import keras
+
+    data = _split_data(n=40, size=8)
+    augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+
+    def fitted_predictions(threads):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                                  keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        stream = inputs.training_stream(data, 3, 4, METHODS["oversample"], 1, augmenter, threads=threads)
+        model.fit(stream, epochs=3, verbose=0)
+        return model.predict(data.images.astype(np.float32), verbose=0)
+
+    alone = fitted_predictions(0)
+    np.testing.assert_array_equal(fitted_predictions(4), alone)
+    np.testing.assert_array_equal(fitted_predictions(4), alone)
+
+
+def test_data_workers_auto_is_one_per_cpu_up_to_eight():
+    assert 1 <= inputs.data_workers("auto") <= 8
+    assert inputs.data_workers(0) == 0 and inputs.data_workers(12) == 12
+    assert load_params("params/default.yaml").training.data_workers == "auto"
