@@ -13,7 +13,6 @@ pass through them, and nothing from those splits ever reaches training.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pandas as pd
 from keras import layers
 from tqdm.auto import tqdm
 
+from lib.devices import batch_rows
 from lib.images import load_rgb
 from lib.sources import SPLITS
 
@@ -234,11 +234,16 @@ class Batches(keras.utils.PyDataset):
     def view(self) -> int:
         return self.epoch % self.inputs.shape[0]
 
+    def _batches(self) -> list[slice]:
+        """Each batch's positions in the epoch's order; split over several devices, shaped as
+        `lib.devices.batch_rows` says (a training epoch then leaves out fewer rows than devices)."""
+        return batch_rows(self.inputs.shape[1], self.batch_size, training=self.seed is not None)
+
     def __len__(self) -> int:
-        return math.ceil(self.inputs.shape[1] / self.batch_size)
+        return len(self._batches())
 
     def __getitem__(self, index: int):
-        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        batch = self._batches()[index]
         rows = self._order[batch]
         inputs = self.inputs[self._views[batch], rows].astype("float32", copy=False)
         if self.augment is not None:

@@ -434,7 +434,7 @@ def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny
 
     executed = []
 
-    def stand_in(planned, params_file, run_paths, key=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None):
         executed.append(planned.label)
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")
