@@ -159,3 +159,23 @@ def test_a_batch_size_the_devices_cannot_split_is_refused():
         with devices.data_parallel(three, 32):
             pass
     assert devices.active_replicas() == 1
+
+
+def _pins(path) -> dict[str, str]:
+    """``name: version`` of a requirements file's ``name==version`` lines (extras dropped, names normalised)."""
+    import re
+
+    pins = {}
+    for line in path.read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9_.-]+)(\[[^]]*])?==(\S+)", line.strip()):
+            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[3]
+    return pins
+
+
+def test_the_gpu_requirements_add_jaxs_cuda_build_of_the_locks_jax_and_pin_nothing_else_twice():
+    from lib.paths import PROJECT_ROOT
+
+    lock, gpu = _pins(PROJECT_ROOT / "requirements.lock"), _pins(PROJECT_ROOT / "requirements-gpu.txt")
+    assert lock["jax"] == lock["jaxlib"] == gpu["jax"] == gpu["jax-cuda12-plugin"] == gpu["jax-cuda12-pjrt"]
+    assert not set(lock) & set(gpu) - {"jax"}, "a package pinned in both files"
+    assert "tensorflow" in lock and "torch" not in lock
