@@ -105,7 +105,7 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
     from lib.train import fit_phase
 
     params = load_params(params_file)
-    set_seed(params.seed, deterministic_tensorflow=params.training.deterministic)
+    set_seed(params.seed, deterministic=params.training.deterministic)
     set_precision("float32")  # the original notebook's precision, whatever this machine could do
     manifest = read_split(split_manifest)
     names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())

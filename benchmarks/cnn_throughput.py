@@ -71,7 +71,7 @@ def measure(setting: dict, steps: int, image_size: int) -> dict:
     if setting.get("deterministic"):
         from lib.provenance import set_seed
 
-        set_seed(0, deterministic_tensorflow=True)
+        set_seed(0, deterministic=True)
     model = build_cnn(5, (image_size, image_size), parse_params({}).cnn)
     model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", jit_compile=setting.get("jit_compile", "auto"))
     rng = np.random.default_rng(0)

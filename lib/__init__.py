@@ -18,6 +18,7 @@ report); each notebook imports what it shows from the module that computes it.
     inputs            decoding (cached), augmentation, the training and validation batches
     minority          the minority-class methods as objects (loss weights, epoch sampling, post-processing)
     models            the CNN and MobileNetV2 builders, precision policy
+    devices           the devices Keras' backend trains on; training over several of them
     train             one fit per phase, with the study's callbacks
     recipes           both models' training recipes, side by side
     activation_cache  MobileNetV2's frozen layers run once; its phases train on their outputs
@@ -34,6 +35,7 @@ report); each notebook imports what it shows from the module that computes it.
 
   the run
     run               runs the notebooks in order, reusing steps whose inputs are unchanged (./run_all.sh)
+    backends          which Keras backend (TensorFlow, JAX, PyTorch) runs the study, and its determinism
     provenance        seeds, versions, machine, git commit, manifest hash
     assets            offline copies of the downloads
 

@@ -249,13 +249,21 @@ class TrainingParams(_Section):
     """What both models share."""
 
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(
+        default="auto",
+        description="Keras backend. 'auto': KERAS_BACKEND when set; else JAX where JAX sees a GPU or TPU, else "
+        "TensorFlow (else JAX, else PyTorch, whichever is installed); see lib.backends.resolve_backend.",
+    )
     deterministic: bool = Field(
-        default=True, description="TensorFlow op determinism: same params and seed, same numbers."
+        default=True,
+        description="The backend's deterministic operations (TensorFlow op determinism, XLA's deterministic GPU "
+        "ops for JAX, PyTorch's deterministic algorithms): same params, seed, backend and machine, same numbers.",
     )
     verbose: Literal[0, 1, 2] = Field(default=2, description="Keras fit verbosity (2: one line per epoch).")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
         default="auto",
-        description="Keras dtype policy. 'auto': mixed_float16 on a GPU, mixed_bfloat16 on a CPU with "
+        description="Keras dtype policy. 'auto': mixed_bfloat16 on a GPU of compute capability 8 or more (and on "
+        "TPUs), mixed_float16 on older GPUs, mixed_bfloat16 on a CPU with "
         "bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs, where bfloat16 is emulated and "
         "7-10x slower (see lib.models.auto_precision and benchmarks/RESULTS.md).",
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from lib import evaluate, minority
+from lib.backends import check_active_backend
 from lib.config import Params, load_params
+from lib.devices import Devices, data_parallel, visible_devices
 from lib.inputs import (StudyData, build_augmentation, data_workers, evaluation_stream, load_study_data,
                         training_stream)
 from lib.models import load_trained_model, set_precision
@@ -49,6 +51,7 @@ class Experiment:
     data: StudyData
     val_ds: object
     step_key: str | None = None  # set by ./run_all.sh: finished trainings with this key are reused
+    devices: Devices = field(default_factory=visible_devices)  # what Keras' backend trains on
 
     @property
     def round_paths(self) -> RoundPaths:
@@ -125,10 +128,12 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
     methods it had finished (None: always train).
     """
     params = load_params(params_file)
+    check_active_backend(params.training.backend, f"{params_file}: training.backend")
     rounds = evaluation_rounds(params.evaluation)
     round_ = rounds.named(round_name)
-    set_seed(round_.seed, deterministic_tensorflow=params.training.deterministic)
-    set_precision(params.training.precision)
+    devices = visible_devices()
+    set_seed(round_.seed, deterministic=params.training.deterministic)
+    set_precision(params.training.precision, devices)
     paths = run_paths(params, run_dir)
     split = paths.round(round_.name).split_manifest
     data = load_study_data(read_split(split), params.data.image_size, cache_dir=paths.interim_dir)
@@ -142,6 +147,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         val_ds=evaluation_stream(data.val, len(data.class_names), params.training.batch_size,
                                  data_workers(params.training.data_workers)),
         step_key=step_key,
+        devices=devices,
     )
     experiment.model_paths.root.mkdir(parents=True, exist_ok=True)
     return experiment
@@ -206,6 +212,7 @@ def train_each_method(experiment: Experiment,
     that an interrupted run finished under the same step key is reused instead.
 
     Every method starts from the same initial weights: the round's seed is set again before each.
+    With several devices, each training runs over all of them (`lib.devices.data_parallel`).
     """
     trained = {}
     for name in experiment.methods_to_train():
@@ -214,8 +221,9 @@ def train_each_method(experiment: Experiment,
             continue
         method = minority.METHODS[name]
         print(f"--- {method.title}", flush=True)
-        set_seed(experiment.round.seed, deterministic_tensorflow=experiment.params.training.deterministic)
-        trained[name] = train(method)
+        set_seed(experiment.round.seed, deterministic=experiment.params.training.deterministic)
+        with data_parallel(experiment.devices, experiment.params.training.batch_size):
+            trained[name] = train(method)
         save_training(experiment, trained[name])
     return trained
 
@@ -277,6 +285,8 @@ def evaluate_and_save(
         **training_summary(trained.history),
         "inference_seconds_per_image": seconds_per_image,
         "precision": keras.config.dtype_policy().name,
+        "runtime": experiment.devices.to_dict() | {"batch_size": experiment.params.training.batch_size,
+                                                   "deterministic": experiment.params.training.deterministic},
         "training_inputs": training_inputs or {"activation_cache": False},
     }
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")

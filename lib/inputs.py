@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lib.config import AugmentationParams
+from lib.devices import batch_rows
 from lib.images import load_rgb
 from lib.sources import SPLITS
 
@@ -280,12 +280,17 @@ class Batches(keras.utils.PyDataset):
             return _Epoch(number, rows, rng.integers(0, views, count))
         return _Epoch(number, rows, np.full(count, number % views))
 
+    def _batches(self) -> list[slice]:
+        """Each batch's positions in the epoch's order; split over several devices, shaped as
+        `lib.devices.batch_rows` says (a training epoch then leaves out fewer rows than devices)."""
+        return batch_rows(self.inputs.shape[1], self.batch_size, training=self.seed is not None)
+
     def __len__(self) -> int:
-        return math.ceil(self.inputs.shape[1] / self.batch_size)
+        return len(self._batches())
 
     def _batch(self, epoch: _Epoch, index: int):
         """Batch ``index`` of ``epoch``: reads nothing that changes between epochs (any thread may run it)."""
-        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        batch = self._batches()[index]
         rows = epoch.rows[batch]
         inputs = self.inputs[epoch.views[batch], rows].astype("float32", copy=False)
         if self.augment is not None:

@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 from keras import layers
 
 from lib.assets import MOBILENET_V2_WEIGHTS_NAME
+from lib.devices import Devices, visible_devices
 from lib.sources import keras_cache_dir
 
 
@@ -30,28 +30,33 @@ def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 
-def auto_precision() -> str:
-    """What ``training.precision: auto`` means on this machine.
+def auto_precision(devices: Devices | None = None) -> str:
+    """What ``training.precision: auto`` means on the devices Keras' backend sees (default: `visible_devices`).
 
-    - a GPU: mixed float16;
+    - a GPU of compute capability 8 or more (Ampere and later) or a TPU: mixed bfloat16, which
+      has float32's range (no loss scaling) at float16's speed there;
+    - an older GPU: mixed float16 (Keras scales the loss);
     - a CPU with bfloat16 arithmetic (AVX-512 BF16, AMX): mixed bfloat16, in which oneDNN runs
       the convolutions in the CPU's bfloat16 instructions (benchmarks/RESULTS.md has the gain);
     - any other CPU: float32, because there bfloat16 is emulated and the CNN trained 7-10x
       slower with it (benchmarks/RESULTS.md).
     """
-    if tf.config.list_physical_devices("GPU"):
+    devices = devices or visible_devices()
+    if devices.platform == "tpu" or (devices.platform == "gpu" and (devices.compute_capability or 0) >= 8):
+        return "mixed_bfloat16"
+    if devices.platform == "gpu":
         return "mixed_float16"
     return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
 
 
-def set_precision(precision: str) -> str:
+def set_precision(precision: str, devices: Devices | None = None) -> str:
     """Set Keras' global dtype policy from ``training.precision``; returns the policy's name.
 
-    'auto' is resolved by `auto_precision`. Mixed policies keep the weights in float32 and
+    'auto' is resolved by `auto_precision` (for ``devices``, default those Keras' backend sees). Mixed policies keep the weights in float32 and
     compute in 16 bits; both models' output layers stay float32 either way.
     """
     if precision == "auto":
-        precision = auto_precision()
+        precision = auto_precision(devices)
     keras.config.set_dtype_policy(precision)
     return precision
 

@@ -12,11 +12,14 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
+from lib.backends import make_deterministic
 from lib.paths import PROJECT_ROOT
 
 STUDY_PACKAGES = (
     "tensorflow",
     "keras",
+    "jax",
+    "jaxlib",
     "numpy",
     "pandas",
     "scikit-learn",
@@ -32,19 +35,17 @@ STUDY_PACKAGES = (
 )
 
 
-def set_seed(seed: int, deterministic_tensorflow: bool = False) -> None:
-    """Seed Python, NumPy and (when imported) TensorFlow/Keras; optionally make TF ops deterministic."""
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and Keras (and through it its backend); with ``deterministic``, turn the
+    backend's deterministic operations on (`lib.backends.make_deterministic`)."""
+    import keras
+
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
-    try:
-        import keras
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - the lock always has both
-        return
     keras.utils.set_random_seed(seed)
-    if deterministic_tensorflow:
-        tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        make_deterministic(keras.backend.backend())
 
 
 def package_versions(packages=STUDY_PACKAGES) -> dict[str, str]:

@@ -21,6 +21,7 @@ import nbformat
 import pandas as pd
 import yaml
 
+from lib.backends import BACKEND_TITLES
 from lib.compare import MODELS, Comparison, ModelResults
 from lib.plots import visible
 from lib.minority import METHODS
@@ -291,11 +292,27 @@ def phase_words(phase) -> str:
     return words + f", ≤ {phase.epochs} epochs, patience {phase.patience}"
 
 
-def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFrame:
+def runtime_words(runtime: dict | None) -> str:
+    """Backend, its version and the devices a model trained on (``metrics["runtime"]``, `lib.devices.Devices`),
+    e.g. "JAX 0.10.2 (Keras 3.15.1) on 2 × NVIDIA H100 80GB HBM3, data-parallel over 2 devices"."""
+    if not runtime:
+        return "not recorded"
+    words = (f"{BACKEND_TITLES.get(runtime['backend'], runtime['backend'])} {runtime['backend_version']} "
+             f"(Keras {runtime['keras_version']}) on {runtime['description']}")
+    if runtime.get("replicas", 1) > 1:
+        words += f", data-parallel over {runtime['replicas']} devices (global batch {runtime.get('batch_size', '?')})"
+    elif runtime.get("count", 1) > 1:
+        words += ", trained on one of them"
+    return words
+
+
+def methods_table(params, precision: dict[str, str] | None = None,
+                  runtime: dict[str, dict | None] | None = None) -> pd.DataFrame:
     """The training protocol actually used, both models side by side.
 
     ``precision``: the dtype policy each model's notebook recorded (``metrics["precision"]``),
-    by model name, since ``training.precision: auto`` depends on the machine.
+    by model name, since ``training.precision: auto`` depends on the machine; ``runtime``: the
+    backend and devices each recorded (``metrics["runtime"]``), by model name.
     """
     cnn, mob, tr, aug = params.cnn, params.mobilenet_v2, params.training, params.augmentation
     rows = {
@@ -343,6 +360,9 @@ def methods_table(params, precision: dict[str, str] | None = None) -> pd.DataFra
     if precision:
         rows["numeric precision"] = tuple(PRECISION_WORDS.get(precision.get(m, "?"), precision.get(m, "?"))
                                           + f" (training.precision: {tr.precision})" for m in models)
+    if runtime:
+        rows["backend and devices"] = tuple(runtime_words(runtime.get(m)) + f" (training.backend: {tr.backend})"
+                                            for m in models)
     return pd.DataFrame(rows, index=models).T
 
 

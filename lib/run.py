@@ -37,6 +37,7 @@ import nbformat
 import psutil
 
 from lib.assets import seed_keras_cache
+from lib.backends import backend_identity, environment_variables, kernel_environment, resolve_backend
 from lib.config import ParamsError, load_params
 from lib.paths import MODELS, NOTEBOOKS_DIR, RunPaths, run_paths
 from lib.provenance import package_versions
@@ -240,20 +241,30 @@ def used_params(params, uses: tuple[str, ...]) -> dict:
     return picked
 
 
-def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str) -> str:
+def with_backend(params, backend: str):
+    """``params`` with ``training.backend`` replaced by the backend it resolved to (``auto`` and the
+    name it resolves to are the same inputs)."""
+    return params.model_copy(update={"training": params.training.model_copy(update={"backend": backend})})
+
+
+def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str, backend: str | None = None) -> str:
     """Everything a step's results depend on, hashed: same key, same results, so the step can be reused.
 
-    Its notebook and the ``lib`` code it imports, the package versions, the params it uses,
-    the round it runs for (and which round is first), the artefacts it reads, and for the
-    audit the raw data's listing.
+    Its notebook and the ``lib`` code it imports, the package versions, the Keras backend
+    (``backend``: the name `lib.backends.resolve_backend` gave, None resolves it) and its
+    version, the params it uses, the round it runs for (and which round is first), the
+    artefacts it reads, and for the audit the raw data's listing. Every step runs Keras (the
+    audit its near-duplicate features, the comparison Grad-CAM), so the backend is in every key.
     """
     step = planned.step
+    backend = backend or resolve_backend(params.training.backend)
     digest = hashlib.sha256(f"{planned.round}|first round {planned.rounds.first}".encode())
     notebook = NOTEBOOKS_DIR / step.notebook
     digest.update(notebook.read_bytes())
     _digest_paths(lib_dependencies(notebook), digest)
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
-    digest.update(json.dumps(used_params(params, step.uses), sort_keys=True).encode())
+    digest.update(json.dumps(backend_identity(backend), sort_keys=True).encode())
+    digest.update(json.dumps(used_params(with_backend(params, backend), step.uses), sort_keys=True).encode())
     if step.reads_raw_data:
         digest.update(data_listing.encode())
     _digest_paths(planned.reads(run), digest, relative_to=run.root)
@@ -315,14 +326,20 @@ class ChildrenMemoryPeak:
         return round(self.peak_bytes / 2**30, 2)
 
 
-def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None) -> Path:
+def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None,
+                 backend: str | None = None) -> Path:
     """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy.
 
     A per-round step also gets its input ``key``, under which it keeps each finished training.
+    Its kernel runs Keras on ``backend`` (None: resolved from the params), deterministically when
+    ``training.deterministic`` (`lib.backends.kernel_environment`).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    params = load_params(params_file)
+    backend = backend or resolve_backend(params.training.backend)
+    kernel_variables = kernel_environment(backend, params.training.deterministic)
     step = planned.step
     executed = planned.executed_copy(run)
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -330,13 +347,14 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
     if planned.round is not None:
         parameters |= {"round_name": planned.round.name, "step_key": key}
     try:
-        papermill.execute_notebook(
-            NOTEBOOKS_DIR / step.notebook,
-            executed,
-            parameters=parameters,
-            cwd=str(NOTEBOOKS_DIR),
-            progress_bar=True,
-        )
+        with environment_variables(kernel_variables):  # the kernel inherits them
+            papermill.execute_notebook(
+                NOTEBOOKS_DIR / step.notebook,
+                executed,
+                parameters=parameters,
+                cwd=str(NOTEBOOKS_DIR),
+                progress_bar=True,
+            )
     except PapermillExecutionError as error:
         raise StepFailed(
             f"{planned.label} failed in cell {error.cell_index} (execution count {error.exec_count}): "
@@ -390,6 +408,8 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
     # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     params = load_params(params_file)
+    backend = resolve_backend(params.training.backend)  # once: every kernel runs Keras on it
+    print(f"Keras backend: {backend} (training.backend: {params.training.backend})", flush=True)
     params_path = Path(params_file).resolve()
     final = run_paths(params)
     staging = run_paths(params, final.root.with_name(f".staging-{params.run_name}"))
@@ -414,7 +434,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
 
     record: dict[str, dict] = {}
     for number, planned in enumerate(plan, start=1):
-        key = step_key(planned, params, staging, data_listing)
+        key = step_key(planned, params, staging, data_listing, backend)
         before = previous.get(planned.label, {})
         unchanged = before.get("key") == key and planned.executed_copy(staging).is_file()
         if unchanged and not (force or planned.step.always):
@@ -427,7 +447,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
             start = time.perf_counter()
             try:
                 with ChildrenMemoryPeak() as memory:
-                    execute_step(planned, params_path, staging, key)
+                    execute_step(planned, params_path, staging, key, backend)
             except KeyboardInterrupt:
                 raise StepInterrupted(
                     f"in {planned.label}; its executed copy so far is {planned.executed_copy(staging)}"

@@ -5,6 +5,7 @@ import pytest
 from lib import models
 from lib.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.config import parse_params
+from lib.devices import Devices
 from lib.sources import keras_cache_dir
 
 DEFAULTS = parse_params({})
@@ -113,16 +114,23 @@ def test_a_damaged_weights_file_says_so(tmp_path, monkeypatch):
         models.mobilenet_v2_base((96, 96), "imagenet")
 
 
-def test_precision_auto_turns_mixed_float16_on_when_tensorflow_sees_a_gpu(monkeypatch):
-    import tensorflow as tf
+def gpus(capability: float, count: int = 1) -> Devices:
+    return Devices("tensorflow", "2.21.0", "3.15.1", "gpu", ("NVIDIA A GPU",) * count, capability, 16)
 
-    seen = {"GPU": ["/physical_device:GPU:0"], "CPU": ["/physical_device:CPU:0"]}
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: seen.get(kind, []))
+
+@pytest.mark.parametrize(("devices", "expected", "compute_dtype"), [
+    (gpus(7.5), "mixed_float16", "float16"),  # Turing, Volta: float16 tensor cores, no bfloat16
+    (gpus(8.0, count=2), "mixed_bfloat16", "bfloat16"),  # Ampere and later
+    (gpus(9.0), "mixed_bfloat16", "bfloat16"),
+    (Devices("jax", "0.10.2", "3.15.1", "tpu", ("TPU v5 lite",)), "mixed_bfloat16", "bfloat16"),
+])
+def test_precision_auto_on_accelerators_is_bfloat16_from_compute_capability_8_else_float16(devices, expected,
+                                                                                          compute_dtype):
     try:
-        assert models.set_precision("auto") == "mixed_float16"
-        assert keras.config.dtype_policy().name == "mixed_float16"
+        assert models.set_precision("auto", devices) == expected
+        assert keras.config.dtype_policy().name == expected
         cnn = models.build_cnn(3, (32, 32), DEFAULTS.cnn)
-        assert cnn.get_layer("conv1").compute_dtype == "float16"
+        assert cnn.get_layer("conv1").compute_dtype == compute_dtype
         assert cnn.output.dtype == "float32"
     finally:
         models.set_precision("float32")
@@ -138,11 +146,9 @@ def test_precision_auto_turns_mixed_float16_on_when_tensorflow_sees_a_gpu(monkey
     ],
 )
 def test_precision_auto_on_a_cpu_is_bfloat16_only_where_the_cpu_computes_in_bfloat16(tmp_path, monkeypatch, flags, expected):
-    import tensorflow as tf
-
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else ["cpu"])
+    monkeypatch.setattr(models, "visible_devices", lambda: Devices("tensorflow", "2.21.0", "3.15.1", "cpu", ("CPU",)))
     monkeypatch.setattr(models, "cpu_has_native_bfloat16",
                         lambda cpuinfo=cpuinfo, real=models.cpu_has_native_bfloat16: real(cpuinfo))
     try:

@@ -434,7 +434,7 @@ def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny
 
     executed = []
 
-    def stand_in(planned, params_file, run_paths, key=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None):
         executed.append(planned.label)
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")
@@ -455,3 +455,51 @@ def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny
     executed.clear()
     run.run_study(tiny_params_file, force=True)
     assert executed == labels
+
+
+@pytest.mark.slow
+def test_the_study_runs_on_jax_names_it_in_the_report_and_a_rerun_gives_identical_predictions(tmp_path, monkeypatch):
+    """``training.backend: jax`` in a process whose own Keras runs TensorFlow: every kernel gets JAX."""
+    import keras
+
+    from lib.devices import visible_devices
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    folder = make_class_folders(tmp_path / "images", TINY_CLASSES)
+    params = {
+        "run_name": "on_jax",
+        "reports_dir": str(tmp_path / "reports"),
+        "data": {"source": "folder", "directory": str(folder), "image_size": [32, 32]},
+        "audit": {"samples_per_class": 3},
+        "evaluation": {"seeds": [1]},
+        "minority": {"methods": ["class_weight"]},
+        **TINY_TRAINING,
+    }
+    params["training"] = params["training"] | {"backend": "jax"}
+    params_file = write_params(tmp_path / "on_jax.yaml", params)
+    record = run.run_study(params_file)
+    assert not any(entry["reused"] for entry in record.values())
+    root = tmp_path / "reports" / "on_jax"
+    import jax
+
+    for name in ("cnn", "mobilenetv2"):
+        runtime = json.loads((root / "rounds" / "seed-1" / name / "metrics.json").read_text())["runtime"]
+        assert runtime["backend"] == "jax" and runtime["backend_version"] == jax.__version__
+        assert runtime["keras_version"] == keras.version() and runtime["deterministic"] is True
+    html = (root / "report.html").read_text()
+    assert keras.backend.backend() != "jax"  # the kernels' backend, not this process's
+    words = f"JAX {jax.__version__} (Keras {keras.version()}) on CPU, "
+    assert html.count(words) >= 3, "the methods table (both models) and the appendix name backend and device"
+    assert "training.backend: jax" in html and visible_devices().describe() in html
+
+    again = RunPaths(tmp_path / "again")
+    shutil.copytree(root, again.root)
+    for name in ("cnn", "mobilenetv2"):
+        shutil.rmtree(again.round("seed-1").model(name).root)
+    for planned in run.planned_steps(load_params(params_file)):
+        if planned.round_name == "seed-1":
+            run.execute_step(planned, params_file, again)
+    for name in ("cnn", "mobilenetv2"):
+        for table in ("predictions.csv", "methods.csv"):
+            pd.testing.assert_frame_equal(pd.read_csv(root / "rounds" / "seed-1" / name / table),
+                                          pd.read_csv(again.round("seed-1").model(name).root / table), check_exact=True)

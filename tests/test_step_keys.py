@@ -33,13 +33,14 @@ def step_keys(tmp_path):
     sharing one dataset folder and one reports folder."""
     folder = make_class_folders(tmp_path / "images", {"alpha": 12, "beta": 10, "gamma": 8})
 
-    def keys(**changes) -> dict[str, str]:
+    def keys(backend: str = "tensorflow", **changes) -> dict[str, str]:
+        """``backend``: what `lib.backends.resolve_backend` made of ``training.backend``."""
         values = {**BASE, **changes, "reports_dir": str(tmp_path / "reports")}
         values["data"] = {**BASE["data"], "directory": str(folder), **changes.get("data", {})}
         params = load_params(write_params(tmp_path / "params.yaml", values))
         write_round_splits(params)
         paths, listing = run_paths(params), run.data_source_listing(params)
-        return {p.label: run.step_key(p, params, paths, listing) for p in run.planned_steps(params)}
+        return {p.label: run.step_key(p, params, paths, listing, backend) for p in run.planned_steps(params)}
 
     keys.folder = folder
     return keys
@@ -81,6 +82,14 @@ def test_an_added_seed_trains_only_the_new_round(step_keys):
     after = step_keys(evaluation={"seeds": [1, 2, 3]})
     assert changed(before, after) == {"01_data_audit.ipynb", "rounds/seed-3/02_cnn.ipynb",
                                       "rounds/seed-3/03_mobilenetv2.ipynb", "04_comparison.ipynb", "05_report.ipynb"}
+
+
+def test_another_backend_reruns_every_step_and_auto_is_the_backend_it_resolves_to(step_keys):
+    before = step_keys()
+    # every step runs Keras: the audit its near-duplicate features, the models, the comparison's Grad-CAM
+    assert changed(before, step_keys(backend="jax")) == set(before)
+    assert changed(before, step_keys(training={"backend": "tensorflow"})) == set()
+    assert changed(step_keys(backend="jax"), step_keys(backend="jax", training={"backend": "jax"})) == set()
 
 
 def test_a_changed_image_reruns_the_audit_and_every_training(step_keys):

@@ -2,17 +2,33 @@
 # Create, or reuse, the project's virtual environment from requirements.lock.
 #
 #   tools/setup_env.sh            # prints nothing when .venv already matches the lock
+#   tools/setup_env.sh --gpu      # NVIDIA GPU machines: adds JAX's CUDA 12 build (requirements-gpu.txt)
 #
-# The venv is rebuilt only when requirements.lock changed since it was made (its hash is
-# kept in .venv/.lock.sha256). Set STUDY_VENV to put the venv elsewhere, STUDY_PYTHON to
-# build it with a given interpreter (3.11, 3.12 or 3.13).
+# The venv is rebuilt only when requirements.lock (with --gpu, or STUDY_GPU=1: and
+# requirements-gpu.txt) changed since it was made (their hash is kept in .venv/.lock.sha256);
+# a GPU venv also serves the plain command. Set STUDY_VENV to put the venv elsewhere,
+# STUDY_PYTHON to build it with a given interpreter (3.11, 3.12 or 3.13).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+gpu="${STUDY_GPU:-0}"
+for argument in "$@"; do
+  case "$argument" in
+    --gpu) gpu=1 ;;
+    *) echo "usage: tools/setup_env.sh [--gpu]" >&2; exit 2 ;;
+  esac
+done
 venv="${STUDY_VENV:-$root/.venv}"
 lock="$root/requirements.lock"
+gpu_requirements="$root/requirements-gpu.txt"
 stamp="$venv/.lock.sha256"
 want="$(sha256sum "$lock" | cut -d' ' -f1)"
+with_gpu="$want+gpu:$(sha256sum "$gpu_requirements" | cut -d' ' -f1)"
+requirements=(-r "$lock")
+if [ "$gpu" = 1 ]; then
+  want="$with_gpu"
+  requirements+=(-r "$gpu_requirements")
+fi
 
 # The PDF report is printed by WeasyPrint, which needs Pango and a font from the system.
 if ! ldconfig -p 2>/dev/null | grep -q "libpangoft2-1.0.so.0" || ! fc-list 2>/dev/null | grep -qi dejavu; then
@@ -24,7 +40,8 @@ if ! ldconfig -p 2>/dev/null | grep -q "libpangoft2-1.0.so.0" || ! fc-list 2>/de
   fi
 fi
 
-if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ -x "$venv/bin/python" ] && { [ "$have" = "$want" ] || [ "$have" = "$with_gpu" ]; }; then
   exit 0
 fi
 
@@ -42,9 +59,9 @@ if [ -z "$python" ]; then
   exit 1
 fi
 
-echo "Setting up $venv from requirements.lock (the first time takes a few minutes)..."
+echo "Setting up $venv from requirements.lock$([ "$gpu" = 1 ] && echo " and requirements-gpu.txt") (the first time takes a few minutes)..."
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root"
 echo "$want" > "$stamp"
 echo "Environment ready: $venv"
