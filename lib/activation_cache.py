@@ -102,6 +102,10 @@ class PixelInputs:
     def summary(self) -> dict:
         return {"activation_cache": False}
 
+    def clean_pooled(self) -> dict[str, np.ndarray]:
+        """Nothing is cached on this path (see `ActivationCache.clean_pooled`)."""
+        return {}
+
 
 class ActivationCache:
     """The frozen layers' outputs for every training view and validation image, computed once.
@@ -116,6 +120,7 @@ class ActivationCache:
         self.views = params.mobilenet_v2.augmented_views
         self.bottom, self.top = split_base(base, params.mobilenet_v2.fine_tune_layers)
         augmenter = build_augmentation(params.augmentation, experiment.round.seed)
+        self.augmented = augmenter is not None
         if augmenter is None:
             self.views = 1  # without augmentation every view would be the same image
         start = time.perf_counter()
@@ -180,6 +185,15 @@ class ActivationCache:
         x = self.model.get_layer("pool")(self.top(below))
         return self._phase("below_top", keras.Model(below, _head(self.model, x), name="top_on_cache"), method)
 
+    def clean_pooled(self) -> dict[str, np.ndarray]:
+        """The base's pooled output of the un-augmented images cached here, by split: validation always,
+        training only when it is not augmented. What the linear probe (`lib.probe`) reuses: these were
+        computed before any training, so they are the frozen base's, whatever fine-tuning did since."""
+        cached = {"val": self.val["pooled"][0]}
+        if not self.augmented:
+            cached["train"] = self.train["pooled"][0]
+        return cached
+
     def summary(self) -> dict:
         """What was cached, for the notebook and the report."""
         arrays = [self.train["below_top"], self.train["pooled"], self.val["below_top"], self.val["pooled"]]
@@ -207,3 +221,7 @@ class ReusedInputs:
 
     def summary(self) -> dict:
         return self._summary
+
+    def clean_pooled(self) -> dict[str, np.ndarray]:
+        """Nothing was cached in this process (see `ActivationCache.clean_pooled`)."""
+        return {}
