@@ -107,7 +107,8 @@ def frozen_features(experiment, inputs=None) -> tuple[dict[str, np.ndarray], lis
         if name in cached:
             features[name] = np.asarray(cached[name], dtype=np.float32)
             continue
-        extractor = extractor or feature_extractor(experiment)
+        if extractor is None:  # built only when some split is not cached
+            extractor = feature_extractor(experiment)
         split = getattr(experiment.data, name)
         batches = image_batches(split.images, experiment.params.training.batch_size)
         features[name] = np.asarray(extractor.predict(batches, verbose=0), dtype=np.float32)
@@ -232,10 +233,13 @@ def likely_causes(params) -> str:
                     "image, see the augmentation parameters; strong rotations, shears and zooms hurt most on "
                     "small images: try weaker augmentation or none)" if augmented else
                     "augmentation (none in this run, so not this one)")
+    def epochs(n: int) -> str:
+        return f"{n} epoch" if n == 1 else f"{n} epochs"
+
     learning_rate = (f"the learning rates (head {mobilenet.head.learning_rate:g} for at most "
-                     f"{mobilenet.head.epochs} epochs, fine-tuning {mobilenet.fine_tune.learning_rate:g} for at most "
-                     f"{mobilenet.fine_tune.epochs}: too high erases the pretrained features, too low or too few "
-                     "epochs leaves the new head untrained)")
+                     f"{epochs(mobilenet.head.epochs)}, fine-tuning {mobilenet.fine_tune.learning_rate:g} for at "
+                     f"most {epochs(mobilenet.fine_tune.epochs)}: too high erases the pretrained features, too low "
+                     "or too few epochs leaves the new head untrained)")
     far = "far from" if min(size) < IMAGENET_SIZE / 2 else "compared with"
     input_size = (f"the input size ({size[0]} × {size[1]} px, {far} the {IMAGENET_SIZE} × {IMAGENET_SIZE} px "
                   "the ImageNet weights were trained at)")
@@ -256,8 +260,8 @@ def below_probe_warning(checks: pd.DataFrame, params) -> str | None:
     return (
         f"Warning: the fine-tuned MobileNetV2 scores below a linear probe on its own frozen ImageNet features "
         f"on the validation split{' ' + where if where else ''} (validation {metric}, fine-tuned against probe: "
-        f"{scores}). Fine-tuning made the pretrained features worse than a logistic regression on them, so "
-        "MobileNetV2's scores here say more about this training than about transfer learning, and its "
+        f"{scores}). Trained as configured, MobileNetV2 does worse than a logistic regression on the frozen features "
+        "it starts from, so its scores here say more about its training than about transfer learning, and its "
         f"comparison with the custom CNN should not be read as a verdict on transfer learning. Likely causes: "
         f"{likely_causes(params)}."
     )

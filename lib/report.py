@@ -168,15 +168,15 @@ def probe_html(checks: pd.DataFrame, params) -> str:
     """The sanity floor of transfer learning in words: what the linear probe is, and either the warning of
     `lib.probe.below_probe_warning` (any round's fine-tuned model below its probe on validation) or that
     fine-tuning cleared the floor."""
-    what = (f"<p>A sanity floor for transfer learning: the {escape(PROBE_NAME.lower())} is a logistic regression "
-            "(scikit-learn, standardised features, no parameter tuned) on the pooled output of MobileNetV2's frozen "
-            "ImageNet base for the un-augmented training images, trained in every round with the round's "
-            "minority-class method. Fine-tuning starts from these features and should score at least as well. ")
+    what = (f"<p>A sanity floor for transfer learning: the linear probe (“{escape(PROBE_NAME)}” in the tables) is "
+            "a logistic regression (scikit-learn, standardised features, no parameter tuned) on the pooled output of "
+            "MobileNetV2's frozen ImageNet base for the un-augmented training images, trained in every round with "
+            "the round's minority-class method. Fine-tuning starts from these features and should score at least "
+            "as well. ")
     warning = below_probe_warning(checks, params) if len(checks) else None
     if warning is None:
         return what + escape(above_probe_sentence(checks)) + "</p>"
     return what + f'</p><p class="warning"><b>{escape(warning)}</b></p>'
-
 
 
 def introduction_html(params, audit: dict) -> str:
@@ -551,9 +551,9 @@ def probe_row_sentence(summary: pd.DataFrame) -> str:
     """What the linear probe's row of the statistics is, when the summary has one."""
     if PROBE_NAME not in summary.index.get_level_values("model"):
         return ""
-    return (f" The {escape(PROBE_NAME.lower())} (a logistic regression on MobileNetV2's frozen ImageNet features, "
-            "the floor that fine-tuning should clear) has a row of its own, with its interval; it takes no part "
-            "in McNemar's tests, the paired interval or the significance rule, which compare the two models.")
+    return (f" The linear probe (“{escape(PROBE_NAME)}”: a logistic regression on MobileNetV2's frozen ImageNet "
+            "features, the floor that fine-tuning should clear) has a row of its own, with its interval; it takes "
+            "no part in McNemar's tests, the paired interval or the significance rule, which compare the two models.")
 
 
 def not_significant_because(verdict: dict) -> str:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from lib import compare, evaluate, probe, report
 from lib.activation_cache import ActivationCache, ReusedInputs
@@ -14,6 +15,8 @@ from lib.minority import METHODS, Postprocessing
 from lib.models import build_mobilenet_v2
 from lib.paths import PROBE_NAME
 from lib.provenance import set_seed
+
+from conftest import NO_AUGMENTATION, write_first_round_split, write_params
 from test_compare import _comparison, _rounds
 
 MOBILENET = {"weights": None, "dense_units": 8}
@@ -200,3 +203,110 @@ def test_the_report_warns_exactly_when_a_round_is_below_its_probe(below):
     assert ('class="warning"' in words) == below
     assert ("scores at least as well as a linear probe" in words) == (not below)
     assert ("scored below a linear probe" in report.probe_abstract_sentence(checks)) == below
+
+
+# --------------------------------------------------------------------------------------
+# Through the notebooks: a fine-tuned model honestly below its probe, and one that is not
+# --------------------------------------------------------------------------------------
+
+PATTERNS = ("horizontal", "vertical", "checks", "diagonal")
+WARNING = "Warning: the fine-tuned MobileNetV2 scores below a linear probe on its own frozen ImageNet features"
+
+
+def pattern_image(rng: np.random.Generator, kind: str, size: int = 64) -> Image.Image:
+    """Stripes (horizontal, vertical, diagonal) or checks of a random period, phase and pair of colours.
+
+    ImageNet features tell these apart at 64 px (a logistic regression on them classifies every held-out
+    image right); plain colour classes would not do: at small sizes the frozen features barely see hue.
+    """
+    period = int(rng.integers(8, 17))
+    phase = int(rng.integers(0, period))
+    first, second = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    while np.abs(first.astype(int) - second).sum() < 200:  # two colours that differ
+        second = rng.integers(0, 256, 3)
+    y, x = np.mgrid[:size, :size]
+    on = {"horizontal": (y + phase) % period < period // 2, "vertical": (x + phase) % period < period // 2,
+          "checks": ((x + phase) % period < period // 2) ^ ((y + phase) % period < period // 2),
+          "diagonal": (x + y + phase) % period < period // 2}[kind]
+    pixels = np.where(on[..., None], first, second) + rng.integers(-15, 16, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _study_params(root, run_name: str, mobilenet_v2: dict, **sections) -> dict:
+    """One round, one minority-class method, four pattern classes at 64 px: a small study that trains both
+    models."""
+    folder = root / "images"
+    rng = np.random.default_rng(0)
+    for kind in PATTERNS:
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for number in range(14):
+            pattern_image(rng, kind).save(folder / kind / f"img_{number:03d}.png")
+    return {"run_name": run_name, "reports_dir": str(root / "reports"),
+            "data": {"source": "folder", "directory": str(folder), "image_size": [64, 64]},
+            "split": {"group_near_duplicates": False},  # every image of a class is alike by design
+            "audit": {"samples_per_class": 2}, "evaluation": {"seeds": [5]},
+            "minority": {"methods": ["class_weight"]},
+            "training": {"batch_size": 8, "precision": "float32"},
+            "cnn": {"training": {"epochs": 1}}, "mobilenet_v2": mobilenet_v2, **sections}
+
+
+def _printed(notebook_file) -> str:
+    """Everything an executed notebook printed or displayed as text."""
+    import nbformat
+
+    cells = nbformat.read(notebook_file, as_version=4).cells
+    return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                   for c in cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.slow
+def test_a_crippled_fine_tuning_below_its_probe_is_named_in_the_notebook_and_the_report(tmp_path):
+    """Four pattern classes, which the frozen ImageNet features separate, and a MobileNetV2 whose head and
+    fine-tuning get one epoch at a learning rate of 1e-6: its head stays as initialised, so it cannot do what a
+    logistic regression on the same features does. The run must say so in 03 and in the report."""
+    from lib import run
+    from lib.paths import RunPaths
+
+    crippled = {"head": {"learning_rate": 1e-6, "epochs": 1, "patience": 1},
+                "fine_tune": {"learning_rate": 1e-6, "epochs": 1, "patience": 1}}
+    params_file = write_params(tmp_path / "crippled.yaml", _study_params(tmp_path, "crippled", crippled))
+    run.run_study(params_file)
+    paths = RunPaths(tmp_path / "reports" / "crippled")
+
+    checks = pd.read_csv(paths.comparison_table("probe_check"), index_col="round")
+    assert checks.loc["seed-5", "probe"] > checks.loc["seed-5", "fine_tuned"], "the built case: below its probe"
+    assert bool(checks.loc["seed-5", "below_probe"])
+    printed = _printed(paths.round("seed-5").notebooks_dir / "03_mobilenetv2.ipynb")
+    assert WARNING in printed and "learning rates (head 1e-06" in printed and "64 × 64 px, far from" in printed
+    html = paths.report_html.read_text()
+    assert WARNING in html and '<p class="warning">' in html
+    assert "the fine-tuned MobileNetV2 scored below a linear probe" in html  # the abstract says so too
+    summary = pd.read_csv(paths.comparison_table("summary"))
+    assert list(summary["model"].unique()) == ["Custom CNN", "MobileNetV2", PROBE_NAME]
+    assert f"<th>{PROBE_NAME}</th>" in html, "the statistics table has the probe's column"
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_that_clears_its_probe_gets_no_warning(tmp_path):
+    """The same data with a head that trains (ten epochs at 1e-3, no augmentation): the fine-tuned model
+    classifies the validation images at least as well as its probe, and the MobileNetV2 notebook says that."""
+    from lib import run
+    from lib.config import load_params
+    from lib.paths import run_paths
+    from lib.rounds import evaluation_rounds
+
+    healthy = {"head": {"learning_rate": 1e-3, "epochs": 10, "patience": 3},
+               "fine_tune": {"learning_rate": 1e-5, "epochs": 1, "patience": 1}}
+    values = _study_params(tmp_path, "healthy", healthy, augmentation=NO_AUGMENTATION)
+    params = load_params(write_params(tmp_path / "healthy.yaml", values))
+    write_first_round_split(params)
+    rounds = evaluation_rounds(params.evaluation)
+    planned = run.PlannedStep(next(s for s in run.STEPS if s.model == "mobilenetv2"), rounds, rounds.first)
+    executed = run.execute_step(planned, tmp_path / "healthy.yaml", run_paths(params))
+
+    check = json.loads(run_paths(params).round(rounds.first.name).model("mobilenetv2").probe_metrics.read_text())
+    assert check["validation"]["fine_tuned"] >= check["validation"]["probe"]
+    assert check["features_from_cache"] == ["train", "val"]  # un-augmented training views: none computed twice
+    printed = _printed(executed)
+    assert WARNING not in printed
+    assert "The fine-tuned MobileNetV2 scores at least as well as a linear probe" in printed
