@@ -24,6 +24,7 @@ report); each notebook imports what it shows from the module that computes it.
     activation_cache  MobileNetV2's frozen layers run once; its phases train on their outputs
     experiment        the plumbing both recipes share: prepare, train per method, choose, evaluate, save
     evaluate          predictions and metrics
+    probe             a linear probe on MobileNetV2's frozen features: the floor fine-tuning should clear, and the warning when it does not
 
   04 comparison, 05 report
     compare           both models side by side: every table and test, computed once, written, read back

@@ -110,6 +110,10 @@ class PixelInputs:
     def summary(self) -> dict:
         return {"activation_cache": False}
 
+    def clean_pooled(self) -> dict[str, np.ndarray]:
+        """Nothing is cached on this path (see `ActivationCache.clean_pooled`)."""
+        return {}
+
 
 class ActivationCache:
     """The frozen layers' outputs for every training view and validation image, computed once.
@@ -128,6 +132,7 @@ class ActivationCache:
         # model, so that the cached pooled features are its own even without ImageNet weights.
         self.frozen_weights = base.get_weights() if self.bottom is None else None
         augmenter = build_augmentation(params.augmentation, experiment.round.seed)
+        self.augmented = augmenter is not None
         if augmenter is None:
             self.views = 1  # without augmentation every view would be the same image
         start = time.perf_counter()
@@ -203,6 +208,15 @@ class ActivationCache:
         x = self.model.get_layer("pool")(self.top(below))
         return self._phase("below_top", keras.Model(below, _head(self.model, x), name="top_on_cache"), method)
 
+    def clean_pooled(self) -> dict[str, np.ndarray]:
+        """The base's pooled output of the un-augmented images cached here, by split: validation always,
+        training only when it is not augmented. What the linear probe (`lib.probe`) reuses: these were
+        computed before any training, so they are the frozen base's, whatever fine-tuning did since."""
+        cached = {"val": self.val["pooled"][0]}
+        if not self.augmented:
+            cached["train"] = self.train["pooled"][0]
+        return cached
+
     def summary(self) -> dict:
         """What was cached, for the notebook and the report."""
         arrays = [split[key] for split in (self.train, self.val) for key in ("below_top", "pooled") if key in split]
@@ -231,3 +245,7 @@ class ReusedInputs:
 
     def summary(self) -> dict:
         return self._summary
+
+    def clean_pooled(self) -> dict[str, np.ndarray]:
+        """Nothing was cached in this process (see `ActivationCache.clean_pooled`)."""
+        return {}

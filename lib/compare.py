@@ -14,12 +14,12 @@ once, in `SIGNIFICANCE_RULE`, and applied once, in `verdict`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from lib.paths import MODELS, RoundPaths, RunPaths
+from lib.paths import MODELS, PROBE_MODEL, PROBE_NAME, RoundPaths, RunPaths
 from lib.stats import mcnemar_exact, paired_difference_bootstrap, round_metrics, rounds_bootstrap
 
 
@@ -52,6 +52,37 @@ def load_results(paths: RoundPaths, models: dict[str, str] = MODELS) -> dict[str
             predictions=pd.read_csv(files.predictions, keep_default_na=False),
         )
     return results
+
+
+def load_probe(paths: RoundPaths) -> ModelResults:
+    """The linear probe of one round (`lib.probe`), as a model without a training history."""
+    files = paths.model(PROBE_MODEL)
+    if not files.probe_metrics.is_file():
+        raise FileNotFoundError(f"{files.probe_metrics} is missing: run the {MODELS[PROBE_MODEL]} notebook first")
+    metrics = json.loads(files.probe_metrics.read_text())
+    return ModelResults(PROBE_NAME, metrics, pd.DataFrame(),
+                        pd.read_csv(files.probe_predictions, keep_default_na=False))
+
+
+def with_probes(all_rounds: dict[str, dict[str, ModelResults]], paths: RunPaths) -> dict[str, dict[str, ModelResults]]:
+    """Every round's results with its linear probe added last, as ``probe``: the statistics of each model
+    (`per_round_table`, `summary_across_rounds`) give it a row; the paired tests read the first two only."""
+    return {name: {**results, "probe": load_probe(paths.round(name))} for name, results in all_rounds.items()}
+
+
+def probe_checks(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:
+    """Per round: the fine-tuned MobileNetV2 against its linear probe on validation (`lib.probe.check_table`'s
+    columns: metric, fine_tuned, probe, below_probe), from rounds that hold a ``probe`` (`with_probes`)."""
+    from lib.probe import check_table
+
+    return check_table({name: results["probe"].metrics for name, results in all_rounds.items()})
+
+
+def compared_models(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (indexed or with a ``model`` column) without the linear probe's rows: the two models compared."""
+    if "model" in table.columns:
+        return table[table["model"] != PROBE_NAME]
+    return table.drop(index=PROBE_NAME, level="model", errors="ignore")
 
 
 def trainable_parameters(metrics: dict) -> int:
@@ -256,7 +287,7 @@ def paired_tests(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame
 
 def intervals_overlap(summary: pd.DataFrame, metric: str = "macro-F1") -> bool:
     """Whether the two models' bootstrap intervals of ``metric`` (averaged over rounds) overlap."""
-    intervals = summary.xs(metric, level="metric")
+    intervals = compared_models(summary).xs(metric, level="metric")
     (low_a, high_a), (low_b, high_b) = intervals[["low", "high"]].to_numpy()[:2]
     return bool(low_a <= high_b and low_b <= high_a)
 
@@ -365,8 +396,8 @@ class Comparison:
     """Every table and test result of the comparison: computed once by the comparison notebook
     (`compute_comparison`), written under ``comparison/`` and read by the report."""
 
-    per_round: pd.DataFrame  # one row per round and model: seed, method, test metrics
-    summary: pd.DataFrame  # (model, metric): mean, std, bootstrap interval over rounds
+    per_round: pd.DataFrame  # one row per round and model (and the linear probe): seed, method, test metrics
+    summary: pd.DataFrame  # (model, metric): mean, std, bootstrap interval over rounds; the probe last
     difference: pd.DataFrame  # metric: paired difference between the models, with its interval
     mcnemar: pd.DataFrame  # round: McNemar's exact test
     support: pd.DataFrame  # round x class: test images
@@ -379,6 +410,7 @@ class Comparison:
     agreement: pd.DataFrame  # the 2 x 2 table of paired outcomes in the first round
     confusion: pd.DataFrame  # model, true, predicted: counts in the first round
     verdict: dict  # `verdict`
+    probe_check: pd.DataFrame = field(default_factory=pd.DataFrame)  # round: fine-tuned against probe on validation
 
     @property
     def calibration_by_model(self) -> dict[str, dict]:
@@ -398,7 +430,7 @@ class Comparison:
 # How many leading columns of each table's CSV file are its index (0: a plain row number, not written).
 _INDEX_COLUMNS = {"per_round": 0, "summary": 2, "difference": 1, "mcnemar": 1, "support": 1, "methods": 0,
                   "calibration": 1, "reliability": 0, "pr_curves": 0, "first_round": 1, "per_class_f1": 1,
-                  "agreement": 1, "confusion": 0}
+                  "agreement": 1, "confusion": 0, "probe_check": 1}
 
 
 def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
@@ -406,20 +438,21 @@ def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
     ``seed`` seeds the bootstrap."""
     all_rounds = load_all_rounds(paths, rounds)
     first = all_rounds[rounds.first.name]
-    summary, tests = summary_across_rounds(all_rounds, seed), paired_tests(all_rounds)
+    probed = with_probes(all_rounds, paths)  # the linear probe as a third row of each model's statistics
+    summary, tests = summary_across_rounds(probed, seed), paired_tests(all_rounds)
     difference = difference_across_rounds(all_rounds, seed)
     calibration = calibration_by_model(all_rounds)
     confusion = {name: table.rename_axis(index="true", columns="predicted").stack().rename("count").reset_index()
                  for name, table in confusion_counts(first).items()}
     return Comparison(
-        per_round=per_round_table(all_rounds), summary=summary, difference=difference, mcnemar=tests,
+        per_round=per_round_table(probed), summary=summary, difference=difference, mcnemar=tests,
         support=test_support(all_rounds), methods=method_comparison(paths, rounds),
         calibration=pd.DataFrame({"ece": {name: c["ece"] for name, c in calibration.items()}}).rename_axis("model"),
         reliability=_long({name: c["reliability"] for name, c in calibration.items()}),
         pr_curves=_long({name: c["pr_curves"] for name, c in calibration.items()}),
         first_round=comparison_table(first).rename_axis("quantity"), per_class_f1=per_class_f1(first),
         agreement=agreement_table(first), confusion=_long(confusion),
-        verdict=verdict(summary, tests, difference),
+        verdict=verdict(summary, tests, difference), probe_check=probe_checks(probed),
     )
 
 

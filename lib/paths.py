@@ -24,6 +24,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The model folders of a round (`RoundPaths.model`), in the order the study compares them, and the
 # names a reader sees.
 MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
+# The sanity floor of transfer learning (`lib.probe`): a linear probe on MobileNetV2's frozen features, written
+# by the MobileNetV2 step into its model folder (`ModelPaths.probe_predictions`, `probe_metrics`); the
+# comparison shows it as a third row, outside the paired tests of the two models.
+PROBE_MODEL = "mobilenetv2"
+PROBE_NAME = "Linear probe (frozen MobileNetV2)"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
 
@@ -155,6 +160,14 @@ class ModelPaths:
     @property
     def methods(self) -> Path:  # the minority-class methods compared on validation (first round)
         return self.root / "methods.csv"
+
+    @property
+    def probe_predictions(self) -> Path:  # the linear probe's test predictions (`lib.probe`), as predictions.csv
+        return self.root / "probe_predictions.csv"
+
+    @property
+    def probe_metrics(self) -> Path:  # its test metrics, and the fine-tuned model against it on validation
+        return self.root / "probe_metrics.json"
 
     def method_dir(self, method: str) -> Path:  # a finished training of one minority-class method
         return self.root / "methods" / method

@@ -22,9 +22,11 @@ import pandas as pd
 import yaml
 
 from lib.backends import BACKEND_TITLES
-from lib.compare import MODELS, Comparison, ModelResults
+from lib.compare import MODELS, Comparison, ModelResults, compared_models
+from lib.paths import PROBE_NAME
 from lib.plots import visible
 from lib.minority import METHODS
+from lib.probe import above_probe_sentence, below_probe_warning
 
 STYLE = Path(__file__).with_name("report.css")
 
@@ -125,7 +127,7 @@ def abstract_html(audit: dict, comparison: Comparison, replication: bool, groupe
     the original study's score only for the ``replication``; what ``grouped`` (near-duplicate groups kept
     whole) did to the splits."""
     small, small_n = smallest_class(audit)
-    summary = comparison.summary
+    summary = compared_models(comparison.summary)
     f1 = summary.xs("macro-F1", level="metric").sort_values("mean", ascending=False)
     (best, b), (other, o) = list(f1.iterrows())[:2]
     rare = summary.xs(f"F1: {small}", level="metric")
@@ -147,8 +149,35 @@ def abstract_html(audit: dict, comparison: Comparison, replication: bool, groupe
         f"({o['low']:.3f}–{o['high']:.3f}) for {escape(other)}, while training {trainable[best]:,} parameters "
         f"against {trainable[other]:,}. On the smallest class the mean F1 is {rare.loc[best, 'mean']:.2f} for "
         f"{escape(best)} and {rare.loc[other, 'mean']:.2f} for {escape(other)}{original}. {splits}, and the "
-        "test split never takes part in any choice.</p>"
+        f"test split never takes part in any choice.{probe_abstract_sentence(comparison.probe_check)}</p>"
     )
+
+
+def probe_abstract_sentence(checks: pd.DataFrame) -> str:
+    """A sentence for the abstract when any round's fine-tuned MobileNetV2 is below its linear probe on
+    validation (`lib.probe`), else nothing."""
+    below = int(checks["below_probe"].astype(bool).sum()) if len(checks) else 0
+    if not below:
+        return ""
+    rounds = "its one round" if len(checks) == 1 else f"{below} of {count(len(checks), 'round')}"
+    return (f" <b>In {rounds}, the fine-tuned MobileNetV2 scored below a linear probe on its own frozen ImageNet "
+            "features on validation</b>: its comparison with the CNN reflects how it was trained here, not what "
+            "transfer learning can do (see the results).")
+
+
+def probe_html(checks: pd.DataFrame, params) -> str:
+    """The sanity floor of transfer learning in words: what the linear probe is, and either the warning of
+    `lib.probe.below_probe_warning` (any round's fine-tuned model below its probe on validation) or that
+    fine-tuning cleared the floor."""
+    what = (f"<p>A sanity floor for transfer learning: the linear probe (“{escape(PROBE_NAME)}” in the tables) is "
+            "a logistic regression (scikit-learn, standardised features, no parameter tuned) on the pooled output of "
+            "MobileNetV2's frozen ImageNet base for the un-augmented training images, trained in every round with "
+            "the round's minority-class method. Fine-tuning starts from these features and should score at least "
+            "as well. ")
+    warning = below_probe_warning(checks, params) if len(checks) else None
+    if warning is None:
+        return what + escape(above_probe_sentence(checks)) + "</p>"
+    return what + f'</p><p class="warning"><b>{escape(warning)}</b></p>'
 
 
 def introduction_html(params, audit: dict) -> str:
@@ -475,7 +504,7 @@ def conclusion_html(comparison: Comparison) -> str:
     """
     summary, tests, difference = comparison.summary, comparison.mcnemar, comparison.difference
     significant = comparison.verdict["significant"]
-    means = summary.xs("macro-F1", level="metric")["mean"].sort_values(ascending=False)
+    means = compared_models(summary).xs("macro-F1", level="metric")["mean"].sort_values(ascending=False)
     (best, best_f1), (other, other_f1) = list(means.items())[:2]
     rounds = int(summary["rounds"].iloc[0])
     finding = (
@@ -509,7 +538,8 @@ def statistics_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Rows: metrics; columns: models; cells 'mean ± std [low, high]'."""
     cells = summary.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f} [{r['low']:.3f}, {r['high']:.3f}]", axis=1)
     table = cells.unstack("model")
-    return table.reindex(summary.index.get_level_values("metric").unique()).rename_axis(index="metric", columns=None)
+    return table.reindex(index=summary.index.get_level_values("metric").unique(),
+                         columns=summary.index.get_level_values("model").unique()).rename_axis(index="metric", columns=None)
 
 
 def difference_table(difference: pd.DataFrame) -> pd.DataFrame:
@@ -554,8 +584,17 @@ def statistics_html(comparison: Comparison, scheme: str) -> str:
         "percentile bootstrap interval of the mean (scipy; each round's test images resampled independently). "
         f"Macro-F1: {per_model}. McNemar's exact test on {'each round' if rounds > 1 else 'the round'}'s paired test "
         f"predictions: {p_values}. By this study's rule, {verdict['rule']}: {outcome}."
-        f"{difference_sentence(comparison.difference)}</p>"
+        f"{difference_sentence(comparison.difference)}{probe_row_sentence(summary)}</p>"
     )
+
+
+def probe_row_sentence(summary: pd.DataFrame) -> str:
+    """What the linear probe's row of the statistics is, when the summary has one."""
+    if PROBE_NAME not in summary.index.get_level_values("model"):
+        return ""
+    return (f" The linear probe (“{escape(PROBE_NAME)}”: a logistic regression on MobileNetV2's frozen ImageNet "
+            "features, the floor that fine-tuning should clear) has a row of its own, with its interval; it takes "
+            "no part in McNemar's tests, the paired interval or the significance rule, which compare the two models.")
 
 
 def not_significant_because(verdict: dict) -> str:
@@ -655,7 +694,7 @@ def limitations_html(audit: dict, comparison: Comparison, grouped: bool) -> str:
     """Limitations written from the run's numbers: how thin the evidence on the smallest class is, what the
     rounds are (and are not), and what near-duplicate grouping (``grouped``: on) leaves."""
     small, small_n = smallest_class(audit)
-    per_round = comparison.per_round
+    per_round = compared_models(comparison.per_round)
     supports = sorted(set(comparison.support[small].astype(int)))
     tested = f"{' or '.join(str(n) for n in supports)} {'image' if supports == [1] else 'images'}"
     rounds = per_round["round"].nunique()

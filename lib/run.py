@@ -39,7 +39,7 @@ import psutil
 from lib.assets import seed_keras_cache
 from lib.backends import backend_identity, environment_variables, kernel_environment, resolve_backend
 from lib.config import ParamsError, load_params
-from lib.paths import MODELS, NOTEBOOKS_DIR, RunPaths, run_paths
+from lib.paths import MODELS, NOTEBOOKS_DIR, PROBE_MODEL, RunPaths, run_paths
 from lib.provenance import package_versions
 from lib.rounds import Round, Rounds, evaluation_rounds
 from lib.sources import read_split_manifest
@@ -59,13 +59,16 @@ def _model_step_reads(model: str):
 
 
 def _comparison_reads(run: RunPaths, rounds: Rounds, round_: None) -> list[Path]:
-    """The comparison reads every round's test predictions, histories and metrics, and in the first round the
-    method tables, the split and the trained models (whose Grad-CAM maps it computes)."""
+    """The comparison reads every round's test predictions, histories and metrics (and those of the linear
+    probe), and in the first round the method tables, the split and the trained models (whose Grad-CAM maps
+    it computes)."""
     files = [run.round(rounds.first.name).split_manifest]
     for r in rounds:
         for model in MODELS:
             paths = run.round(r.name).model(model)
             files += [paths.metrics, paths.history, paths.predictions]
+            if model == PROBE_MODEL:  # the linear probe the MobileNetV2 step trains beside it (`lib.probe`)
+                files += [paths.probe_metrics, paths.probe_predictions]
             if r == rounds.first:
                 files += [paths.methods, paths.model]
     return files

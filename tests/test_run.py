@@ -168,6 +168,14 @@ def test_model_artefacts_and_their_columns(tiny_study, model_name):
     if model_name == "mobilenetv2":
         assert metrics["parameters"]["unfrozen_layers"] == 13  # the last 20 layers less 7 BatchNorm
         assert metrics["parameters"]["trainable_phase2"] > metrics["parameters"]["trainable_phase1"]
+        # the linear probe trained beside it (lib.probe): the same test images, in the same format
+        probe_predictions = pd.read_csv(ModelPaths(folder).probe_predictions)
+        assert list(probe_predictions.columns) == list(predictions.columns)
+        assert sorted(probe_predictions["relpath"]) == sorted(test_rows["relpath"])
+        probe_metrics = json.loads(ModelPaths(folder).probe_metrics.read_text())
+        assert probe_metrics["minority_method"] == metrics["minority_method"] and probe_metrics["round"] == "seed-1"
+        assert probe_metrics["accuracy"] == pytest.approx(
+            (probe_predictions["true_label"] == probe_predictions["predicted_label"]).mean())
     assert metrics["round"] == "seed-1" and metrics["seed"] == 1
 
     # the first round compares the minority-class methods on validation; the second trains the chosen one
@@ -202,7 +210,7 @@ def test_same_params_and_seed_give_identical_predictions(tiny_study, tmp_path):
         if planned.round_name == "seed-1":
             run.execute_step(planned, params_file, again)
     for name in ("cnn", "mobilenetv2"):
-        for table in ("predictions.csv", "methods.csv"):
+        for table in ("predictions.csv", "methods.csv", *(("probe_predictions.csv",) if name == "mobilenetv2" else ())):
             before = pd.read_csv(root / "rounds" / "seed-1" / name / table)
             pd.testing.assert_frame_equal(before, pd.read_csv(again.round("seed-1").model(name).root / table),
                                           check_exact=True)
@@ -284,6 +292,12 @@ def test_report_is_rendered_with_the_runs_numbers_and_no_code(tiny_study):
     row = r"<th>macro-F1</th>\s*" + r"\s*".join(
         re.escape(f"<td>{c['mean']:.3f} ± {c['std']:.3f} [{c['low']:.3f}, {c['high']:.3f}]</td>") for c in cells)
     assert re.search(row, html), "the statistics table's macro-F1 row holds the comparison's summary"
+    # the linear probe: a third column of that table, and a warning exactly when a round's fine-tuned model is
+    # below its probe on validation (the comparison's check)
+    assert ("Linear probe (frozen MobileNetV2)", "macro-F1") in summary.index
+    below = pd.read_csv(RunPaths(root).comparison_table("probe_check"))["below_probe"].any()
+    assert ("Warning: the fine-tuned MobileNetV2 scores below a linear probe" in html) == below
+    assert ("scores at least as well as a linear probe" in html) == (not below)
     for section in ("Abstract", "1 Introduction", "2 Data", "3 Methods", "4 Results", "5 Statistical analysis",
                     "6 Discussion", "7 Conclusion and future work", "References", "Appendix: reproducibility"):
         assert section in html

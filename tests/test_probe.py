@@ -1,0 +1,312 @@
+"""The linear probe (`lib.probe`): its fit, its features, its files, the warning rule, and its row in the comparison."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lib import compare, evaluate, probe, report
+from lib.activation_cache import ActivationCache, ReusedInputs
+from lib.config import parse_params
+from lib.experiment import TrainedModel
+from lib.minority import METHODS, Postprocessing
+from lib.models import build_mobilenet_v2
+from lib.paths import PROBE_NAME
+from lib.provenance import set_seed
+
+from conftest import NO_AUGMENTATION, write_first_round_split, write_params
+from test_compare import _comparison, _rounds
+
+MOBILENET = {"weights": None, "dense_units": 8}
+
+
+def _blobs(rng, counts, n_features=20, spread=0.5):
+    """Features of len(counts) classes around different centres, and their labels."""
+    centres = rng.normal(0, 3, (len(counts), n_features))
+    labels = np.repeat(np.arange(len(counts)), counts)
+    return centres[labels] + rng.normal(0, spread, (len(labels), n_features)), labels
+
+
+def test_the_probe_separates_separable_features_and_weights_classes_as_the_method_does():
+    rng = np.random.default_rng(0)
+    features, labels = _blobs(rng, [60, 30, 6])
+    assert probe.class_weight(METHODS["class_weight"]) == "balanced"
+    assert probe.class_weight(METHODS["oversample"]) == "balanced"  # every class counts equally, as when oversampled
+    assert probe.class_weight(METHODS["logit_adjustment"]) is None  # shifted afterwards instead
+    for method in METHODS.values():
+        fitted = probe.fit_probe(features, labels, method)
+        assert fitted[-1].class_weight == probe.class_weight(method) and fitted[-1].C == probe.PROBE_C
+        held_out, held_out_labels = features + rng.normal(0, 0.1, features.shape), labels
+        assert (fitted.predict(held_out) == held_out_labels).mean() > 0.95
+    # the rare class gains with 'balanced' weights: its mean probability is higher than without
+    noisy, noisy_labels = _blobs(np.random.default_rng(1), [200, 10], spread=4.0)
+    weighted = probe.fit_probe(noisy, noisy_labels, METHODS["class_weight"]).predict_proba(noisy)[:, 1].mean()
+    plain = probe.fit_probe(noisy, noisy_labels, METHODS["logit_adjustment"]).predict_proba(noisy)[:, 1].mean()
+    assert weighted > plain
+
+
+def test_probabilities_have_a_column_for_every_class_even_one_the_probe_never_saw():
+    features, labels = _blobs(np.random.default_rng(0), [10, 10, 10])
+    fitted = probe.fit_probe(features[labels != 1], labels[labels != 1], METHODS["class_weight"])
+    out = probe.probabilities(fitted, features, 3)
+    assert out.shape == (30, 3) and np.all(out[:, 1] == 0)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+
+
+def _checks(*pairs, metric="macro_f1"):
+    """A `probe.check_table` of rounds seed-0, seed-1, ... with (fine-tuned, probe) validation scores."""
+    return probe.check_table({f"seed-{i}": {"round": f"seed-{i}", "validation": {"metric": metric, "fine_tuned": f,
+                                                                                    "probe": p}}
+                              for i, (f, p) in enumerate(pairs)})
+
+
+def test_the_warning_rule_fires_only_when_the_fine_tuned_model_is_below_its_probe():
+    params = parse_params({"data": {"image_size": [64, 64]}})
+    assert probe.below_probe_warning(_checks((0.9, 0.8)), params) is None
+    assert probe.below_probe_warning(_checks((0.85, 0.85)), params) is None, "a tie is no warning"
+    assert probe.below_probe_warning(_checks(), params) is None
+    warning = probe.below_probe_warning(_checks((0.281, 0.880)), params)
+    assert warning.startswith("Warning: the fine-tuned MobileNetV2 scores below a linear probe")
+    assert "validation macro-F1" in warning and "round seed-0: 0.281 against 0.880" in warning
+    # the likely causes, with this run's values
+    assert "augmentation that the frozen features cannot follow" in warning
+    assert "learning rates (head 0.001" in warning and "fine-tuning 1e-05" in warning
+    assert "64 × 64 px, far from the 224 × 224 px" in warning
+    # over several rounds: which of them, and only those
+    several = probe.below_probe_warning(_checks((0.9, 0.8), (0.5, 0.7), (0.4, 0.6)), params)
+    assert "in 2 of 3 rounds" in several and "seed-1" in several and "seed-2" in several and "seed-0" not in several
+    assert "in every round" in probe.below_probe_warning(_checks((0.5, 0.7), (0.4, 0.6)), params)
+    # no augmentation: not named as a cause; balanced accuracy as the selection metric is named as such
+    quiet = parse_params({"augmentation": {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0,
+                                           "zoom": 0, "horizontal_flip": False}})
+    words = probe.below_probe_warning(_checks((0.5, 0.7), metric="balanced_accuracy"), quiet)
+    assert "augmentation (none in this run" in words and "validation balanced accuracy" in words
+    assert "224 × 224 px, compared with the 224 × 224 px" in words
+    assert probe.above_probe_sentence(_checks((0.9, 0.8))).startswith("The fine-tuned MobileNetV2 scores at least")
+
+
+@pytest.fixture
+def cached_experiment(prepare_experiment):
+    """``(experiment, cache)``: a tiny round and the activation cache its MobileNetV2 trains on (random weights,
+    built as `lib.experiment.train_each_method` builds the first model: right after the round's seed is set)."""
+    def make(augmentation: bool):
+        experiment = prepare_experiment("mobilenetv2", augmentation=augmentation, mobilenet_v2=MOBILENET)
+        set_seed(experiment.round.seed)
+        model, base = build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
+        return experiment, ActivationCache(experiment, model, base)
+
+    return make
+
+
+@pytest.mark.parametrize("augmentation", [True, False])
+def test_frozen_features_reuse_what_the_cache_holds_for_clean_images_and_equal_a_fresh_extraction(
+        cached_experiment, augmentation):
+    experiment, cache = cached_experiment(augmentation)
+    features, from_cache = probe.frozen_features(experiment, cache)
+    assert from_cache == (["train", "val"] if not augmentation else ["val"])
+    assert features["val"] is not None and np.shares_memory(features["val"], cache.val["pooled"])
+    fresh, none_cached = probe.frozen_features(experiment, ReusedInputs({}))
+    assert none_cached == []
+    for split in ("train", "val", "test"):
+        assert features[split].shape == (len(getattr(experiment.data, split)), 1280)
+        assert features[split].dtype == np.float32
+        # random weights give tiny activations (about 1e-12): compared relative to their size
+        scale = np.abs(fresh[split]).max()
+        assert scale > 0
+        np.testing.assert_allclose(features[split], fresh[split], rtol=1e-4, atol=1e-4 * scale)
+    if augmentation:  # the cache's training views are augmented: the probe's are not
+        scale = np.abs(features["train"]).max()
+        assert not np.allclose(cache.train["pooled"][0], features["train"], rtol=1e-2, atol=1e-2 * scale)
+
+
+def _chosen(experiment, val_predictions: np.ndarray) -> TrainedModel:
+    """A stand-in for the round's fine-tuned model: its validation predictions are ``val_predictions``."""
+    val_probabilities = np.eye(experiment.n_classes)[val_predictions]
+    return TrainedModel("class_weight", None, pd.DataFrame(), {}, Postprocessing("class_weight"), val_probabilities)
+
+
+def test_fit_and_save_writes_predictions_as_the_models_do_and_the_validation_check(cached_experiment):
+    experiment, cache = cached_experiment(True)
+    data, n = experiment.data, experiment.n_classes
+    perfect = probe.fit_and_save(experiment, _chosen(experiment, data.val.labels), cache)
+    files = experiment.model_paths
+    saved = pd.read_csv(files.probe_predictions, keep_default_na=False)
+    expected_columns = list(evaluate.predictions_table(data.test.rows, data.test.labels,
+                                                       np.eye(n)[data.test.labels], data.class_names).columns)
+    assert list(saved.columns) == expected_columns
+    assert sorted(saved["relpath"]) == sorted(data.test.rows["relpath"])
+    metrics = json.loads(files.probe_metrics.read_text())
+    assert metrics["model"] == PROBE_NAME and metrics["round"] == experiment.round.name
+    assert metrics["accuracy"] == pytest.approx((saved["true_label"] == saved["predicted_label"]).mean())
+    assert metrics["features_from_cache"] == ["val"] and metrics["classifier"]["class_weight"] == "balanced"
+    check = metrics["validation"]
+    assert check["metric"] == "macro_f1" and check["fine_tuned"] == 1.0 and 0 <= check["probe"] <= 1
+    assert not perfect.check["below_probe"].iloc[0], "a model right on every validation image is never below"
+
+    wrong = probe.fit_and_save(experiment, _chosen(experiment, (data.val.labels + 1) % n), cache)
+    assert wrong.metrics["validation"]["fine_tuned"] == 0.0
+    assert wrong.check["below_probe"].iloc[0] == (wrong.metrics["validation"]["probe"] > 0)
+    # the comparison reads the probe as a model of its own
+    loaded = compare.load_probe(experiment.round_paths)
+    assert loaded.name == PROBE_NAME and loaded.metrics == wrong.metrics and len(loaded.predictions) == len(data.test)
+
+
+def _with_probe(rounds, probe_correct, below):
+    """``rounds`` (`test_compare._rounds`) with a linear probe in each, right where ``probe_correct`` says,
+    its validation check below the fine-tuned model's or not."""
+    out = {}
+    for name, results in rounds.items():
+        first = next(iter(results.values()))
+        names, true = first.class_names, first.predictions["true_label"]
+        wrong = true.map(lambda label: names[(names.index(label) + 1) % len(names)])
+        predictions = first.predictions.assign(predicted_label=np.where(probe_correct, true, wrong))
+        validation = {"metric": "macro_f1", "fine_tuned": 0.3 if below else 0.9, "probe": 0.8}
+        metrics = first.metrics | {"validation": validation}
+        out[name] = {**results, "probe": compare.ModelResults(PROBE_NAME, metrics, pd.DataFrame(), predictions)}
+    return out
+
+
+def test_the_probe_is_a_third_row_of_the_statistics_and_stays_out_of_the_paired_tests():
+    a = np.ones(200, dtype=bool)
+    b = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
+    rounds = _rounds((a, b), (a, np.roll(b, 7)))
+    probed = _with_probe(rounds, np.r_[np.ones(100, dtype=bool), np.zeros(100, dtype=bool)], below=True)
+    summary = compare.summary_across_rounds(probed, seed=0, n_resamples=300)
+    assert list(summary.index.get_level_values("model").unique()) == ["Model A", "Model B", PROBE_NAME]
+    assert summary.loc[(PROBE_NAME, "accuracy"), "mean"] == pytest.approx(0.5)
+    assert summary.loc[(PROBE_NAME, "accuracy"), "low"] < 0.5 < summary.loc[(PROBE_NAME, "accuracy"), "high"]
+    two = compare.summary_across_rounds(rounds, seed=0, n_resamples=300)
+    tests = compare.paired_tests(rounds)
+    comparison = _comparison(rounds, summary, tests)
+    assert comparison.verdict == _comparison(rounds, two, tests).verdict, "the probe changes no verdict"
+    per_round = compare.per_round_table(probed)
+    assert list(per_round["model"].unique()) == ["Model A", "Model B", PROBE_NAME]
+    assert list(compare.compared_models(per_round)["model"].unique()) == ["Model A", "Model B"]
+
+    table = report.statistics_table(summary)
+    assert list(table.columns) == ["Model A", "Model B", PROBE_NAME]
+    words = report.statistics_html(comparison, "holdout")
+    assert "has a row of its own" in words and "takes no part in McNemar's tests" in words
+    assert PROBE_NAME not in report.conclusion_html(comparison), "the conclusion compares the two models"
+
+
+@pytest.mark.parametrize("below", [True, False])
+def test_the_report_warns_exactly_when_a_round_is_below_its_probe(below):
+    rounds = _rounds(*[(np.ones(30, dtype=bool), np.ones(30, dtype=bool))] * 2)
+    checks = compare.probe_checks(_with_probe(rounds, np.ones(30, dtype=bool), below))
+    assert checks["below_probe"].tolist() == [below, below]
+    params = parse_params({"data": {"image_size": [64, 64]}})
+    words = report.probe_html(checks, params)
+    assert ("Warning: the fine-tuned MobileNetV2 scores below a linear probe" in words) == below
+    assert ('class="warning"' in words) == below
+    assert ("scores at least as well as a linear probe" in words) == (not below)
+    assert ("scored below a linear probe" in report.probe_abstract_sentence(checks)) == below
+
+
+# --------------------------------------------------------------------------------------
+# Through the notebooks: a fine-tuned model honestly below its probe, and one that is not
+# --------------------------------------------------------------------------------------
+
+PATTERNS = ("horizontal", "vertical", "checks", "diagonal")
+WARNING = "Warning: the fine-tuned MobileNetV2 scores below a linear probe on its own frozen ImageNet features"
+
+
+def pattern_image(rng: np.random.Generator, kind: str, size: int = 64) -> Image.Image:
+    """Stripes (horizontal, vertical, diagonal) or checks of a random period, phase and pair of colours.
+
+    ImageNet features tell these apart at 64 px (a logistic regression on them classifies every held-out
+    image right); plain colour classes would not do: at small sizes the frozen features barely see hue.
+    """
+    period = int(rng.integers(8, 17))
+    phase = int(rng.integers(0, period))
+    first, second = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    while np.abs(first.astype(int) - second).sum() < 200:  # two colours that differ
+        second = rng.integers(0, 256, 3)
+    y, x = np.mgrid[:size, :size]
+    on = {"horizontal": (y + phase) % period < period // 2, "vertical": (x + phase) % period < period // 2,
+          "checks": ((x + phase) % period < period // 2) ^ ((y + phase) % period < period // 2),
+          "diagonal": (x + y + phase) % period < period // 2}[kind]
+    pixels = np.where(on[..., None], first, second) + rng.integers(-15, 16, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _study_params(root, run_name: str, mobilenet_v2: dict, **sections) -> dict:
+    """One round, one minority-class method, four pattern classes at 64 px: a small study that trains both
+    models."""
+    folder = root / "images"
+    rng = np.random.default_rng(0)
+    for kind in PATTERNS:
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for number in range(14):
+            pattern_image(rng, kind).save(folder / kind / f"img_{number:03d}.png")
+    return {"run_name": run_name, "reports_dir": str(root / "reports"),
+            "data": {"source": "folder", "directory": str(folder), "image_size": [64, 64]},
+            "split": {"group_near_duplicates": False},  # every image of a class is alike by design
+            "audit": {"samples_per_class": 2}, "evaluation": {"seeds": [5]},
+            "minority": {"methods": ["class_weight"]},
+            "training": {"batch_size": 8, "precision": "float32"},
+            "cnn": {"training": {"epochs": 1}}, "mobilenet_v2": mobilenet_v2, **sections}
+
+
+def _printed(notebook_file) -> str:
+    """Everything an executed notebook printed or displayed as text."""
+    import nbformat
+
+    cells = nbformat.read(notebook_file, as_version=4).cells
+    return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                   for c in cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.slow
+def test_a_crippled_fine_tuning_below_its_probe_is_named_in_the_notebook_and_the_report(tmp_path):
+    """Four pattern classes, which the frozen ImageNet features separate, and a MobileNetV2 whose head and
+    fine-tuning get one epoch at a learning rate of 1e-6: its head stays as initialised, so it cannot do what a
+    logistic regression on the same features does. The run must say so in 03 and in the report."""
+    from lib import run
+    from lib.paths import RunPaths
+
+    crippled = {"head": {"learning_rate": 1e-6, "epochs": 1, "patience": 1},
+                "fine_tune": {"learning_rate": 1e-6, "epochs": 1, "patience": 1}}
+    params_file = write_params(tmp_path / "crippled.yaml", _study_params(tmp_path, "crippled", crippled))
+    run.run_study(params_file)
+    paths = RunPaths(tmp_path / "reports" / "crippled")
+
+    checks = pd.read_csv(paths.comparison_table("probe_check"), index_col="round")
+    assert checks.loc["seed-5", "probe"] > checks.loc["seed-5", "fine_tuned"], "the built case: below its probe"
+    assert bool(checks.loc["seed-5", "below_probe"])
+    printed = _printed(paths.round("seed-5").notebooks_dir / "03_mobilenetv2.ipynb")
+    assert WARNING in printed and "learning rates (head 1e-06" in printed and "64 × 64 px, far from" in printed
+    html = paths.report_html.read_text()
+    assert WARNING in html and '<p class="warning">' in html
+    assert "the fine-tuned MobileNetV2 scored below a linear probe" in html  # the abstract says so too
+    summary = pd.read_csv(paths.comparison_table("summary"))
+    assert list(summary["model"].unique()) == ["Custom CNN", "MobileNetV2", PROBE_NAME]
+    assert f"<th>{PROBE_NAME}</th>" in html, "the statistics table has the probe's column"
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_that_clears_its_probe_gets_no_warning(tmp_path):
+    """The same data with a head that trains (ten epochs at 1e-3, no augmentation): the fine-tuned model
+    classifies the validation images at least as well as its probe, and the MobileNetV2 notebook says that."""
+    from lib import run
+    from lib.config import load_params
+    from lib.paths import run_paths
+    from lib.rounds import evaluation_rounds
+
+    healthy = {"head": {"learning_rate": 1e-3, "epochs": 10, "patience": 3},
+               "fine_tune": {"learning_rate": 1e-5, "epochs": 1, "patience": 1}}
+    values = _study_params(tmp_path, "healthy", healthy, augmentation=NO_AUGMENTATION)
+    params = load_params(write_params(tmp_path / "healthy.yaml", values))
+    write_first_round_split(params)
+    rounds = evaluation_rounds(params.evaluation)
+    planned = run.PlannedStep(next(s for s in run.STEPS if s.model == "mobilenetv2"), rounds, rounds.first)
+    executed = run.execute_step(planned, tmp_path / "healthy.yaml", run_paths(params))
+
+    check = json.loads(run_paths(params).round(rounds.first.name).model("mobilenetv2").probe_metrics.read_text())
+    assert check["validation"]["fine_tuned"] >= check["validation"]["probe"]
+    assert check["features_from_cache"] == ["train", "val"]  # un-augmented training views: none computed twice
+    printed = _printed(executed)
+    assert WARNING not in printed
+    assert "The fine-tuned MobileNetV2 scores at least as well as a linear probe" in printed
