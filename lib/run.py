@@ -107,7 +107,10 @@ class Step:
         return self.model is not None
 
 
-_MODEL_PARAMS = ("data.image_size", "augmentation", "training", "minority")
+# What a model step's results depend on; training.verbose and training.data_workers do not (any number of worker
+# threads serves the same batches), so changing them reuses the trained models.
+_MODEL_PARAMS = ("data.image_size", "augmentation", "training.batch_size", "training.backend", "training.deterministic",
+                 "training.precision", "minority")
 STEPS = (
     # reads the raw images; writes data/ and rounds/<round>/split.csv
     Step("01_data_audit.ipynb", "Data audit",

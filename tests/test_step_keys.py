@@ -98,3 +98,10 @@ def test_a_changed_image_reruns_the_audit_and_every_training(step_keys):
     Image.new("RGB", (40, 48), (9, 9, 9)).save(image)
     # every split manifest holds the image's new hash, and every step reads one
     assert changed(before, step_keys()) == set(before)
+
+
+def test_how_batches_are_prepared_or_logged_retrains_nothing(step_keys):
+    # any number of worker threads serves the same batches (tests/test_inputs.py); verbosity only prints
+    assert changed(step_keys(), step_keys(training={"data_workers": 0, "verbose": 0})) == {"05_report.ipynb"}
+    assert {"rounds/seed-1/02_cnn.ipynb", "rounds/seed-1/03_mobilenetv2.ipynb"} <= changed(
+        step_keys(), step_keys(training={"batch_size": 16}))
