@@ -69,20 +69,25 @@ print(large.gib, small.gib)
     assert small < 0.1
 
 
+def write_tiny_study_params(root: Path, folder: Path, run_name: str, **sections) -> Path:
+    """The tiny study's params (32 px, `TINY_TRAINING`) for the images in ``folder``, reports under ``root``."""
+    params = {
+        "run_name": run_name,
+        "reports_dir": str(root / "reports"),
+        "data": {"source": "folder", "directory": str(folder), "image_size": [32, 32]},
+        "audit": {"samples_per_class": 3},
+        **TINY_TRAINING,
+        **sections,
+    }
+    return write_params(root / f"{run_name}.yaml", params)
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     """The whole study, every notebook and the report, run once on a tiny generated dataset."""
     root = tmp_path_factory.mktemp("study")
     folder = make_class_folders(root / "images", TINY_CLASSES)
-    params = {
-        "run_name": "tiny",
-        "reports_dir": str(root / "reports"),
-        "data": {"source": "folder", "directory": str(folder), "image_size": [32, 32]},
-        "audit": {"samples_per_class": 3},
-        "evaluation": {"seeds": [1, 2]},
-        **TINY_TRAINING,
-    }
-    params_file = write_params(root / "tiny.yaml", params)
+    params_file = write_tiny_study_params(root, folder, "tiny", evaluation={"seeds": [1, 2]})
     dataset_before = _tree_digest(folder)
     record = run.run_study(params_file)
     return params_file, root / "reports" / "tiny", record, (folder, dataset_before)
@@ -480,17 +485,9 @@ def test_the_study_runs_on_jax_names_it_in_the_report_and_a_rerun_gives_identica
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     folder = make_class_folders(tmp_path / "images", TINY_CLASSES)
-    params = {
-        "run_name": "on_jax",
-        "reports_dir": str(tmp_path / "reports"),
-        "data": {"source": "folder", "directory": str(folder), "image_size": [32, 32]},
-        "audit": {"samples_per_class": 3},
-        "evaluation": {"seeds": [1]},
-        "minority": {"methods": ["class_weight"]},
-        **TINY_TRAINING,
-    }
-    params["training"] = params["training"] | {"backend": "jax"}
-    params_file = write_params(tmp_path / "on_jax.yaml", params)
+    params_file = write_tiny_study_params(tmp_path, folder, "on_jax", evaluation={"seeds": [1]},
+                                          minority={"methods": ["class_weight"]},
+                                          training=TINY_TRAINING["training"] | {"backend": "jax"})
     record = run.run_study(params_file)
     assert not any(entry["reused"] for entry in record.values())
     root = tmp_path / "reports" / "on_jax"
