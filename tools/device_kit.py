@@ -12,12 +12,12 @@
                         the images the params select, byte for byte (the manifest's sha256 are the same)
     .device/wheels/     wheels (CPython 3.12, manylinux x86-64) of every package the study imports that
                         the GPU machine lacks, with what they need, at requirements.lock's versions
-    .device/kit.json    what it holds, and the SHA256SUMS of every file in it
+    .device/kit.json    what it holds; .device/SHA256SUMS: the checksum of every file in it
 
-The sources are checked against ``SHA256SUMS`` in the assets folder first. The whole call (the
-repository's files and the kit) must stay under the machine's 64 MiB; ``build`` fails above
-``--max-mib`` (62: 2 MiB kept for the repository's growth). ``check`` (there, before the run) verifies the kit's checksums and that every
-image the params select is in it.
+The sources are checked against ``SHA256SUMS`` in the assets folder first. A call carries 64 MiB
+at most, the repository's files included; ``build`` fails when the two together pass ``--max-mib``
+(62). ``check`` (there, before the run) verifies the kit's checksums, that every image the params
+select is in it, and warns of what the kit's packages need that the machine lacks.
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ TARGET_ENVIRONMENT = {
     "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
     "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": "",
 }
-# manylinux tags pip may take: the machine's glibc is 2.39 (pip matches each tag exactly).
+# manylinux tags pip may take: Python 3.12.3 is Ubuntu 24.04's, of glibc 2.39 (pip matches each tag exactly).
 PLATFORMS = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64",
              *[f"manylinux_2_{minor}_x86_64" for minor in range(5, 40)]]
 
 # What the study imports that the GPU machine may lack (lib/ and the notebooks; pip follows their needs).
 STUDY_ROOTS = ("keras", "papermill", "nbformat", "nbclient", "nbconvert", "ipykernel", "jupyter-client",
                "pydantic", "imagehash")
-# Installed on the GPU machine's image ('cuda', as read on 2026-11-17; /work/.library/device/KINDS.md):
+# Installed on the GPU machine's image ('cuda', as its machine notes listed it on 2026-11-17):
 # the kit carries none of these, whatever version the lock has.
 ON_THE_MACHINE = frozenset("""
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
