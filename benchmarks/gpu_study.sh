@@ -85,8 +85,10 @@ print(run_paths(load_params('$params')).root)")"
   done
   step "CNN training speed"
   python3 benchmarks/gpu_throughput.py --run "$run_dir" | tee "$out/throughput.txt"
-  if [ $((call_seconds - SECONDS)) -gt 100 ]; then
-    timeout --signal=INT 90 python3 benchmarks/gpu_throughput.py --probe | tee -a "$out/throughput.txt"
+  if ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "(no GPU: no steady-state probe)" | tee -a "$out/throughput.txt"
+  elif [ $((call_seconds - SECONDS)) -gt 110 ]; then
+    timeout --signal=INT --kill-after=10 90 python3 benchmarks/gpu_throughput.py --probe | tee -a "$out/throughput.txt"
   else
     echo "(no time left for the steady-state probe)" | tee -a "$out/throughput.txt"
   fi
