@@ -88,6 +88,7 @@ LEFT_OUT = {
     "jedi": "IPython completes code with it, which papermill never asks for; 5 MB",
     "pywavelets": "imagehash imports it only for whash(); the study's audit uses phash",
     "tensorflow": "the GPU run uses JAX (KERAS_BACKEND=jax)",
+    "weasyprint": "the PDF also needs the system's Pango; without them the report step writes the HTML alone",
 }
 
 
@@ -272,7 +273,7 @@ def build(args) -> None:
     wheels = resolve_wheels(wheels_dir)
     print(f"wheels ({len(wheels)}, for the packages the GPU machine lacks): " + ", ".join(
         f"{w.name.split('-')[0]} {w.name.split('-')[1]}" for w in wheels.values()))
-    print("left out: " + "; ".join(f"{name} ({why})" for name, why in LEFT_OUT.items()))
+    print("left out: " + "; ".join(f"{name}: {why}" for name, why in LEFT_OUT.items()))
 
     files = kit_files(kit)
     (kit / "SHA256SUMS").write_text("".join(f"{sha256_of(p)}  {p.relative_to(kit)}\n" for p in files))
