@@ -527,7 +527,7 @@ def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlie
 
     from lib import report
 
-    def stand_in(planned, params_file, run_paths, key=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None):
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")
 
