@@ -82,7 +82,7 @@ wheel wrapt xarray xxhash yarl zipp
 # Carried although the machine has it: pydantic and others need a recent typing_extensions, and a newer one
 # only adds names (it shadows the machine's, being first on PYTHONPATH).
 CARRIED_ANYWAY = frozenset({"typing-extensions"})
-# Needed by a package above, yet not by the study's run: left out to keep the call small.
+# Left out on purpose, to keep the call small: what the lock or a package above names, and the run never uses.
 LEFT_OUT = {
     "debugpy": "ipykernel starts without it (it serves debuggers only); 4 MB",
     "jedi": "IPython completes code with it, which papermill never asks for; 5 MB",
@@ -97,6 +97,11 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# --------------------------------------------------------------------------------------
+# The sources, checked against SHA256SUMS, and the reduced dataset, in the layout lib.sources reads
+# --------------------------------------------------------------------------------------
+
+
 def checked_asset(assets_dir: Path, name: str) -> Path:
     """The file ``name`` found under ``assets_dir``, after its sha256 matches its SHA256SUMS entry there."""
     found = sorted(assets_dir.rglob(name))
@@ -109,11 +114,6 @@ def checked_asset(assets_dir: Path, name: str) -> Path:
     if sha256_of(path) != expected:
         raise SystemExit(f"error: {path} does not match its SHA256SUMS entry: a damaged copy?")
     return path
-
-
-# --------------------------------------------------------------------------------------
-# The sources, checked against SHA256SUMS, and the reduced dataset, in the layout lib.sources reads
-# --------------------------------------------------------------------------------------
 
 
 def reduced_grocery_store(archive: Path, data_params, keras_dir: Path) -> list[str]:
