@@ -760,10 +760,22 @@ def render_pdf(html: str, pdf_path: Path) -> int:
     return len(document.pages)
 
 
-def render(executed_notebook: Path, html_path: Path, pdf_path: Path, title: str) -> int:
-    """Write the report as HTML and PDF; returns the PDF's page count."""
+def render(executed_notebook: Path, html_path: Path, pdf_path: Path, title: str) -> int | None:
+    """Write the report as HTML and PDF; returns the PDF's page count.
+
+    Where WeasyPrint or the system's Pango it loads is missing (a GPU machine with a bare image,
+    say), the HTML alone is written, a note says why, and None is returned; a PDF of an earlier
+    run is removed, so that the report's HTML and PDF always come from one run.
+    """
     html = render_html(executed_notebook, title)
     html_path.write_text(html, encoding="utf-8")
+    try:
+        import weasyprint  # noqa: F401 - loads Pango through cffi: OSError where the system lacks it
+    except (ImportError, OSError) as error:
+        pdf_path.unlink(missing_ok=True)
+        print(f"note: no PDF this time, the HTML report is complete: WeasyPrint cannot print here "
+              f"({type(error).__name__}: {error}); tools/setup_env.sh installs what it needs", flush=True)
+        return None
     return render_pdf(html, pdf_path)
 
 

@@ -391,6 +391,9 @@ def publish(staging: RunPaths, final: RunPaths, reports_dir: Path) -> None:
     staging.root.rename(final.root)
     shutil.rmtree(previous, ignore_errors=True)
     for source, name in ((final.report_html, "report.html"), (final.report_pdf, "report.pdf")):
+        if not source.is_file():  # no PDF where WeasyPrint cannot print (`lib.report.render`): none of another run
+            (reports_dir / name).unlink(missing_ok=True)
+            continue
         partial = reports_dir / f".{name}.partial"
         shutil.copyfile(source, partial)
         os.replace(partial, reports_dir / name)  # atomic: a reader never sees half a report
@@ -517,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'total':<40} {time.perf_counter() - started:8.1f} s")
     params = load_params(args.params_file)
     pages = json.loads(run_paths(params).report_info.read_text())["pdf_pages"]
-    print(f"\nReport: {params.reports_dir / 'report.html'} and report.pdf ({pages} pages)")
+    pdf = f"and report.pdf ({pages} pages)" if pages else "(no PDF: WeasyPrint cannot print on this machine)"
+    print(f"\nReport: {params.reports_dir / 'report.html'} {pdf}")
     return 0
 
 

@@ -214,6 +214,13 @@ def verify_grocery_store(dataset_dir: Path, expected_sha256: str | None = GROCER
         raise DatasetUnavailableError(f"{dataset_dir}: {len(absent)} listed image(s) are missing, e.g. {absent[:3]}")
 
 
+def grocery_store_extraction(cache_dir: Path | None = None) -> Path:
+    """Where the archive is extracted in Keras' cache; its ``dataset/`` folder is read once the
+    extraction carries the marker ``.content-verified``."""
+    cache_dir = Path(cache_dir) if cache_dir else keras_cache_dir()
+    return cache_dir / "datasets" / f"GroceryStoreDataset-{GROCERY_STORE_COMMIT}"
+
+
 def extract_grocery_store(
     archive: Path, cache_dir: Path | None = None, expected_sha256: str | None = GROCERY_STORE_CONTENT_SHA256
 ) -> Path:
@@ -222,8 +229,7 @@ def extract_grocery_store(
     Extraction goes to a temporary folder that is renamed into place only after the
     content is verified, so an interrupted extraction never leaves a half dataset behind.
     """
-    cache_dir = Path(cache_dir) if cache_dir else keras_cache_dir()
-    target = cache_dir / "datasets" / f"GroceryStoreDataset-{GROCERY_STORE_COMMIT}"
+    target = grocery_store_extraction(cache_dir)
     dataset_dir = target / "dataset"
     if (target / _VERIFIED_MARKER).is_file():
         return dataset_dir
@@ -291,7 +297,14 @@ def select_classes(
 
 
 def fetch_grocery_store(url: str = GROCERY_STORE_URL, cache_dir: Path | None = None) -> Path:
-    """Find or download, then extract and verify: the ``dataset/`` folder, ready to read."""
+    """Find or download, then extract and verify: the ``dataset/`` folder, ready to read.
+
+    An extraction verified before is read as it is, archive or not: the archive is only needed to
+    extract (a cache may drop it to save space; the GPU kit of tools/device_kit.py carries no archive).
+    """
+    extracted = grocery_store_extraction(cache_dir)
+    if (extracted / _VERIFIED_MARKER).is_file():
+        return extracted / "dataset"
     return extract_grocery_store(locate_grocery_store_archive(url, cache_dir), cache_dir)
 
 

@@ -514,3 +514,33 @@ def test_the_study_runs_on_jax_names_it_in_the_report_and_a_rerun_gives_identica
         for table in ("predictions.csv", "methods.csv"):
             pd.testing.assert_frame_equal(pd.read_csv(root / "rounds" / "seed-1" / name / table),
                                           pd.read_csv(again.round("seed-1").model(name).root / table), check_exact=True)
+
+
+def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlier_run_stays(
+        tiny_params_file, monkeypatch, capsys):
+    """A machine without WeasyPrint (or without the Pango it loads) still gets its HTML report; the PDF
+    is left out, with a note, rather than failing the run or keeping an earlier run's PDF beside it."""
+    import sys
+
+    from lib import report
+
+    def stand_in(planned, params_file, run_paths, key=None, backend=None):
+        planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
+        planned.executed_copy(run_paths).write_text("{}")
+
+    monkeypatch.setattr(run, "execute_step", stand_in)
+    monkeypatch.setattr(report, "render_html", lambda notebook, title: f"<html>{title}</html>")
+    monkeypatch.setattr(report, "render_pdf", lambda html, pdf: pdf.write_bytes(b"%PDF-1.7") or 3)
+    monkeypatch.setitem(sys.modules, "weasyprint", sys.modules.get("weasyprint") or object())
+    run.run_study(tiny_params_file)
+    params = load_params(tiny_params_file)
+    published = params.reports_dir / "report.pdf"
+    assert published.read_bytes() == b"%PDF-1.7"
+
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # import weasyprint now raises ImportError
+    run.run_study(tiny_params_file)
+    final = RunPaths(params.reports_dir / params.run_name)
+    assert final.report_html.is_file() and (params.reports_dir / "report.html").is_file()
+    assert not final.report_pdf.exists() and not published.exists(), "an earlier run's PDF must not stay"
+    assert json.loads(final.report_info.read_text())["pdf_pages"] is None
+    assert "no PDF this time, the HTML report is complete" in capsys.readouterr().out

@@ -151,6 +151,13 @@ def test_extraction_happens_once(tmp_path, keras_home, monkeypatch):
     assert sources.extract_grocery_store(archive, expected_sha256=None) == first
 
 
+def test_a_verified_extraction_is_read_without_its_archive(tmp_path, keras_home):
+    archive = make_grocery_archive(tmp_path / "mini.zip")
+    extracted = sources.extract_grocery_store(archive, expected_sha256=None)
+    archive.unlink()  # neither cached nor named nor downloadable: only the extraction is left
+    assert sources.fetch_grocery_store(url="http://127.0.0.1:9/unreachable.zip") == extracted
+
+
 def test_extraction_rejects_incomplete_or_different_content(tmp_path, keras_home):
     incomplete = make_grocery_archive(tmp_path / "incomplete.zip", drop_image=True)
     with pytest.raises(DatasetUnavailableError, match="listed image\\(s\\) are missing"):
