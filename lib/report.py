@@ -302,8 +302,8 @@ PRECISION_WORDS = {
 
 
 PROTOCOL_WORDS = {
-    "original": "original (the replicated study's)",
-    "strong": "strong (cosine schedule with warm-up, weight decay, label smoothing)",
+    "original": "original (Adam at a constant step size)",
+    "strong": "strong (warm-up, cosine decay, weight decay, label smoothing)",
 }
 
 
