@@ -30,6 +30,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from lib.config import load_params  # noqa: E402
 from lib.paths import MODELS, run_paths  # noqa: E402
+from lib.provenance import git_commit  # noqa: E402
+from lib.report import runtime_words  # noqa: E402
+from lib.rounds import evaluation_rounds  # noqa: E402
 
 PROTOCOLS = ("original", "strong")
 REPORTED_METRICS = ("accuracy", "macro-F1")
@@ -69,7 +72,7 @@ def protocol_params(params_file: Path, protocol: str, settings: list[str], folde
 
 def summarise_run(params_file: Path) -> pd.DataFrame:
     """One row per model of a finished run: its protocol, test accuracy and macro-F1 (mean [interval] over rounds),
-    and the mean wall time of its notebook per round."""
+    the mean wall time of its notebook per round, and the backend, device and precision it trained with."""
     params = load_params(params_file)
     paths = run_paths(params)
     summary = pd.read_csv(paths.comparison_table("summary")).set_index(["model", "metric"])
@@ -84,6 +87,8 @@ def summarise_run(params_file: Path) -> pd.DataFrame:
             mean, low, high = summary.loc[(name, metric), ["mean", "low", "high"]]
             row[metric] = f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
         row["seconds per round"] = round(sum(seconds) / len(seconds))
+        metrics = json.loads(paths.round(evaluation_rounds(params.evaluation).first.name).model(folder).metrics.read_text())
+        row["device"] = runtime_words(metrics.get("runtime")) + f", {metrics.get('precision', '?')}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(summarise_run(variant))
     table = pd.concat(tables, ignore_index=True)
     heading = (f"## {date.today()}: `benchmarks/protocols.py --params {' '.join(map(str, args.params))}"
-               + "".join(f" --set {s}" for s in args.settings) + "`")
+               + "".join(f" --set {s}" for s in args.settings) + f"`, commit {git_commit()}")
     text = f"{heading}\n\n{markdown_table(table)}\n"
     print(text)
     if args.write:

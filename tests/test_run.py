@@ -19,7 +19,7 @@ from lib.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.models import load_trained_model
 from lib.config import load_params
 from lib.minority import Postprocessing
-from lib.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
+from lib.paths import NOTEBOOKS_DIR, PROJECT_ROOT, ModelPaths, RunPaths
 from lib.inputs import decode_images
 from lib.split import MANIFEST_COLUMNS
 
@@ -544,3 +544,24 @@ def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlie
     assert not final.report_pdf.exists() and not published.exists(), "an earlier run's PDF must not stay"
     assert json.loads(final.report_info.read_text())["pdf_pages"] is None
     assert "no PDF this time, the HTML report is complete" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_protocol_benchmark_summarises_a_finished_run(tiny_study):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("protocols", PROJECT_ROOT / "benchmarks" / "protocols.py")
+    protocols = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocols)
+    params_file, root, record, _ = tiny_study
+    table = protocols.summarise_run(params_file).set_index("model")
+    summary = pd.read_csv(RunPaths(root).comparison_table("summary")).set_index(["model", "metric"])
+    for name in ("Custom CNN", "MobileNetV2"):
+        row = table.loc[name]
+        assert row["protocol"] == "original" and row["rounds"] == 2
+        mean, low, high = summary.loc[(name, "accuracy"), ["mean", "low", "high"]]
+        assert row["accuracy"] == f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+        assert row["device"].startswith("TensorFlow ") and row["device"].endswith(", float32")
+        seconds = [e["seconds"] for label, e in record.items() if label.endswith("02_cnn.ipynb" if name == "Custom CNN"
+                                                                                  else "03_mobilenetv2.ipynb")]
+        assert row["seconds per round"] == round(sum(seconds) / 2)
