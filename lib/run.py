@@ -202,36 +202,79 @@ def data_source_listing(params) -> str:
     return "\n".join(lines)
 
 
-def _lib_imports(source: str) -> set[str]:
-    """Names of the ``lib`` modules that Python source imports (``from lib import x``, ``import lib.x``...)."""
+LIB_DIR = Path(__file__).resolve().parent
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The file of a ``lib`` module or package by its dotted name (``lib.data.audit``), or None when it is
+    not one (an attribute such as ``lib.data.audit.inspect_records``, or not under ``lib``)."""
+    parts = dotted.split(".")
+    if parts[0] != "lib":
+        return None
+    base = LIB_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(file: Path) -> str:
+    """``lib/data/audit.py`` -> ``lib.data.audit``; ``lib/data/__init__.py`` -> ``lib.data``."""
+    parts = file.relative_to(LIB_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(source: str, package: str = "lib") -> set[str]:
+    """Dotted names that Python source imports from ``lib`` (``from lib.data import audit`` gives
+    ``lib.data`` and ``lib.data.audit``; relative imports are resolved against ``package``); some may be
+    attributes rather than modules, which `_module_file` sorts out."""
     found = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lib":
-            if node.module == "lib":
-                found |= {alias.name for alias in node.names}
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
             else:
-                found.add(node.module.split(".")[1])
+                module = node.module or ""
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("lib.")}
-    return found
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name == "lib" or name.startswith("lib.")}
+
+
+def _runs_code(init: Path) -> bool:
+    """Whether a package's ``__init__.py`` holds more than its docstring (the map of the package)."""
+    body = ast.parse(init.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
 
 
 def lib_dependencies(notebook: Path) -> list[Path]:
-    """The ``lib`` files a notebook's code uses, directly or through other ``lib`` modules."""
-    lib_dir = Path(__file__).parent
+    """The ``lib`` files a notebook's code uses, directly or through other ``lib`` modules, at any depth.
+
+    Importing ``lib.data.audit`` also runs ``lib/__init__.py`` and ``lib/data/__init__.py``: they count
+    when they hold code, not when they hold only their docstring. A data file beside a module
+    (``report.css``) counts where that module names it.
+    """
     code = "\n".join(
         line for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "code"
         for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))
     )
-    pending, seen = _lib_imports(code), set()
+    pending, seen = _imported_modules(code), set()
     while pending:
-        name = pending.pop()
-        if name in seen or not (lib_dir / f"{name}.py").is_file():
+        file = _module_file(pending.pop())
+        if file is None or file in seen:
             continue
-        seen.add(name)
-        pending |= _lib_imports((lib_dir / f"{name}.py").read_text())
-    files = [lib_dir / f"{name}.py" for name in sorted(seen)]
-    return files + ([lib_dir / "report.css"] if "report" in seen else [])
+        seen.add(file)
+        name = _module_name(file)
+        package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+        pending |= _imported_modules(file.read_text(), package)
+        pending |= {".".join(name.split(".")[:depth]) for depth in range(1, name.count(".") + 1)}  # its packages
+    files = {f for f in seen if f.name != "__init__.py" or _runs_code(f)}
+    for module in seen:  # the data files a module reads by name, beside it
+        text = module.read_text()
+        files |= {f for f in module.parent.iterdir() if f.suffix not in (".py", ".pyc") and f.name in text}
+    return sorted(files)
 
 
 def used_params(params, uses: tuple[str, ...]) -> dict:
