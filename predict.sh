@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Classify photos with a finished run's model (see lib/predict.py):
+# Classify photos with a finished run's model (see lib/deploy/predict.py):
 #   ./predict.sh [--run reports/default] [--model mobilenetv2|cnn] [--runtime keras|onnx] [--top-k K]
 #                [--csv FILE|--json FILE] IMAGE_OR_FOLDER...
 #
@@ -10,4 +10,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$root/tools/setup_env.sh"
 # Fewer of TensorFlow's log lines on stderr, where the unreadable files are named (a few start-up lines remain).
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
-exec "${STUDY_VENV:-$root/.venv}/bin/python" -m lib.predict "$@"
+exec "${STUDY_VENV:-$root/.venv}/bin/python" -m lib.deploy.predict "$@"

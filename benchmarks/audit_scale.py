@@ -56,9 +56,10 @@ def audit_and_split(folder: Path, image_size: int, weights: str | None, work: Pa
     """The audit notebook's computation up to the splits, step by step: seconds per step."""
     import pandas as pd
 
-    from lib import audit, groups, rounds
-    from lib.config import parse_params
-    from lib.sources import load_records
+    from lib.core.config import parse_params
+    from lib.data import audit, rounds
+    from lib.data.sources import load_records
+    from lib.training import features
 
     params = parse_params({"data": {"source": "folder", "directory": str(folder), "image_size": [image_size] * 2},
                            "mobilenet_v2": {"weights": weights}})
@@ -76,7 +77,7 @@ def audit_and_split(folder: Path, image_size: int, weights: str | None, work: Pa
     near = audit.near_duplicate_pairs(images, params.audit.phash_max_distance)
     lap("pHash pairs")
     usable = images[images["usable"]]
-    features = groups.streamed_features(usable["path"], params.data.image_size, weights, spill_dir=work)
+    features = features.streamed_features(usable["path"], params.data.image_size, weights, spill_dir=work)
     lap("features")
     feature = audit.feature_duplicate_pairs(images, features, params.audit.feature_min_similarity)
     lap("feature pairs")

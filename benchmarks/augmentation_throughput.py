@@ -5,17 +5,17 @@
 Random uint8 images in memory, batch 32, the default ``augmentation`` params:
 
 - Keras 3's preprocessing layers (RandomRotation, RandomTranslation, RandomShear, RandomZoom,
-  RandomFlip, fill_mode nearest; what ``lib.inputs`` used until commit b40301c), called on
+  RandomFlip, fill_mode nearest; what ``lib.data.inputs`` used until commit b40301c), called on
   each float32 batch, under TensorFlow and under JAX (each in a fresh process, since the
   backend is chosen at import);
-- the host augmentation (`lib.inputs.Augmentation`: one composed affine warp per image, OpenCV),
+- the host augmentation (`lib.data.inputs.Augmentation`: one composed affine warp per image, OpenCV),
   called on each batch in one thread;
-- the training stream (`lib.inputs.training_stream`: rows gathered, converted to float32,
+- the training stream (`lib.data.inputs.training_stream`: rows gathered, converted to float32,
   augmented) read batch after batch, with 0, 1, 2 ... worker threads, alone and with the
   consumer busy ``--step-ms`` per batch in a sleep (a training step waiting for a GPU: it
   releases the GIL, as a device step does), which is what the worker threads overlap.
 
-Then a probe of why `lib.inputs.Batches` has its own worker threads rather than Keras'
+Then a probe of why `lib.data.inputs.Batches` has its own worker threads rather than Keras'
 ``PyDataset(workers=N)``: a PyDataset that draws each epoch's order in ``on_epoch_begin`` (as
 ``Batches`` does), read through Keras' epoch iterator as ``fit`` reads it (one batch to build the
 model, a reset, then epochs), counts per epoch the batches served from another epoch's order.
@@ -55,7 +55,7 @@ def images_per_second(serve_batch, seconds: float) -> float:
 
 
 def keras_layers(augmentation, seed: int):
-    """The study's augmentation as Keras 3 preprocessing layers (as lib.inputs built it until commit b40301c)."""
+    """The study's augmentation as Keras 3 preprocessing layers (as lib.data.inputs built it until commit b40301c)."""
     import keras
     from keras import layers
 
@@ -74,7 +74,7 @@ def measure_keras_layers(image_size: int, seconds: float) -> float:
     """Runs in a process whose KERAS_BACKEND was set before Keras was imported."""
     import keras
 
-    from lib.config import AugmentationParams
+    from lib.core.config import AugmentationParams
 
     augment = keras_layers(AugmentationParams(), seed=0)
     batch = random_images(BATCH, image_size).astype("float32")
@@ -82,9 +82,9 @@ def measure_keras_layers(image_size: int, seconds: float) -> float:
 
 
 def measure_host(image_size: int, seconds: float, step_ms: float) -> dict[str, float]:
-    from lib.config import AugmentationParams
-    from lib.inputs import Augmentation, SplitData, training_stream
-    from lib.minority import METHODS
+    from lib.core.config import AugmentationParams
+    from lib.data.inputs import Augmentation, SplitData, training_stream
+    from lib.training.minority import METHODS
 
     augment = Augmentation(AugmentationParams(), seed=0)
     batch = random_images(BATCH, image_size)
@@ -114,8 +114,8 @@ def measure_host(image_size: int, seconds: float, step_ms: float) -> dict[str, f
 
 def stale_batches_of_keras_workers(workers: int, epochs: int = 3, batches: int = 40) -> list[int]:
     """Per epoch, how many of its batches Keras' PyDataset adapter served from another epoch's order."""
-    import numpy as np
     import keras
+    import numpy as np
     from keras.src.trainers.epoch_iterator import EpochIterator
 
     class EpochNumbered(keras.utils.PyDataset):

@@ -16,7 +16,7 @@ Parts (each runs in its own process, so that each peak resident memory is its ow
   the same split (the run-to-run spread the plain path is compared against; seed 42's time
   is the one compared with the plain path's).
 - ``precision``: our CNN notebook in float32 with seed 42, against the CNN in the precision
-  ``training.precision`` picks on this machine (`lib.models.auto_precision`) with seeds 42, 43
+  ``training.precision`` picks on this machine (`lib.training.models.auto_precision`) with seeds 42, 43
   and 44 on the same split (seed 42 taken from ``ours`` when it ran): what the 16-bit policy
   saves, and whether float32's score falls inside its run-to-run spread.
 - ``peak``: this machine's matrix-multiply rate in float32 and bfloat16 (the practical peak
@@ -48,8 +48,8 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from lib.config import load_params  # noqa: E402
-from lib.paths import RunPaths, run_paths  # noqa: E402
+from lib.core.config import load_params  # noqa: E402
+from lib.core.paths import RunPaths, run_paths  # noqa: E402
 
 PARTS = ("peak", "ours", "baseline", "plain", "spread", "precision", "memory")
 NEEDS_SPLIT = {"baseline", "plain", "spread", "precision"}
@@ -97,12 +97,17 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
     # Keras 3 no longer exports ImageDataGenerator but still ships it, unchanged, as legacy code
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    from lib.evaluate import classification_metrics
-    from lib.models import build_cnn, build_mobilenet_v2, set_precision, unfreeze_top
-    from lib.provenance import set_seed
-    from lib.split import read_split
-    from lib.minority import METHODS
-    from lib.train import fit_phase
+    from lib.core.provenance import set_seed
+    from lib.data.split import read_split
+    from lib.training.evaluate import classification_metrics
+    from lib.training.minority import METHODS
+    from lib.training.models import (
+        build_cnn,
+        build_mobilenet_v2,
+        set_precision,
+        unfreeze_top,
+    )
+    from lib.training.train import fit_phase
 
     params = load_params(params_file)
     set_seed(params.seed, deterministic=params.training.deterministic)
@@ -211,7 +216,7 @@ def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, s
 
     import papermill
 
-    from lib.paths import NOTEBOOKS_DIR
+    from lib.core.paths import NOTEBOOKS_DIR
 
     one_round = {"evaluation": {"scheme": "holdout", "seeds": [seed]}}
     variant = params_variant(params_file, work, name, **(benchmark_run(work) | changes | one_round))
@@ -255,9 +260,10 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     """Peak memory of the data path and MobileNetV2's activation cache on one dataset size."""
     import numpy as np
 
-    from lib import activation_cache, audit, experiment, models, rounds, split
-    from lib.minority import METHODS
-    from lib.sources import load_records
+    from lib.data import audit, rounds, split
+    from lib.data.sources import load_records
+    from lib.training import activation_cache, experiment, models
+    from lib.training.minority import METHODS
 
     changes = {} if which == "default" else {"data": {"grocery_store": {"label_level": "coarse", "classes": None,
                                                                          "max_per_class": {}}}}
@@ -468,7 +474,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(result, indent=2))
         return 0
 
-    from lib.provenance import git_commit, machine_info
+    from lib.core.provenance import git_commit, machine_info
 
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))

@@ -64,12 +64,12 @@ def measure(setting: dict, steps: int, image_size: int) -> dict:
     import numpy as np
 
     sys.path.insert(0, str(PROJECT_ROOT))
-    from lib.config import parse_params
-    from lib.models import build_cnn, set_precision
+    from lib.core.config import parse_params
+    from lib.training.models import build_cnn, set_precision
 
     set_precision(setting["precision"])
     if setting.get("deterministic"):
-        from lib.provenance import set_seed
+        from lib.core.provenance import set_seed
 
         set_seed(0, deterministic=True)
     model = build_cnn(5, (image_size, image_size), parse_params({}).cnn)

@@ -76,7 +76,7 @@ study() {
 
 collect() {
   step "results to \$OUT"
-  run_dir="$(python3 -c "from lib.config import load_params; from lib.paths import run_paths; \
+  run_dir="$(python3 -c "from lib.core.config import load_params; from lib.core.paths import run_paths; \
 print(run_paths(load_params('$params')).root)")"
   staging="$(dirname "$run_dir")/.staging-$(basename "$run_dir")"
   [ -d "$staging" ] && run_dir="$staging"  # an unfinished run: what it has done so far

@@ -52,8 +52,8 @@ def probe(steps: int, batch_size: int = 32, image_size: int = 224) -> pd.DataFra
     import numpy as np
     from cnn_throughput import training_flops_per_image
 
-    from lib.config import parse_params
-    from lib.models import build_cnn, set_precision
+    from lib.core.config import parse_params
+    from lib.training.models import build_cnn, set_precision
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch_size * steps, image_size, image_size, 3)).astype("float32")

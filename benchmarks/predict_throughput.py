@@ -4,9 +4,9 @@
         [--write benchmarks/RESULTS.md]
 
 On the first round's test images (``predictions.csv``), for each model and each runtime (Keras, the
-model in the precision it was trained in; the float32 ONNX export in onnxruntime, when `lib.export`
+model in the precision it was trained in; the float32 ONNX export in onnxruntime, when `lib.deploy.export`
 has written it): the wall time of
-`lib.predict.classify_files` (reading and resizing every file included, model loading excluded,
+`lib.deploy.predict.classify_files` (reading and resizing every file included, model loading excluded,
 after one warm-up batch) as images per second; how many of its labels agree with the run's
 ``predicted_label``; and the exported files' sizes. Prints a Markdown section; ``--write`` appends it.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.deploy import MODEL_NAMES, RunModel
-from lib.predict import classify_files, load_classifier
+from lib.deploy.finished_run import MODEL_NAMES, RunModel
+from lib.deploy.predict import classify_files, load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def machine() -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").is_file() else "?"
-    from lib.models import cpu_has_native_bfloat16
+    from lib.training.models import cpu_has_native_bfloat16
 
     arithmetic = "bfloat16 arithmetic" if cpu_has_native_bfloat16() else "no bfloat16 arithmetic"
     return (f"{cpu}, {os.cpu_count()} cores, {arithmetic}, Python {platform.python_version()}, "

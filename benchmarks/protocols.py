@@ -28,11 +28,11 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from lib.config import load_params  # noqa: E402
-from lib.paths import MODELS, run_paths  # noqa: E402
-from lib.provenance import git_commit  # noqa: E402
-from lib.report import runtime_words  # noqa: E402
-from lib.rounds import evaluation_rounds  # noqa: E402
+from lib.core.config import load_params  # noqa: E402
+from lib.core.paths import MODELS, run_paths  # noqa: E402
+from lib.core.provenance import git_commit  # noqa: E402
+from lib.data.rounds import evaluation_rounds  # noqa: E402
+from lib.report.tables import runtime_words  # noqa: E402
 
 PROTOCOLS = ("original", "strong")
 REPORTED_METRICS = ("accuracy", "macro-F1")

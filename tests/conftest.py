@@ -5,44 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
-from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHARED_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
-GROCERY_ARCHIVE = SHARED_ASSETS / "datasets" / "GroceryStoreDataset-fc80ba90f803d79d0383df52c5a4ac5de99ff6fc.zip"
-
-
-def random_image(rng: np.random.Generator, size=(48, 40), base_colour=(200, 40, 40)) -> Image.Image:
-    """A picture with a class colour and random blocks, so that every image hashes differently."""
-    height, width = size
-    pixels = np.empty((height, width, 3), dtype=np.uint8)
-    pixels[:] = base_colour
-    for _ in range(4):
-        y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
-        h, w = rng.integers(4, height // 2), rng.integers(4, width // 2)
-        pixels[y : y + h, x : x + w] = rng.integers(0, 256, size=3)
-    noise = rng.integers(-20, 21, size=pixels.shape)
-    return Image.fromarray(np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8))
-
-
-CLASS_COLOURS = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200), (160, 40, 160)]
-
-
-def make_class_folders(root: Path, counts: dict[str, int], seed: int = 0, size=(48, 40)) -> Path:
-    """``root/<class>/img_NNN.jpg`` with the given number of images per class."""
-    rng = np.random.default_rng(seed)
-    for index, (label, count) in enumerate(counts.items()):
-        folder = root / label
-        folder.mkdir(parents=True, exist_ok=True)
-        for number in range(count):
-            image = random_image(rng, size, CLASS_COLOURS[index % len(CLASS_COLOURS)])
-            image.save(folder / f"img_{number:03d}.jpg", quality=90)
-    return root
+from helpers import (  # noqa: E402
+    NO_AUGMENTATION,
+    TINY_CLASSES,
+    make_class_folders,
+    tree_digest,
+    write_first_round_split,
+    write_params,
+    write_tiny_study_params,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -53,11 +28,6 @@ def float32_policy_after_each_test():
     import keras
 
     keras.config.set_dtype_policy("float32")
-
-
-def write_params(path: Path, values: dict) -> Path:
-    path.write_text(yaml.safe_dump(values, sort_keys=False))
-    return path
 
 
 @pytest.fixture
@@ -83,29 +53,12 @@ def tiny_params_file(tmp_path: Path, tiny_params: dict) -> Path:
     return write_params(tmp_path / "tiny.yaml", tiny_params)
 
 
-NO_AUGMENTATION = {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0,
-                   "horizontal_flip": False}
-
-
-def write_first_round_split(params) -> tuple[pd.DataFrame, Path]:
-    """What the audit writes for the first round, without near-duplicate grouping: (image table, manifest path)."""
-    from lib import audit, rounds, sources, split
-    from lib.paths import run_paths
-
-    images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
-    name, kinds = next(iter(rounds.assign_round_splits(images, np.arange(len(images)), params).items()))
-    images["split"] = kinds["used"]
-    manifest = run_paths(params).round(name).split_manifest
-    split.write_split_manifest(images, manifest)
-    return images, manifest
-
-
 @pytest.fixture
 def prepare_experiment(tmp_path, tiny_params):
     """``prepare_experiment(model_name, augmentation=True, **sections)``: a split written by the audit's
-    lib functions for `image_folder`, and `lib.experiment.prepare` run on it."""
-    from lib import experiment
-    from lib.config import load_params
+    lib functions for `image_folder`, and `lib.training.experiment.prepare` run on it."""
+    from lib.core.config import load_params
+    from lib.training import experiment
 
     def prepare(model_name: str, augmentation: bool = True, **sections):
         values = tiny_params | sections | ({} if augmentation else {"augmentation": NO_AUGMENTATION})
@@ -116,15 +69,24 @@ def prepare_experiment(tmp_path, tiny_params):
     return prepare
 
 
-def cross_split_pairs(pairs: pd.DataFrame, split: pd.Series) -> int:
-    """How many pairs (``a``, ``b``: row positions) have their two images in different splits."""
-    values = split.to_numpy()
-    return int((values[pairs["a"].to_numpy(dtype=int)] != values[pairs["b"].to_numpy(dtype=int)]).sum())
-
-
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
     """A small finished run (both models of its first round), written once per session: see tests/finished_run.py."""
     from finished_run import make_finished_run
 
     return make_finished_run(tmp_path_factory.mktemp("finished"))
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The whole study, every notebook and the report, run once a session on a tiny generated dataset:
+    (params file, run folder, steps record, (dataset folder, its digest before)). Tests that run again copy it
+    first (`helpers.copy_of_the_study`)."""
+    from lib import run
+
+    root = tmp_path_factory.mktemp("study")
+    folder = make_class_folders(root / "images", TINY_CLASSES)
+    params_file = write_tiny_study_params(root, folder, "tiny", evaluation={"seeds": [1, 2]})
+    dataset_before = tree_digest(folder)
+    record = run.run_study(params_file)
+    return params_file, root / "reports" / "tiny", record, (folder, dataset_before)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from conftest import make_class_folders
+from helpers import make_class_folders
 
 CLASSES = {"alpha": 8, "beta": 8, "gamma": 6}
 SIZE = (32, 32)
@@ -25,11 +25,11 @@ def make_finished_run(root: Path, with_params: bool = True) -> Path:
     """``root/reports/tiny`` with both models of round seed-7, their metrics, predictions and methods tables."""
     import keras
 
-    from lib.config import parse_params
-    from lib.images import load_rgb
-    from lib.minority import Postprocessing, class_priors
-    from lib.models import build_cnn, build_mobilenet_v2
-    from lib.paths import RunPaths
+    from lib.core.config import parse_params
+    from lib.core.paths import RunPaths
+    from lib.data.images import load_rgb
+    from lib.training.minority import Postprocessing, class_priors
+    from lib.training.models import build_cnn, build_mobilenet_v2
 
     folder = make_class_folders(root / "images", CLASSES, seed=3)
     paths = sorted(folder.rglob("*.jpg"))
@@ -68,7 +68,7 @@ def write_model(files, model, post, paths, folder, labels, pixels, names) -> Non
     """What a model step writes: model.keras, predictions.csv, metrics.json, methods.csv (all images as 'test')."""
     import pandas as pd
 
-    from lib import evaluate
+    from lib.training import evaluate
 
     files.root.mkdir(parents=True, exist_ok=True)
     model.save(files.model)

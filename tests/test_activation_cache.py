@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from lib import activation_cache, models, recipes
-from lib.inputs import Batches
-from lib.minority import METHODS
-from lib.train import fit_phase
+from lib.data.inputs import Batches
+from lib.training import activation_cache, models, recipes
+from lib.training.minority import METHODS
+from lib.training.train import fit_phase
 
 CLASS_WEIGHT, OVERSAMPLE = METHODS["class_weight"], METHODS["oversample"]
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import app, deploy
+from lib.deploy import app
+from lib.deploy import finished_run as deploy
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tools"))

@@ -4,10 +4,11 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import random_image
 from PIL import Image, ImageEnhance
 
-from conftest import random_image
-from lib import audit, sources
+from lib.data import audit, sources
+from lib.data.images import load_rgb
 
 MAX_PIXELS = 10_000_000
 
@@ -68,7 +69,7 @@ def test_unusual_modes_become_rgb(tmp_path, rng, mode):
     )
     path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
     converted.save(path)
-    rgb = audit.load_rgb(str(path))
+    rgb = load_rgb(str(path))
     assert rgb.mode == "RGB" and rgb.size == (24, 20)
     if mode == "I;16":  # scaled to 8 bits, not clipped to white
         assert 0 < np.asarray(rgb).mean() < 250
@@ -80,7 +81,7 @@ def test_exif_rotated_photos_are_upright(tmp_path, rng):
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif)
-    assert audit.load_rgb(str(path)).size == (20, 40)
+    assert load_rgb(str(path)).size == (20, 40)
 
 
 def test_inspect_records_combines_scan_skips_and_decode_errors(image_folder):
@@ -161,7 +162,7 @@ def test_palette_png_with_transparency_becomes_rgb_on_white(tmp_path):
     image.paste(1, (0, 0, 5, 10))
     path = tmp_path / "palette.png"
     image.save(path, transparency=0)  # colour 0 (red) is transparent
-    rgb = np.asarray(audit.load_rgb(str(path)))
+    rgb = np.asarray(load_rgb(str(path)))
     assert tuple(rgb[0, 0]) == (0, 0, 255) and tuple(rgb[0, 9]) == (255, 255, 255)
     assert audit.inspect_image(str(path), MAX_PIXELS)["mode"] == "P"
 
@@ -171,7 +172,7 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
     path = tmp_path / "animated.gif"
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert audit.inspect_image(str(path), MAX_PIXELS)["error"] == ""
-    red, green, blue = np.asarray(audit.load_rgb(str(path))).reshape(-1, 3).mean(axis=0)
+    red, green, blue = np.asarray(load_rgb(str(path))).reshape(-1, 3).mean(axis=0)
     assert red > 200 and green < 50 and blue < 50
 
 

@@ -3,10 +3,9 @@
 import importlib.util
 
 import pytest
-
 from PIL import Image
 
-from lib.paths import PROJECT_ROOT
+from lib.core.paths import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("audit_scale", PROJECT_ROOT / "benchmarks" / "audit_scale.py")
 audit_scale = importlib.util.module_from_spec(spec)

@@ -1,13 +1,15 @@
-"""Which Keras backend a run uses (`lib.backends`), and how batches split over several devices (`lib.devices`)."""
+"""Which Keras backend a run uses (`lib.core.backends`), and how batches split over several devices (`lib.core.devices`)."""
 
 import os
 
 import keras
 import pytest
+from helpers import write_params
 
-from conftest import write_params
-from lib import backends, devices, report, run
-from lib.backends import BackendError, resolve_backend
+from lib import run
+from lib.core import backends, devices
+from lib.core.backends import BackendError, resolve_backend
+from lib.report import tables
 
 
 @pytest.fixture
@@ -117,12 +119,12 @@ def test_this_process_sees_its_cpu_and_names_backend_and_version():
 def test_device_descriptions_and_their_words_in_the_report():
     gpus = devices.Devices("jax", "0.10.2", "3.15.1", "gpu", ("NVIDIA H100 80GB HBM3",) * 2, 9.0, 16)
     assert gpus.describe() == "2 × NVIDIA H100 80GB HBM3" and gpus.replicas == 2
-    assert report.runtime_words(gpus.to_dict() | {"batch_size": 32}) == (
+    assert tables.runtime_words(gpus.to_dict() | {"batch_size": 32}) == (
         "JAX 0.10.2 (Keras 3.15.1) on 2 × NVIDIA H100 80GB HBM3, data-parallel over 2 devices (global batch 32)")
     one_of_two = devices.Devices("torch", "2.9.0", "3.15.1", "gpu", ("NVIDIA A100",) * 2, 8.0)
     assert one_of_two.replicas == 1  # Keras' PyTorch backend has no data-parallel API
-    assert report.runtime_words(one_of_two.to_dict()).endswith("on 2 × NVIDIA A100, trained on one of them")
-    assert report.runtime_words(None) == "not recorded"  # a run from before the record
+    assert tables.runtime_words(one_of_two.to_dict()).endswith("on 2 × NVIDIA A100, trained on one of them")
+    assert tables.runtime_words(None) == "not recorded"  # a run from before the record
 
 
 @pytest.mark.parametrize(("count", "training", "sizes"), [
@@ -173,7 +175,7 @@ def _pins(path) -> dict[str, str]:
 
 
 def test_the_gpu_requirements_add_jaxs_cuda_build_of_the_locks_jax_and_pin_nothing_else_twice():
-    from lib.paths import PROJECT_ROOT
+    from lib.core.paths import PROJECT_ROOT
 
     lock, gpu = _pins(PROJECT_ROOT / "requirements.lock"), _pins(PROJECT_ROOT / "requirements-gpu.txt")
     assert lock["jax"] == lock["jaxlib"] == gpu["jax"] == gpu["jax-cuda12-plugin"] == gpu["jax-cuda12-pjrt"]

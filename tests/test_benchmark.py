@@ -4,11 +4,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from helpers import write_first_round_split, write_params
 
-from conftest import write_first_round_split, write_params
-from lib.config import load_params
-from lib.paths import PROJECT_ROOT
+from lib.core.config import load_params
+from lib.core.paths import PROJECT_ROOT, RunPaths
 
 spec = importlib.util.spec_from_file_location("benchmark", PROJECT_ROOT / "benchmarks" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)
@@ -130,3 +131,24 @@ def test_the_protocol_benchmark_runs_each_params_file_under_each_protocol_with_t
         protocols.protocol_params(params_file, "original", ["data.image_size"], tmp_path / "work")
     with pytest.raises(Exception, match="cnn.kernel"):
         protocols.protocol_params(params_file, "original", ["cnn.kernel=3"], tmp_path / "work")
+
+
+@pytest.mark.slow
+def test_the_protocol_benchmark_summarises_a_finished_run(tiny_study):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("protocols", PROJECT_ROOT / "benchmarks" / "protocols.py")
+    protocols = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocols)
+    params_file, root, record, _ = tiny_study
+    table = protocols.summarise_run(params_file).set_index("model")
+    summary = pd.read_csv(RunPaths(root).comparison_table("summary")).set_index(["model", "metric"])
+    for name in ("Custom CNN", "MobileNetV2"):
+        row = table.loc[name]
+        assert row["protocol"] == "original" and row["rounds"] == 2
+        mean, low, high = summary.loc[(name, "accuracy"), ["mean", "low", "high"]]
+        assert row["accuracy"] == f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+        assert row["device"].startswith("TensorFlow ") and row["device"].endswith(", float32")
+        seconds = [e["seconds"] for label, e in record.items() if label.endswith("02_cnn.ipynb" if name == "Custom CNN"
+                                                                                  else "03_mobilenetv2.ipynb")]
+        assert row["seconds per round"] == round(sum(seconds) / 2)

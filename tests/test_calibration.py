@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lib import calibration
+from lib.analysis import calibration
 
 
 def test_a_perfectly_calibrated_model_has_zero_error():

@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import compare, report
+from lib.analysis import compare
+from lib.report import document, tables
+from lib.report import sections as report
 
 
 def _results(correct_a, correct_b, n_classes=3):
@@ -96,7 +98,7 @@ def test_summary_mean_and_std_are_over_rounds():
     assert row["rounds"] == 2
     per_round = compare.per_round_table(rounds)
     assert per_round.loc[per_round["model"] == "Model A", "accuracy"].tolist() == [0.75, 0.5]
-    cell = report.statistics_table(summary).loc["accuracy", "Model A"]
+    cell = tables.statistics_table(summary).loc["accuracy", "Model A"]
     assert cell.startswith("0.625 ± 0.177 [")
 
 
@@ -109,7 +111,7 @@ def test_predictions_on_different_images_do_not_pair():
 
 def test_formatted_rows():
     table = pd.DataFrame({"A": [1.0, 1234567.0], "B": [0.25, 12.0]}, index=["F1", "total parameters"])
-    shown = report.formatted(table, count_rows=("total parameters",))
+    shown = document.formatted(table, count_rows=("total parameters",))
     assert shown.loc["F1"].tolist() == ["1.000", "0.250"]
     assert shown.loc["total parameters"].tolist() == ["1,234,567", "12"]
 
@@ -143,7 +145,7 @@ def test_difference_across_rounds_is_second_minus_first_with_a_paired_interval()
     assert row["difference"] == pytest.approx(0.15) and 0 < row["low"] <= 0.15 <= row["high"]
     assert list(difference.index) == compare.metric_names(rounds["seed-0"]["a"].class_names)
     summary = compare.summary_across_rounds(rounds, seed=0, n_resamples=300)
-    table = report.difference_table(difference)
+    table = tables.difference_table(difference)
     assert list(table.columns) == ["Model B − Model A", "95 % low", "95 % high"]
     assert table.loc["accuracy", "Model B − Model A"] == pytest.approx(0.15)
     words = report.statistics_html(_comparison(rounds, summary), "holdout")

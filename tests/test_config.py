@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.config import ParamsError, load_params, parse_params
-from lib.paths import PROJECT_ROOT, run_paths
+from lib.core.config import ParamsError, load_params, parse_params
+from lib.core.paths import PROJECT_ROOT, run_paths
 
 
 def test_default_params_file_is_the_replication_subset():

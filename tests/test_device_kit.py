@@ -5,10 +5,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from lib import sources
-from lib.config import parse_params
 from test_sources import make_grocery_archive
+
+from lib.core.config import parse_params
+from lib.data import sources
 
 spec = importlib.util.spec_from_file_location("device_kit", Path(__file__).parents[1] / "tools" / "device_kit.py")
 device_kit = importlib.util.module_from_spec(spec)

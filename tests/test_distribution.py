@@ -1,4 +1,4 @@
-"""Training over several devices (`lib.devices.data_parallel`), on two CPU devices: JAX's host platform split
+"""Training over several devices (`lib.core.devices.data_parallel`), on two CPU devices: JAX's host platform split
 in two (``--xla_force_host_platform_device_count``), TensorFlow's CPU as two logical devices.
 
 Each backend runs in its own interpreter, since Keras fixes its backend, and both engines their
@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import NO_AUGMENTATION, write_first_round_split, write_params
 
-from conftest import NO_AUGMENTATION, write_first_round_split, write_params
-from lib.config import load_params
-from lib.paths import PROJECT_ROOT
+from lib.core.config import load_params
+from lib.core.paths import PROJECT_ROOT
 
 TRAIN_TWICE = """
 import json, sys
@@ -24,7 +24,8 @@ if sys.argv[2] == "tensorflow":  # before anything starts TensorFlow's devices
     import tensorflow as tf
     tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                                [tf.config.LogicalDeviceConfiguration()] * 2)
-from lib import devices, experiment, recipes
+from lib.core import devices
+from lib.training import experiment, recipes
 
 report = {}
 for model_name, train in (("cnn", recipes.cnn_by_method), ("mobilenetv2", lambda e: recipes.mobilenet_v2_by_method(e)[0])):
@@ -51,7 +52,7 @@ print("REPORT " + json.dumps(report))
 def test_training_over_two_devices_runs_distributed_and_gives_a_valid_reproducible_model(
     backend, tmp_path, tiny_params, monkeypatch
 ):
-    from lib.models import load_trained_model
+    from lib.training.models import load_trained_model
 
     params = tiny_params | {
         "training": {"batch_size": 8, "precision": "float32"},  # 21 training images: the last batch is short
@@ -90,7 +91,7 @@ def test_training_over_two_devices_runs_distributed_and_gives_a_valid_reproducib
         assert len(history) == seen["history_rows"]
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["runtime"]["replicas"] == 2
-    from lib.inputs import decode_images
+    from lib.data.inputs import decode_images
 
     cnn = round_dir / "cnn"
     predictions = pd.read_csv(cnn / "predictions.csv")

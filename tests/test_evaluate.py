@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import evaluate, train
+from lib.training import evaluate, train
 
 NAMES = ["apple", "juice", "oat"]
 Y_TRUE = np.array([0, 0, 1, 1, 2])

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import deploy, export
-from lib.models import load_trained_model
+from lib.deploy import export
+from lib.deploy import finished_run as deploy
+from lib.training.models import load_trained_model
 
 pytestmark = pytest.mark.slow  # every test here exports or serves a trained model
 

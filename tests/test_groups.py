@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cross_split_pairs
 
-from conftest import cross_split_pairs
-from lib import groups
-from lib.config import parse_params
-from lib.split import SplitError
+from lib.data import groups
+from lib.data.split import SplitError
+from lib.training import features as mobilenet_features
 
 FRACTIONS = (0.70, 0.15, 0.15)
 
@@ -54,7 +54,7 @@ def test_no_group_spans_two_splits_and_classes_stay_stratified():
     shares = pd.crosstab(labels, split, normalize="index")
     assert (shares["test"].between(0.08, 0.25)).all() and (shares["train"] > 0.55).all()
     # a random split of the same data does separate near-duplicates
-    from lib.split import stratified_split
+    from lib.data.split import stratified_split
     assert cross_split_pairs(pairs, stratified_split(labels, FRACTIONS, 42)) > 0
 
 
@@ -69,7 +69,7 @@ def test_an_image_and_its_copy_are_a_feature_pair():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     images[3] = images[0]
-    features = groups.pooled_features(images, weights=None)
+    features = mobilenet_features.pooled_features(images, weights=None)
     assert features.shape == (4, 1280)
     pairs = groups.similar_feature_pairs(features, 0.9999)
     assert (0, 3) in set(zip(pairs["a"], pairs["b"]))
@@ -80,7 +80,7 @@ def test_features_of_uint8_images_are_those_of_the_same_images_as_float32():
 
     images = np.random.default_rng(2).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)  # two batches
     keras.utils.set_random_seed(0)
-    from_uint8 = groups.pooled_features(images, weights=None)
+    from_uint8 = mobilenet_features.pooled_features(images, weights=None)
     keras.utils.set_random_seed(0)
-    from_float = groups.feature_extractor((32, 32), weights=None).predict(images.astype(np.float32), verbose=0)
+    from_float = mobilenet_features.feature_extractor((32, 32), weights=None).predict(images.astype(np.float32), verbose=0)
     np.testing.assert_allclose(from_uint8, from_float, rtol=1e-6, atol=1e-6)

@@ -5,12 +5,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import SHARED_ASSETS, make_class_folders
 from PIL import Image
 
-from conftest import SHARED_ASSETS, make_class_folders
-from lib import audit, groups, plots, sources
-from lib.config import ParamsError, parse_params
-from lib.split import SplitError, check_splittable
+from lib.core.config import ParamsError, parse_params
+from lib.data import audit, groups, sources
+from lib.data.images import load_rgb
+from lib.data.split import SplitError, check_splittable
+from lib.report import plots
+from lib.training import features as mobilenet_features
 
 FRACTIONS = (0.70, 0.15, 0.15)
 DEFAULTS = parse_params({})
@@ -89,8 +92,8 @@ def test_default_thresholds_do_not_swallow_a_class_of_lookalikes(tmp_path, image
     the default grouping keeps every class splittable."""
     folder = make_class_folders(tmp_path / "alike", {"red": 60, "green": 60, "blue": 60}, size=(64, 64))
     images = _inspected(folder)
-    pixels = np.stack([np.asarray(audit.load_rgb(p, (96, 96))) for p in images["path"]])
-    features = groups.pooled_features(pixels, "imagenet")
+    pixels = np.stack([np.asarray(load_rgb(p, (96, 96))) for p in images["path"]])
+    features = mobilenet_features.pooled_features(pixels, "imagenet")
     pairs = pd.concat([audit.exact_duplicate_pairs(images),
                        audit.near_duplicate_pairs(images, DEFAULTS.audit.phash_max_distance),
                        audit.feature_duplicate_pairs(images, features, DEFAULTS.audit.feature_min_similarity)],
@@ -231,12 +234,12 @@ def test_new_params_have_defaults_and_ranges():
 
 def test_streamed_features_are_those_of_the_decoded_images_and_spill_to_disk(tmp_path, image_folder, monkeypatch):
     files = sorted(str(p) for p in image_folder.rglob("*.jpg"))[:7]
-    decoded = np.stack([np.asarray(audit.load_rgb(p, (32, 32))) for p in files])
-    expected = groups.pooled_features(decoded, weights=None)
-    in_memory = groups.streamed_features(files, (32, 32), weights=None, spill_dir=tmp_path / "spill", chunk=3)
+    decoded = np.stack([np.asarray(load_rgb(p, (32, 32))) for p in files])
+    expected = mobilenet_features.pooled_features(decoded, weights=None)
+    in_memory = mobilenet_features.streamed_features(files, (32, 32), weights=None, spill_dir=tmp_path / "spill", chunk=3)
     assert not isinstance(in_memory, np.memmap) and not (tmp_path / "spill").exists()
     np.testing.assert_allclose(in_memory, expected, rtol=1e-4, atol=1e-4)
-    monkeypatch.setattr(groups, "FEATURES_IN_MEMORY_BYTES", 1000)
-    spilled = groups.streamed_features(files, (32, 32), weights=None, spill_dir=tmp_path / "spill", chunk=3)
+    monkeypatch.setattr(mobilenet_features, "FEATURES_IN_MEMORY_BYTES", 1000)
+    spilled = mobilenet_features.streamed_features(files, (32, 32), weights=None, spill_dir=tmp_path / "spill", chunk=3)
     assert isinstance(spilled, np.memmap) and (tmp_path / "spill" / "features.npy").is_file()
     np.testing.assert_allclose(spilled, expected, rtol=1e-4, atol=1e-4)

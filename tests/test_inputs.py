@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import write_params
-from lib import audit, experiment, inputs, sources, split
-from lib.config import AugmentationParams, load_params
-from lib.minority import METHODS
-from lib.paths import run_paths
+from lib.core.config import AugmentationParams, load_params
+from lib.data import inputs, sources
+from lib.training import experiment
+from lib.training.minority import METHODS
 
 
 def _split_data(n=10, size=8, seed=0):
@@ -19,7 +18,7 @@ def _split_data(n=10, size=8, seed=0):
 
 
 def _batches(dataset):
-    """One epoch of a `lib.inputs.Batches`, as (images, one-hot labels)."""
+    """One epoch of a `lib.data.inputs.Batches`, as (images, one-hot labels)."""
     xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in dataset])
     return np.concatenate(xs), np.concatenate(ys)
 

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import minority
-from lib.inputs import Batches
-from lib.minority import METHODS
-from lib.config import parse_params
+from lib.core.config import parse_params
+from lib.data.inputs import Batches
+from lib.training import minority
+from lib.training.minority import METHODS
 
 OVERSAMPLE = METHODS["oversample"]
 
@@ -127,8 +127,8 @@ def test_default_tau_is_fixed_at_one_not_fitted_to_the_validation_images():
 
 
 def test_a_finished_training_is_reused_only_under_the_same_step_key(prepare_experiment, monkeypatch):
-    from lib import experiment as experiments
-    from lib import recipes
+    from lib.training import experiment as experiments
+    from lib.training import recipes
 
     small_cnn = {"conv_filters": [4], "dense_units": 8, "training": {"learning_rate": 1e-3, "epochs": 1, "patience": 1}}
     prepared = prepare_experiment("cnn", cnn=small_cnn, minority={"methods": ["class_weight"]})

@@ -2,11 +2,11 @@ import keras
 import numpy as np
 import pytest
 
-from lib import models
-from lib.assets import MOBILENET_V2_WEIGHTS_NAME
-from lib.config import parse_params
-from lib.devices import Devices
-from lib.sources import keras_cache_dir
+from lib.core.config import parse_params
+from lib.core.devices import Devices
+from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME
+from lib.data.sources import keras_cache_dir
+from lib.training import models
 
 DEFAULTS = parse_params({})
 IMAGENET_WEIGHTS = keras_cache_dir() / "models" / MOBILENET_V2_WEIGHTS_NAME
@@ -88,7 +88,7 @@ def test_models_load_in_safe_mode_even_where_unsafe_loading_was_switched_on(tmp_
     training's included) must stay safe when some code has switched the global default off."""
     from keras.src.backend.common import global_state
 
-    from lib.models import load_trained_model
+    from lib.training.models import load_trained_model
 
     file = tmp_path / "model.keras"
     inputs = keras.Input((4,))

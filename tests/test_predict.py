@@ -1,4 +1,4 @@
-"""./predict.sh (lib.predict): every image format the audit accepts, unreadable files named, exact rows."""
+"""./predict.sh (lib.deploy.predict): every image format the audit accepts, unreadable files named, exact rows."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import deploy, predict
-from lib.audit import inspect_image
-from lib.images import load_rgb
+from lib.data.audit import inspect_image
+from lib.data.images import load_rgb
+from lib.deploy import finished_run as deploy
+from lib.deploy import predict
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def _digest(folder: Path) -> dict:
 
 
 def _expected_rows(run: Path, model_name: str, folder: Path, k: int, float32: bool = False) -> list[list[str]]:
-    """The rows predict must print, computed without lib.predict: the saved model (or its float32 copy, which
+    """The rows predict must print, computed without lib.deploy.predict: the saved model (or its float32 copy, which
     the ONNX export is) on `load_rgb`'s pixels."""
     run_model = deploy.RunModel.open(run, model_name)
     model = deploy.as_float32(run_model.keras_model) if float32 else run_model.keras_model
@@ -138,7 +139,7 @@ def test_csv_and_json_hold_every_file(finished_run, photos, tmp_path, capsys):
 
 
 def test_the_onnx_runtime_prints_the_float32_models_rows(finished_run, photos, capsys):
-    from lib import export
+    from lib.deploy import export
 
     export.export_model(finished_run, "cnn", check_images=4)
     predict.main(["--run", str(finished_run), "--model", "cnn", "--runtime", "onnx", str(photos)])
@@ -148,7 +149,7 @@ def test_the_onnx_runtime_prints_the_float32_models_rows(finished_run, photos, c
 def test_a_stale_onnx_export_is_refused(finished_run, tmp_path, photos, capsys):
     import shutil
 
-    from lib import export
+    from lib.deploy import export
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
@@ -169,7 +170,7 @@ def test_runs_offline_in_a_fresh_process_and_names_a_missing_run(finished_run, p
     workdir.mkdir()
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "empty_keras_home"), "HTTPS_PROXY": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "lib.predict", "--run", str(finished_run), str(photos / "plain.jpg")]
+    command = [sys.executable, "-m", "lib.deploy.predict", "--run", str(finished_run), str(photos / "plain.jpg")]
     done = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert _printed_rows(done.stdout)[1][0] == str(photos / "plain.jpg")

@@ -1,23 +1,25 @@
-"""The linear probe (`lib.probe`): its fit, its features, its files, the warning rule, and its row in the comparison."""
+"""The linear probe (`lib.training.probe`): its fit, its features, its files, the warning rule, and its row in the comparison."""
 
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import NO_AUGMENTATION, write_first_round_split, write_params
 from PIL import Image
-
-from lib import compare, evaluate, probe, report
-from lib.activation_cache import ActivationCache, ReusedInputs
-from lib.config import parse_params
-from lib.experiment import TrainedModel
-from lib.minority import METHODS, Postprocessing
-from lib.models import build_mobilenet_v2
-from lib.paths import PROBE_NAME
-from lib.provenance import set_seed
-
-from conftest import NO_AUGMENTATION, write_first_round_split, write_params
 from test_compare import _comparison, _rounds
+
+from lib.analysis import compare
+from lib.core.config import parse_params
+from lib.core.paths import PROBE_NAME
+from lib.core.provenance import set_seed
+from lib.report import sections as report
+from lib.report import tables
+from lib.training import evaluate, probe
+from lib.training.activation_cache import ActivationCache, ReusedInputs
+from lib.training.experiment import TrainedModel
+from lib.training.minority import METHODS, Postprocessing
+from lib.training.models import build_mobilenet_v2
 
 MOBILENET = {"weights": None, "dense_units": 8}
 
@@ -90,7 +92,7 @@ def test_the_warning_rule_fires_only_when_the_fine_tuned_model_is_below_its_prob
 @pytest.fixture
 def cached_experiment(prepare_experiment):
     """``(experiment, cache)``: a tiny round and the activation cache its MobileNetV2 trains on (random weights,
-    built as `lib.experiment.train_each_method` builds the first model: right after the round's seed is set)."""
+    built as `lib.training.experiment.train_each_method` builds the first model: right after the round's seed is set)."""
     def make(augmentation: bool):
         experiment = prepare_experiment("mobilenetv2", augmentation=augmentation, mobilenet_v2=MOBILENET)
         set_seed(experiment.round.seed)
@@ -185,7 +187,7 @@ def test_the_probe_is_a_third_row_of_the_statistics_and_stays_out_of_the_paired_
     assert list(per_round["model"].unique()) == ["Model A", "Model B", PROBE_NAME]
     assert list(compare.compared_models(per_round)["model"].unique()) == ["Model A", "Model B"]
 
-    table = report.statistics_table(summary)
+    table = tables.statistics_table(summary)
     assert list(table.columns) == ["Model A", "Model B", PROBE_NAME]
     words = report.statistics_html(comparison, "holdout")
     assert "has a row of its own" in words and "takes no part in McNemar's tests" in words
@@ -265,7 +267,7 @@ def test_a_crippled_fine_tuning_below_its_probe_is_named_in_the_notebook_and_the
     fine-tuning get one epoch at a learning rate of 1e-6: its head stays as initialised, so it cannot do what a
     logistic regression on the same features does. The run must say so in 03 and in the report."""
     from lib import run
-    from lib.paths import RunPaths
+    from lib.core.paths import RunPaths
 
     crippled = {"head": {"learning_rate": 1e-6, "epochs": 1, "patience": 1},
                 "fine_tune": {"learning_rate": 1e-6, "epochs": 1, "patience": 1}}
@@ -291,9 +293,9 @@ def test_a_fine_tuning_that_clears_its_probe_gets_no_warning(tmp_path):
     """The same data with a head that trains (ten epochs at 1e-3, no augmentation): the fine-tuned model
     classifies the validation images at least as well as its probe, and the MobileNetV2 notebook says that."""
     from lib import run
-    from lib.config import load_params
-    from lib.paths import run_paths
-    from lib.rounds import evaluation_rounds
+    from lib.core.config import load_params
+    from lib.core.paths import run_paths
+    from lib.data.rounds import evaluation_rounds
 
     healthy = {"head": {"learning_rate": 1e-3, "epochs": 10, "patience": 3},
                "fine_tune": {"learning_rate": 1e-5, "epochs": 1, "patience": 1}}

@@ -1,14 +1,15 @@
 """The report's methods table says how each model was fed, from the run's own params."""
 
-from lib import report
-from lib.config import load_params, parse_params
+from lib.core.config import load_params, parse_params
+from lib.report import document, references, tables
+from lib.report import sections as report
 
 
 def test_methods_table_says_what_the_activation_cache_means():
-    cached = report.methods_table(parse_params({"mobilenet_v2": {"augmented_views": 3}}))
+    cached = tables.methods_table(parse_params({"mobilenet_v2": {"augmented_views": 3}}))
     assert "3 fixed augmented views" in cached.loc["training inputs", "MobileNetV2"]
     assert "view e mod 3" in cached.loc["training inputs", "MobileNetV2"]
-    plain = report.methods_table(parse_params({"mobilenet_v2": {"activation_cache": False}}))
+    plain = tables.methods_table(parse_params({"mobilenet_v2": {"activation_cache": False}}))
     assert "recomputed on every image in every epoch" in plain.loc["training inputs", "MobileNetV2"]
     assert plain.loc["training inputs", "Custom CNN"] == cached.loc["training inputs", "Custom CNN"]
 
@@ -22,10 +23,10 @@ def test_the_overfitting_verdict_follows_the_sign_and_size_of_the_gap():
 
 def test_methods_table_states_the_precision_each_model_trained_in():
     params = parse_params({"training": {"precision": "auto"}})
-    table = report.methods_table(params, {"Custom CNN": "mixed_bfloat16", "MobileNetV2": "float32"})
+    table = tables.methods_table(params, {"Custom CNN": "mixed_bfloat16", "MobileNetV2": "float32"})
     assert table.loc["numeric precision", "Custom CNN"].startswith("mixed bfloat16")
     assert table.loc["numeric precision", "MobileNetV2"] == "float32 (training.precision: auto)"
-    assert "numeric precision" not in report.methods_table(params).index  # nothing recorded: no row
+    assert "numeric precision" not in tables.methods_table(params).index  # nothing recorded: no row
 
 
 def test_the_method_paragraph_names_the_methods_that_were_compared():
@@ -56,7 +57,7 @@ def test_the_method_table_puts_minority_precision_recall_and_f1_in_one_column_va
          "minority_recall": 1.0, "minority_f1": 0.4, "macro_f1": 0.8, "balanced_accuracy": 0.9, "log_loss": 0.2,
          "tau": 0.0, "chosen": m == "oversample", "minority_class": "Oat-Milk"}
         for split in ("test", "val") for m in ("class_weight", "oversample")])
-    table = report.methods_report_table(methods)
+    table = tables.methods_report_table(methods)
     assert table.index.get_level_values("split").tolist() == ["val", "val", "test", "test"]
     assert table["minority P / R / F1"].iloc[0] == "0.25/1.00/0.40"
     assert table.loc[("Custom CNN", "oversample", "val"), "chosen"] == "yes"
@@ -67,9 +68,9 @@ AUDIT = {"images_usable": 31, "classes": {"big": 20, "mid": 10, "one": 1}}
 
 
 def test_counts_are_written_in_the_right_number():
-    assert report.count(1, "round") == "1 round" and report.count(3, "round") == "3 rounds"
-    assert report.count(1, "class", "classes") == "1 class" and report.count(0, "class", "classes") == "0 classes"
-    assert report.count(1830, "image") == "1,830 images"
+    assert document.count(1, "round") == "1 round" and document.count(3, "round") == "3 rounds"
+    assert document.count(1, "class", "classes") == "1 class" and document.count(0, "class", "classes") == "0 classes"
+    assert document.count(1830, "image") == "1,830 images"
 
 
 def test_sentences_about_the_original_study_appear_only_in_the_replication(tmp_path):
@@ -89,18 +90,18 @@ def test_sentences_about_the_original_study_appear_only_in_the_replication(tmp_p
     assert "1,909" not in yours and "replicate" not in yours and "original" not in yours
     assert "the image folder “my photos”" in yours and "31 usable images in 3 classes" in yours
     assert "<i>one</i> (1 image)" in yours and "on one split (near-duplicate grouping switched off)" in yours
-    assert "Klasson" in report.references_html(replication) and "Klasson" not in report.references_html(own)
-    assert "Menon" in report.references_html(replication)
-    assert "Menon" not in report.references_html(parse_params({"minority": {"methods": ["class_weight"]}}))
+    assert "Klasson" in references.references_html(replication) and "Klasson" not in references.references_html(own)
+    assert "Menon" in references.references_html(replication)
+    assert "Menon" not in references.references_html(parse_params({"minority": {"methods": ["class_weight"]}}))
 
 
 def test_class_names_with_control_characters_or_markup_show_as_text_in_prose_and_figures():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from lib import plots
+    from lib.report import plots
 
-    assert report.escape('Oat\tMilk <i>"x"\n') == "Oat\\tMilk &lt;i&gt;&quot;x&quot;\\n"
+    assert document.escape('Oat\tMilk <i>"x"\n') == "Oat\\tMilk &lt;i&gt;&quot;x&quot;\\n"
     counts = pd.Series({"Oat\tMilk": 3, "Yoghurt\nplain": 2, "Milk, 1 L": 1})
     figure = plots.class_counts_bar(counts)
     labels = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
@@ -117,7 +118,7 @@ def test_figures_of_many_classes_fit_a_page_with_every_class_named():
     import numpy as np
     import pandas as pd
 
-    from lib import plots
+    from lib.report import plots
 
     names = [f"class {i}" for i in range(81)]
     f1 = pd.DataFrame({"A": np.linspace(0, 1, 81), "B": np.linspace(1, 0, 81)}, index=pd.Index(names, name="class"))
@@ -134,13 +135,13 @@ def test_figures_of_many_classes_fit_a_page_with_every_class_named():
 
 
 def test_methods_table_names_each_models_protocol_and_its_schedule():
-    original = report.methods_table(parse_params({}))
-    assert original.loc["protocol"].tolist() == [report.PROTOCOL_WORDS["original"]] * 2
+    original = tables.methods_table(parse_params({}))
+    assert original.loc["protocol"].tolist() == [tables.PROTOCOL_WORDS["original"]] * 2
     assert "last 20 base layers" in original.loc["phase 2", "MobileNetV2"]
     assert "cosine" not in original.to_string() and "AdamW" not in original.to_string()
 
-    strong = report.methods_table(parse_params({"cnn": {"protocol": "strong"}, "mobilenet_v2": {"protocol": "strong"}}))
-    assert strong.loc["protocol"].tolist() == [report.PROTOCOL_WORDS["strong"]] * 2
+    strong = tables.methods_table(parse_params({"cnn": {"protocol": "strong"}, "mobilenet_v2": {"protocol": "strong"}}))
+    assert strong.loc["protocol"].tolist() == [tables.PROTOCOL_WORDS["strong"]] * 2
     tuned = strong.loc["phase 2", "MobileNetV2"]
     assert tuned.startswith("whole base unfrozen") and "AdamW lr 0.0001 after a 2-epoch linear warm-up" in tuned
     assert "cosine decay" in tuned and "label smoothing 0.1" in tuned and "≤ 30 epochs, patience 6" in tuned

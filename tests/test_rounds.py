@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cross_split_pairs
 
-from conftest import cross_split_pairs
-from lib import groups, rounds
-from lib.config import ParamsError, parse_params
-from lib.split import SplitError
+from lib.core.config import ParamsError, parse_params
+from lib.data import rounds
+from lib.data.split import SplitError
 
 
 def _grouped_dataset(per_class=(60, 40, 21), group_size=3):

@@ -1,27 +1,32 @@
 """The notebooks executed end to end through papermill, as ./run_all.sh runs them."""
 
-import hashlib
 import json
 import re
-from pathlib import Path
-
 import shutil
+from pathlib import Path
 
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from helpers import (
+    TINY_CLASSES,
+    TINY_TRAINING,
+    copy_of_the_study,
+    make_class_folders,
+    tree_digest,
+    write_params,
+    write_tiny_study_params,
+)
 
-from conftest import make_class_folders, write_params
 from lib import run
-from lib.assets import MOBILENET_V2_WEIGHTS_NAME
-from lib.models import load_trained_model
-from lib.config import load_params
-from lib.minority import Postprocessing
-from lib.paths import NOTEBOOKS_DIR, PROJECT_ROOT, ModelPaths, RunPaths
-from lib.inputs import decode_images
-from lib.split import MANIFEST_COLUMNS
+from lib.core.config import load_params
+from lib.core.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
+from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME
+from lib.data.inputs import decode_images
+from lib.data.split import MANIFEST_COLUMNS
+from lib.training.minority import Postprocessing
+from lib.training.models import load_trained_model
 
 
 def test_source_notebooks_have_a_parameters_cell_and_no_outputs():
@@ -32,18 +37,6 @@ def test_source_notebooks_have_a_parameters_cell_and_no_outputs():
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
 
 
-TINY_TRAINING = {
-    "training": {"batch_size": 8, "precision": "float32"},  # exact comparisons below: the same arithmetic on every CPU
-    "cnn": {"training": {"epochs": 1}},
-    "mobilenet_v2": {"head": {"epochs": 1}, "fine_tune": {"epochs": 1}},
-}
-
-
-# A class name that is also markup: the report must show it as text.
-TRICKY = "<i>gamma & co"
-TINY_CLASSES = {"alpha": 12, "beta": 10, TRICKY: 8}
-
-
 @pytest.mark.slow
 def test_children_memory_peak_measures_what_a_child_process_holds():
     """Measured in a fresh interpreter: this test process may have children of earlier tests (worker pools)."""
@@ -52,7 +45,7 @@ def test_children_memory_peak_measures_what_a_child_process_holds():
 
     measure = """
 import subprocess, sys, time
-from lib.run import ChildrenMemoryPeak
+from lib.pipeline.execute import ChildrenMemoryPeak
 holding = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)"
 already_running = subprocess.Popen([sys.executable, "-c", holding.replace("1.5", "30")])  # not the block's
 time.sleep(1.0)
@@ -65,43 +58,15 @@ print(large.gib, small.gib)
 """
     printed = subprocess.run([sys.executable, "-c", measure], check=True, capture_output=True, text=True).stdout
     large, small = map(float, printed.split())
-    assert 0.28 <= large <= 0.5  # 300 MiB touched, plus the interpreter
-    assert small < 0.1
-
-
-def write_tiny_study_params(root: Path, folder: Path, run_name: str, **sections) -> Path:
-    """The tiny study's params (32 px, `TINY_TRAINING`) for the images in ``folder``, reports under ``root``."""
-    params = {
-        "run_name": run_name,
-        "reports_dir": str(root / "reports"),
-        "data": {"source": "folder", "directory": str(folder), "image_size": [32, 32]},
-        "audit": {"samples_per_class": 3},
-        **TINY_TRAINING,
-        **sections,
-    }
-    return write_params(root / f"{run_name}.yaml", params)
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    """The whole study, every notebook and the report, run once on a tiny generated dataset."""
-    root = tmp_path_factory.mktemp("study")
-    folder = make_class_folders(root / "images", TINY_CLASSES)
-    params_file = write_tiny_study_params(root, folder, "tiny", evaluation={"seeds": [1, 2]})
-    dataset_before = _tree_digest(folder)
-    record = run.run_study(params_file)
-    return params_file, root / "reports" / "tiny", record, (folder, dataset_before)
+    # Bounds that other work on the machine cannot break: what else runs can only add to a reading, and adds
+    # alike to both blocks, so the 300 MiB the first child touches shows as the floor and as the difference.
+    assert large >= 0.28
+    assert large - small >= 0.25
 
 
 def _published(reports: Path) -> dict[str, str]:
     """The digest of what a reader sees under reports/: everything but a failed run's staging folder."""
-    return {k: v for k, v in _tree_digest(reports).items() if not k.startswith(".staging-")}
-
-
-def _tree_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file (and the names of every folder) under ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
-            for p in sorted(folder.rglob("*"))}
+    return {k: v for k, v in tree_digest(reports).items() if not k.startswith(".staging-")}
 
 
 @pytest.mark.slow
@@ -173,7 +138,7 @@ def test_model_artefacts_and_their_columns(tiny_study, model_name):
     if model_name == "mobilenetv2":
         assert metrics["parameters"]["unfrozen_layers"] == 13  # the last 20 layers less 7 BatchNorm
         assert metrics["parameters"]["trainable_phase2"] > metrics["parameters"]["trainable_phase1"]
-        # the linear probe trained beside it (lib.probe): the same test images, in the same format
+        # the linear probe trained beside it (lib.training.probe): the same test images, in the same format
         probe_predictions = pd.read_csv(ModelPaths(folder).probe_predictions)
         assert list(probe_predictions.columns) == list(predictions.columns)
         assert sorted(probe_predictions["relpath"]) == sorted(test_rows["relpath"])
@@ -256,7 +221,7 @@ def test_bad_params_stop_the_run_before_any_notebook(tmp_path, capsys):
 
 
 def test_assets_folder_seeds_the_keras_cache(tmp_path, monkeypatch):
-    from lib import assets
+    from lib.data import assets
 
     home = tmp_path / "keras_home"
     monkeypatch.setenv("KERAS_HOME", str(home))
@@ -348,18 +313,9 @@ def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study,
     assert _published(root.parent) == before
 
 
-def _copy_of_the_study(tiny_study, tmp_path: Path) -> tuple[Path, dict]:
-    """The tiny study's published reports copied to ``tmp_path`` (not a failed run's staging), and its
-    params pointing there: runs on the copy leave the module's study as it is."""
-    params_file, root, _, _ = tiny_study
-    reports = tmp_path / "reports"
-    shutil.copytree(root.parent, reports, ignore=shutil.ignore_patterns(".staging-*"))
-    return reports, yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
-
-
 @pytest.mark.slow
 def test_unchanged_steps_are_reused(tiny_study, tmp_path):
-    reports, values = _copy_of_the_study(tiny_study, tmp_path)
+    reports, values = copy_of_the_study(tiny_study, tmp_path)
     record = run.run_study(write_params(tmp_path / "same.yaml", values))
     assert [entry["reused"] for entry in record.values()][:-1] == [True] * 6 + [False]  # report: always
     assert all(entry["peak_rss_gib"] > 0.05 for entry in record.values() if entry["reused"])  # kept from before
@@ -370,7 +326,7 @@ def test_unchanged_steps_are_reused(tiny_study, tmp_path):
 @pytest.mark.slow
 def test_a_mobilenet_v2_change_reruns_mobilenet_v2_the_comparison_and_the_report_only(tiny_study, tmp_path,
                                                                                      monkeypatch):
-    reports, values = _copy_of_the_study(tiny_study, tmp_path)
+    reports, values = copy_of_the_study(tiny_study, tmp_path)
     values["mobilenet_v2"]["dropout"] = 0.3
     real_execute, executed = run.execute_step, []
     monkeypatch.setattr(run, "execute_step", lambda planned, *args: executed.append(planned.label) or real_execute(planned, *args))
@@ -398,7 +354,7 @@ def test_model_folders_hold_only_files_that_a_step_or_a_user_reads(tiny_study):
 def test_an_interrupted_run_changes_nothing_and_the_next_one_resumes_rerunning_only_changed_steps(
     tiny_study, tmp_path, monkeypatch, capsys
 ):
-    reports, values = _copy_of_the_study(tiny_study, tmp_path)
+    reports, values = copy_of_the_study(tiny_study, tmp_path)
     values["cnn"]["training"]["epochs"] = 2
     more_cnn_epochs = write_params(tmp_path / "more_cnn_epochs.yaml", values)
     before = _published(reports)
@@ -434,22 +390,12 @@ def test_an_interrupted_run_changes_nothing_and_the_next_one_resumes_rerunning_o
 @pytest.mark.slow
 def test_the_dataset_folder_is_never_written(tiny_study):
     *_, (folder, before) = tiny_study
-    assert _tree_digest(folder) == before
-
-
-def test_each_step_depends_only_on_the_lib_modules_it_imports():
-    deps = {step.notebook: {p.name for p in run.lib_dependencies(NOTEBOOKS_DIR / step.notebook)} for step in run.STEPS}
-    assert {"models.py", "train.py", "experiment.py"} <= deps["02_cnn.ipynb"]
-    assert "report.py" not in deps["02_cnn.ipynb"] | deps["03_mobilenetv2.ipynb"] | deps["04_comparison.ipynb"]
-    assert {"report.py", "report.css", "compare.py"} <= deps["05_report.ipynb"]
-    assert "train.py" not in deps["01_data_audit.ipynb"]
-    assert {"rounds.py", "groups.py", "models.py"} <= deps["01_data_audit.ipynb"]  # near-duplicate features
-    assert "run.py" not in set().union(*deps.values())
+    assert tree_digest(folder) == before
 
 
 def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny_params_file, monkeypatch):
     """The runner's reuse decisions alone: every notebook execution and the rendering are stand-ins here."""
-    from lib import report
+    from lib.report import render as report_render
 
     executed = []
 
@@ -464,7 +410,7 @@ def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny
         return 1
 
     monkeypatch.setattr(run, "execute_step", stand_in)
-    monkeypatch.setattr(report, "render", render)
+    monkeypatch.setattr(report_render, "render", render)
     labels = [planned.label for planned in run.planned_steps(load_params(tiny_params_file))]
     run.run_study(tiny_params_file)
     assert executed == labels
@@ -481,7 +427,7 @@ def test_the_study_runs_on_jax_names_it_in_the_report_and_a_rerun_gives_identica
     """``training.backend: jax`` in a process whose own Keras runs TensorFlow: every kernel gets JAX."""
     import keras
 
-    from lib.devices import visible_devices
+    from lib.core.devices import visible_devices
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     folder = make_class_folders(tmp_path / "images", TINY_CLASSES)
@@ -522,7 +468,7 @@ def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlie
     is left out, with a note, rather than failing the run or keeping an earlier run's PDF beside it."""
     import sys
 
-    from lib import report
+    from lib.report import render as report
 
     def stand_in(planned, params_file, run_paths, key=None, backend=None):
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
@@ -544,24 +490,3 @@ def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlie
     assert not final.report_pdf.exists() and not published.exists(), "an earlier run's PDF must not stay"
     assert json.loads(final.report_info.read_text())["pdf_pages"] is None
     assert "no PDF this time, the HTML report is complete" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_the_protocol_benchmark_summarises_a_finished_run(tiny_study):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("protocols", PROJECT_ROOT / "benchmarks" / "protocols.py")
-    protocols = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(protocols)
-    params_file, root, record, _ = tiny_study
-    table = protocols.summarise_run(params_file).set_index("model")
-    summary = pd.read_csv(RunPaths(root).comparison_table("summary")).set_index(["model", "metric"])
-    for name in ("Custom CNN", "MobileNetV2"):
-        row = table.loc[name]
-        assert row["protocol"] == "original" and row["rounds"] == 2
-        mean, low, high = summary.loc[(name, "accuracy"), ["mean", "low", "high"]]
-        assert row["accuracy"] == f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
-        assert row["device"].startswith("TensorFlow ") and row["device"].endswith(", float32")
-        seconds = [e["seconds"] for label, e in record.items() if label.endswith("02_cnn.ipynb" if name == "Custom CNN"
-                                                                                  else "03_mobilenetv2.ipynb")]
-        assert row["seconds per round"] == round(sum(seconds) / 2)

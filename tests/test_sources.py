@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import GROCERY_ARCHIVE, make_class_folders, random_image
 
-from conftest import GROCERY_ARCHIVE, make_class_folders, random_image
-from lib import sources
-from lib.config import load_params
-from lib.sources import DatasetUnavailableError
+from lib.core.config import load_params
+from lib.data import sources
+from lib.data.sources import DatasetUnavailableError
 
 # --------------------------------------------------------------------------------------
 # Class folders
@@ -236,7 +236,7 @@ def test_select_classes_samples_reproducibly(image_folder):
 @pytest.mark.slow
 @pytest.mark.skipif(not GROCERY_ARCHIVE.is_file(), reason=f"{GROCERY_ARCHIVE} is not on this machine")
 def test_real_grocery_store_default_subset(keras_home, monkeypatch):
-    from lib.split import stratified_split
+    from lib.data.split import stratified_split
 
     monkeypatch.setenv(sources.GROCERY_STORE_ARCHIVE_ENV, str(GROCERY_ARCHIVE))
     params = load_params("params/default.yaml")

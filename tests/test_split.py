@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import provenance, split
-from lib import rounds
-from lib.config import parse_params
+from lib.core import provenance
+from lib.core.config import parse_params
+from lib.data import rounds, split
 
 FRACTIONS = (0.70, 0.15, 0.15)
 

@@ -3,7 +3,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from lib import stats
+from lib.analysis import stats
 
 
 def test_mcnemar_on_known_counts():

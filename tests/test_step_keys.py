@@ -1,4 +1,4 @@
-"""Which steps a change re-runs: `lib.run.step_key` compared for pairs of runs.
+"""Which steps a change re-runs: `lib.pipeline.keys.step_key` compared for pairs of runs.
 
 A step's key covers its notebook and code, the params it uses, its round, and the artefacts it
 reads; here each round's split manifest is written as the audit writes it (`write_round_splits`),
@@ -7,14 +7,17 @@ outputs re-runs the comparison through those outputs (the end-to-end tests in te
 that); these tests show which steps a change reaches directly.
 """
 
+import shutil
+
 import numpy as np
 import pytest
+from helpers import make_class_folders, write_params
 from PIL import Image
 
-from conftest import make_class_folders, write_params
-from lib import audit, rounds, run, sources, split
-from lib.config import load_params
-from lib.paths import run_paths
+from lib.core.config import load_params
+from lib.core.paths import NOTEBOOKS_DIR, run_paths
+from lib.data import audit, rounds, sources, split
+from lib.pipeline import keys, steps
 
 BASE = {"run_name": "keys", "evaluation": {"seeds": [1, 2]}, "audit": {"samples_per_class": 3},
         "data": {"source": "folder", "image_size": [32, 32]}}
@@ -33,17 +36,17 @@ def step_keys(tmp_path):
     sharing one dataset folder and one reports folder."""
     folder = make_class_folders(tmp_path / "images", {"alpha": 12, "beta": 10, "gamma": 8})
 
-    def keys(backend: str = "tensorflow", **changes) -> dict[str, str]:
-        """``backend``: what `lib.backends.resolve_backend` made of ``training.backend``."""
+    def keys_for(backend: str = "tensorflow", **changes) -> dict[str, str]:
+        """``backend``: what `lib.core.backends.resolve_backend` made of ``training.backend``."""
         values = {**BASE, **changes, "reports_dir": str(tmp_path / "reports")}
         values["data"] = {**BASE["data"], "directory": str(folder), **changes.get("data", {})}
         params = load_params(write_params(tmp_path / "params.yaml", values))
         write_round_splits(params)
-        paths, listing = run_paths(params), run.data_source_listing(params)
-        return {p.label: run.step_key(p, params, paths, listing, backend) for p in run.planned_steps(params)}
+        paths, listing = run_paths(params), keys.data_source_listing(params)
+        return {p.label: keys.step_key(p, params, paths, listing, backend) for p in steps.planned_steps(params)}
 
-    keys.folder = folder
-    return keys
+    keys_for.folder = folder
+    return keys_for
 
 
 def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
@@ -105,3 +108,73 @@ def test_how_batches_are_prepared_or_logged_retrains_nothing(step_keys):
     assert changed(step_keys(), step_keys(training={"data_workers": 0, "verbose": 0})) == {"05_report.ipynb"}
     assert {"rounds/seed-1/02_cnn.ipynb", "rounds/seed-1/03_mobilenetv2.ipynb"} <= changed(
         step_keys(), step_keys(training={"batch_size": 16}))
+
+
+def dependencies(notebook: str) -> set[str]:
+    """The lib files a notebook depends on, as paths below lib/ ("training/models.py")."""
+    return {str(p.relative_to(keys.LIB_DIR)) for p in keys.lib_dependencies(NOTEBOOKS_DIR / notebook)}
+
+
+def test_each_step_depends_only_on_the_lib_modules_it_imports():
+    deps = {step.notebook: dependencies(step.notebook) for step in steps.STEPS}
+    assert {"training/models.py", "training/train.py", "training/experiment.py"} <= deps["02_cnn.ipynb"]
+    assert not any(f.startswith("report/sections") for f in deps["02_cnn.ipynb"] | deps["03_mobilenetv2.ipynb"]
+                   | deps["04_comparison.ipynb"])
+    assert "report/sections.py" in deps["05_report.ipynb"]
+    # the page style is read by the rendering, which the runner redoes on every run: no notebook's input
+    assert "report/report.css" not in set().union(*deps.values())
+    assert "training/train.py" not in deps["01_data_audit.ipynb"]
+    # near-duplicate features: the audit reaches MobileNetV2 through lib.training.features
+    assert {"data/rounds.py", "data/groups.py", "training/features.py", "training/models.py"} <= deps["01_data_audit.ipynb"]
+    assert not {"run.py", "pipeline/keys.py"} & set().union(*deps.values())
+
+
+@pytest.fixture
+def lib_copy(tmp_path, monkeypatch):
+    """A copy of lib/ that the step keys read instead of the real one, to be edited by a test."""
+    copy = tmp_path / "project" / "lib"
+    shutil.copytree(keys.LIB_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(keys, "LIB_DIR", copy)
+    return copy
+
+
+def test_a_change_in_a_nested_module_reruns_exactly_the_steps_that_import_it(step_keys, lib_copy):
+    """The key follows imports into sub-packages at any depth: the probe (lib/training/probe.py) is imported
+    by the MobileNetV2 notebook and, through the comparison, by the comparison and report notebooks."""
+    before = step_keys()
+    probe = lib_copy / "training" / "probe.py"
+    probe.write_text(probe.read_text() + "\nPROBE_EDITED = True\n")
+    assert changed(before, step_keys()) == {"rounds/seed-1/03_mobilenetv2.ipynb", "rounds/seed-2/03_mobilenetv2.ipynb",
+                                            "04_comparison.ipynb", "05_report.ipynb"}
+
+
+def test_a_report_only_change_reruns_only_the_report(step_keys, lib_copy):
+    before = step_keys()
+    (lib_copy / "report" / "report.css").write_text("main { margin: 0 }\n")
+    assert changed(before, step_keys()) == set()
+    sections = lib_copy / "report" / "sections.py"
+    sections.write_text(sections.read_text() + "\n# edited\n")
+    assert changed(before, step_keys()) == {"05_report.ipynb"}
+
+
+def test_a_core_change_reruns_every_step(step_keys, lib_copy):
+    before = step_keys()
+    paths = lib_copy / "core" / "paths.py"
+    paths.write_text(paths.read_text() + "\n# edited\n")
+    assert changed(before, step_keys()) == set(before)
+
+
+def test_a_package_map_is_no_input_but_package_code_is(step_keys, lib_copy):
+    """A package's __init__.py runs whenever one of its modules is imported: it counts when it holds code;
+    its docstring (the package's map) alone does not retrain anything."""
+    before = step_keys()
+    init = lib_copy / "training" / "__init__.py"
+    init.write_text('"""An edited map."""\n')
+    assert changed(before, step_keys()) == set()
+    init.write_text('"""An edited map."""\n\nDEFAULT_EPOCHS = 3\n')
+    assert changed(before, step_keys()) == set(before)  # every notebook reaches lib.training (the audit: its features)
+
+
+def test_relative_imports_resolve_against_their_package():
+    found = keys._imported_modules("from . import minority\nfrom ..data.inputs import Batches\n", "lib.training")
+    assert {"lib.training.minority", "lib.data.inputs", "lib.data.inputs.Batches"} <= found

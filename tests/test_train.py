@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from lib.config import PhaseParams
-from lib.inputs import Batches
-from lib.train import fit_phase, learning_rate_schedule, optimizer
+from lib.core.config import PhaseParams
+from lib.data.inputs import Batches
+from lib.training.train import fit_phase, learning_rate_schedule, optimizer
 
 
 def rates(schedule, steps):
@@ -60,7 +60,7 @@ def test_weight_decay_makes_the_optimiser_adamw_and_label_smoothing_reaches_the_
 
 @pytest.mark.slow
 def test_the_strong_protocol_fine_tunes_the_whole_base_and_keeps_its_batchnorm_statistics(prepare_experiment):
-    from lib import recipes
+    from lib.training import recipes
 
     two_epochs = {"epochs": 2, "warmup_epochs": 1, "patience": 2}
     experiment = prepare_experiment("mobilenetv2", minority={"methods": ["class_weight"]}, training={

@@ -1,4 +1,4 @@
-"""Drive the web app (lib/app.py) in headless Chromium: upload photos, read the answers, take a screenshot.
+"""Drive the web app (lib/deploy/app.py) in headless Chromium: upload photos, read the answers, take a screenshot.
 
     .venv/bin/python tools/app_browser.py --run reports/default --screenshot docs/app.png PHOTO [PHOTO...]
 
@@ -46,11 +46,11 @@ def _healthy(url: str) -> bool:
 
 @contextmanager
 def serving(run: Path, port: int | None = None, timeout: float = 180, log: Path | None = None):
-    """The app serving ``run`` on 127.0.0.1 (``python -m lib.app``, as ./app.sh starts it); yields its URL."""
+    """The app serving ``run`` on 127.0.0.1 (``python -m lib.deploy.app``, as ./app.sh starts it); yields its URL."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log or os.devnull, "w") as output:
-        server = subprocess.Popen([sys.executable, "-m", "lib.app", "--run", str(run), "--port", str(port)],
+        server = subprocess.Popen([sys.executable, "-m", "lib.deploy.app", "--run", str(run), "--port", str(port)],
                                   cwd=PROJECT, stdout=output, stderr=subprocess.STDOUT,
                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:

@@ -8,7 +8,7 @@
 
     .device/keras/      a Keras cache (``$KERAS_HOME``): the ImageNet MobileNetV2 weights, and a reduced
                         extraction of the Grocery Store dataset: its label files as published (so that
-                        `lib.sources` selects and samples exactly as from the whole dataset) and only
+                        `lib.data.sources` selects and samples exactly as from the whole dataset) and only
                         the images the params select, byte for byte (the manifest's sha256 are the same)
     .device/wheels/     wheels (CPython 3.12, manylinux x86-64) of every package the study imports that
                         the GPU machine lacks, with what they need, at requirements.lock's versions
@@ -38,9 +38,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from packaging.requirements import Requirement  # noqa: E402
 
-from lib import sources  # noqa: E402
-from lib.assets import MOBILENET_V2_WEIGHTS_NAME, _expected_checksums, sha256_of  # noqa: E402
-from lib.config import load_params  # noqa: E402
+from lib.core.config import load_params  # noqa: E402
+from lib.data import sources  # noqa: E402
+from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME, _expected_checksums, sha256_of  # noqa: E402
 
 KIT = PROJECT_ROOT / ".device"
 PYTHON_VERSION = "3.12"  # the GPU machine's (3.12.3)
@@ -98,7 +98,7 @@ def canonical(name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# The sources, checked against SHA256SUMS, and the reduced dataset, in the layout lib.sources reads
+# The sources, checked against SHA256SUMS, and the reduced dataset, in the layout lib.data.sources reads
 # --------------------------------------------------------------------------------------
 
 
@@ -119,7 +119,7 @@ def checked_asset(assets_dir: Path, name: str) -> Path:
 def reduced_grocery_store(archive: Path, data_params, keras_dir: Path) -> list[str]:
     """Extract the label files and the images ``data_params`` selects into a Keras cache; return their paths.
 
-    The extraction is marked verified (as `lib.sources.extract_grocery_store` marks a full one) once its
+    The extraction is marked verified (as `lib.data.sources.extract_grocery_store` marks a full one) once its
     label files match the dataset's commit; the images come out of the archive with their CRCs checked.
     """
     if data_params.source != "grocery_store":

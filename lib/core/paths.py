@@ -1,0 +1,182 @@
+"""Where every artefact of a run lives, computed in one place and never typed twice.
+
+    reports/<run_name>/
+        data/images.csv         every file the audit looked at: checks, hashes, near-duplicate group
+        data/excluded.csv       files left out, each with the reason
+        data/audit.json         the audit's summary numbers
+        params.json             the run's parameters
+        comparison/             every table and test result of the comparison (04), which the report (05) reads
+        interim/                caches that only save time (decoded pixels); safe to delete
+        notebooks/*.ipynb       executed copies of the run-wide notebooks (audit, comparison, report)
+        rounds/<round>/         one evaluation round (`RoundPaths`, see `lib.data.rounds`):
+            split.csv           its split, which every later step of the round reads
+            notebooks/*.ipynb   executed copies of the model notebooks
+            <model>/            one folder per model (`ModelPaths`), written by its notebook
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# The model folders of a round (`RoundPaths.model`), in the order the study compares them, and the
+# names a reader sees.
+MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
+# The sanity floor of transfer learning (`lib.training.probe`): a linear probe on MobileNetV2's frozen features, written
+# by the MobileNetV2 step into its model folder (`ModelPaths.probe_predictions`, `probe_metrics`); the
+# comparison shows it as a third row, outside the paired tests of the two models.
+PROBE_MODEL = "mobilenetv2"
+PROBE_NAME = "Linear probe (frozen MobileNetV2)"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The artefact layout of one run, rooted at ``reports/<run_name>``."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def image_table(self) -> Path:
+        return self.data_dir / "images.csv"
+
+    @property
+    def excluded(self) -> Path:
+        return self.data_dir / "excluded.csv"
+
+    @property
+    def warnings(self) -> Path:  # label conflicts and extreme images, kept or left out
+        return self.data_dir / "warnings.csv"
+
+    @property
+    def cross_class_pairs(self) -> Path:  # near-duplicates under different labels, for review
+        return self.data_dir / "cross_class_pairs.csv"
+
+    @property
+    def audit_summary(self) -> Path:
+        return self.data_dir / "audit.json"
+
+    @property
+    def interim_dir(self) -> Path:
+        return self.root / "interim"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def params_used(self) -> Path:  # the run's parameters (run-wide: no step's input; for the benchmark)
+        return self.root / "params.json"
+
+    @property
+    def steps(self) -> Path:  # per step: wall time, input key, reused or not
+        return self.root / "steps.json"
+
+    @property
+    def comparison_dir(self) -> Path:  # every table and test result of the comparison, which the report reads
+        return self.root / "comparison"
+
+    def comparison_table(self, name: str) -> Path:
+        return self.comparison_dir / f"{name}.csv"
+
+    @property
+    def comparison_verdict(self) -> Path:  # the significance rule applied (JSON)
+        return self.comparison_dir / "verdict.json"
+
+    @property
+    def grad_cam_maps(self) -> Path:  # both models' Grad-CAM maps of the images the report explains
+        return self.comparison_dir / "grad_cam.npz"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def report_pdf(self) -> Path:
+        return self.root / "report.pdf"
+
+    @property
+    def report_info(self) -> Path:  # page count and sizes of the rendered report
+        return self.root / "report.json"
+
+    @property
+    def rounds_dir(self) -> Path:
+        return self.root / "rounds"
+
+    def round(self, name: str) -> RoundPaths:
+        return RoundPaths(self.rounds_dir / name)
+
+
+@dataclass(frozen=True)
+class RoundPaths:
+    """One evaluation round's split and the models trained on it."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def split_manifest(self) -> Path:
+        return self.root / "split.csv"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    def model(self, model_name: str) -> ModelPaths:
+        return ModelPaths(self.root / model_name)
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """What a model notebook writes; later steps read only these files."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:  # the trained model (best epoch), Keras format
+        return self.root / "model.keras"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def methods(self) -> Path:  # the minority-class methods compared on validation (first round)
+        return self.root / "methods.csv"
+
+    @property
+    def probe_predictions(self) -> Path:  # the linear probe's test predictions (`lib.training.probe`), as predictions.csv
+        return self.root / "probe_predictions.csv"
+
+    @property
+    def probe_metrics(self) -> Path:  # its test metrics, and the fine-tuned model against it on validation
+        return self.root / "probe_metrics.json"
+
+    def method_dir(self, method: str) -> Path:  # a finished training of one minority-class method
+        return self.root / "methods" / method
+
+
+def run_paths(params, run_dir: str | Path | None = None) -> RunPaths:
+    """The layout for a validated `lib.core.config.Params`: in ``run_dir`` when given, else ``reports/<run_name>``.
+
+    ``./run_all.sh`` passes a staging folder as ``run_dir`` and moves it into place only
+    when every step has succeeded; a notebook opened in Jupyter leaves it None.
+    """
+    return RunPaths(Path(run_dir) if run_dir else params.reports_dir / params.run_name)

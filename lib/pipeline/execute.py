@@ -1,0 +1,111 @@
+"""One step executed: its notebook run by papermill in its own kernel, its memory peak sampled."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psutil
+
+from lib.core.backends import environment_variables, kernel_environment, resolve_backend
+from lib.core.config import load_params
+from lib.core.paths import NOTEBOOKS_DIR, RunPaths
+from lib.pipeline.steps import PlannedStep
+
+IOPUB_TIMEOUT_SECONDS = 120
+
+
+class StepFailed(RuntimeError):
+    """A notebook failed; the message names it and its failing cell."""
+
+
+class StepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a notebook; the message names it."""
+
+
+class ChildrenMemoryPeak:
+    """The largest resident memory of this process's children together (a step's notebook
+    kernel and anything it starts) while the ``with`` block runs, sampled every ``interval`` s.
+    Children that were already running when the block began (a worker pool, say) are not the
+    block's, and are left out.
+
+    What a step asks of the machine's memory; ``steps.json`` records it per step as
+    ``peak_rss_gib``. Sampling can miss a spike shorter than ``interval``.
+    """
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak_bytes = interval, 0
+        self._earlier: set[int] = set()
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _resident_bytes(self) -> int:
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            if child.pid in self._earlier:
+                continue
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # it ended between the listing and the reading
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, self._resident_bytes())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> ChildrenMemoryPeak:
+        self._earlier = {child.pid for child in psutil.Process().children(recursive=True)}
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._sampler.join()
+
+    @property
+    def gib(self) -> float:
+        return round(self.peak_bytes / 2**30, 2)
+
+
+def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None,
+                 backend: str | None = None) -> Path:
+    """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy.
+
+    A per-round step also gets its input ``key``, under which it keeps each finished training.
+    Its kernel runs Keras on ``backend`` (None: resolved from the params), deterministically when
+    ``training.deterministic`` (`lib.core.backends.kernel_environment`).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    params = load_params(params_file)
+    backend = backend or resolve_backend(params.training.backend)
+    kernel_variables = kernel_environment(backend, params.training.deterministic)
+    step = planned.step
+    executed = planned.executed_copy(run)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    parameters = {"params_file": str(params_file), "run_dir": str(run.root)}
+    if planned.round is not None:
+        parameters |= {"round_name": planned.round.name, "step_key": key}
+    try:
+        with environment_variables(kernel_variables):  # the kernel inherits them
+            papermill.execute_notebook(
+                NOTEBOOKS_DIR / step.notebook,
+                executed,
+                parameters=parameters,
+                cwd=str(NOTEBOOKS_DIR),
+                progress_bar=True,
+                # papermill fails a cell whose output the kernel has not sent 4 s after it finished; on a loaded
+                # machine (a nice'd benchmark beside other work) that wait is longer, and the results are fine.
+                iopub_timeout=IOPUB_TIMEOUT_SECONDS,
+            )
+    except PapermillExecutionError as error:
+        raise StepFailed(
+            f"{planned.label} failed in cell {error.cell_index} (execution count {error.exec_count}): "
+            f"{error.ename}: {error.evalue}\n"
+            f"The executed copy, with the full traceback, is {executed}"
+        ) from None
+    return executed

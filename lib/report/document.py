@@ -1,0 +1,79 @@
+"""The report's building blocks: escaped data, numbered figures and tables, numbers in words."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from lib.report.plots import visible
+
+
+def escape(text) -> str:
+    """Data (a class or file name) as HTML text: markup escaped, control characters shown as escapes."""
+    return html.escape(visible(text))
+
+
+# --------------------------------------------------------------------------------------
+# Numbered figures and tables
+# --------------------------------------------------------------------------------------
+
+
+class Document:
+    """Hands out figure and table numbers, and turns figures and tables into captioned HTML."""
+
+    def __init__(self) -> None:
+        self.figures = 0
+        self.tables = 0
+
+    def figure(self, fig: plt.Figure, caption: str, width: str = "100%") -> str:
+        """The figure as an embedded PNG with "Figure N." and its caption (the figure is closed)."""
+        self.figures += 1
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+        plt.close(fig)
+        data = base64.b64encode(buffer.getvalue()).decode()
+        return (
+            f'<figure><img src="data:image/png;base64,{data}" style="width:{width}" alt="Figure {self.figures}"/>'
+            f"<figcaption><b>Figure {self.figures}.</b> {caption}</figcaption></figure>"
+        )
+
+    def table(self, table: pd.DataFrame, caption: str, float_format: str = "{:.3f}", index: bool = True) -> str:
+        """The table with "Table N." and its caption above it; cell values are escaped."""
+        self.tables += 1
+        body = table.to_html(
+            escape=True, index=index, border=0, float_format=float_format.format, classes="data", na_rep="–"
+        )
+        return f'<div class="table"><p class="caption"><b>Table {self.tables}.</b> {caption}</p>{body}</div>'
+
+
+def formatted(table: pd.DataFrame, count_rows=(), decimals: int = 3) -> pd.DataFrame:
+    """Each row as text: the ``count_rows`` with thousands separators, the others with ``decimals``."""
+    def row_format(row: pd.Series) -> pd.Series:
+        pattern = "{:,.0f}" if row.name in count_rows else f"{{:.{decimals}f}}"
+        return pd.to_numeric(row).map(pattern.format)
+
+    return table.apply(row_format, axis=1)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in the right number: '1 round', '3 rounds', '2 classes' (``plural`` when not noun + 's')."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def compare_words(a: float, b: float, higher: str = "higher", lower: str = "lower", same: str = "the same") -> str:
+    """'higher', 'lower' or 'the same' for a against b (at the precision the report prints)."""
+    if round(a, 3) == round(b, 3):
+        return same
+    return higher if a > b else lower
+
+
+def key_value_table(values: dict, key: str, value: str) -> pd.DataFrame:
+    return pd.DataFrame({value: [str(v) for v in values.values()]}, index=pd.Index(list(values), name=key))

@@ -1,0 +1,298 @@
+"""The plumbing both training recipes (`lib.training.recipes`) share: before, around and after training.
+
+`prepare` reads one evaluation round's split, decodes it, and builds the validation stream;
+`train_each_method` trains one model per minority-class method the round trains (reusing
+what an interrupted run finished); `validate` and `choose_method` compare the methods on the
+validation split; `evaluate_and_save` scores the chosen model on the test split and writes
+the model's artefacts (model, history, predictions, metrics, params), which are all that
+later steps read.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import pandas as pd
+
+from lib.core.backends import check_active_backend
+from lib.core.config import Params, load_params
+from lib.core.devices import Devices, data_parallel, visible_devices
+from lib.core.paths import ModelPaths, RoundPaths, RunPaths, run_paths
+from lib.core.provenance import set_seed
+from lib.data.inputs import (
+    StudyData,
+    build_augmentation,
+    data_workers,
+    evaluation_stream,
+    load_study_data,
+    training_stream,
+)
+from lib.data.rounds import Round, Rounds, evaluation_rounds
+from lib.data.sources import SPLITS
+from lib.data.split import read_split, split_table
+from lib.training import evaluate, minority
+from lib.training.models import load_trained_model, set_precision
+from lib.training.train import training_summary
+
+PARAMS_SECTIONS = {"cnn": "cnn", "mobilenetv2": "mobilenet_v2"}  # each model's section of the params
+
+
+@dataclass
+class Experiment:
+    """One model in one evaluation round: the run's params, the rounds, this round (whose seed seeds
+    everything random here), the decoded data and the validation stream."""
+
+    params: Params
+    paths: RunPaths
+    rounds: Rounds
+    round: Round
+    model_name: str
+    data: StudyData
+    val_ds: object
+    step_key: str | None = None  # set by ./run_all.sh: finished trainings with this key are reused
+    devices: Devices = field(default_factory=visible_devices)  # what Keras' backend trains on
+
+    @property
+    def round_paths(self) -> RoundPaths:
+        return self.paths.round(self.round.name)
+
+    @property
+    def model_paths(self) -> ModelPaths:
+        return self.round_paths.model(self.model_name)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.data.class_names)
+
+    @property
+    def is_first_round(self) -> bool:
+        return self.round == self.rounds.first
+
+    def describe(self) -> str:
+        """The run, the round and its seed, classes, split sizes and input size; the training protocol."""
+        data, size = self.data, self.params.data.image_size
+        section = PARAMS_SECTIONS[self.model_name]
+        return (f"run '{self.params.run_name}', round {self.round.name} (seed {self.round.seed}): "
+                f"{self.n_classes} classes, {len(data.train)} / {len(data.val)} / {len(data.test)} "
+                f"train / val / test images at {size[0]} x {size[1]} px\n"
+                f"training protocol: {getattr(self.params, section).protocol} ({section}.protocol)")
+
+    def artefacts(self) -> pd.Series:
+        """The files this model's notebook wrote, with their sizes in MB."""
+        files = sorted(p for p in self.model_paths.root.iterdir() if p.is_file())
+        return pd.Series({p.name: round(p.stat().st_size / 1e6, 2) for p in files}, name="MB")
+
+    def augmenter(self):
+        return build_augmentation(self.params.augmentation, self.round.seed)
+
+    @property
+    def data_workers(self) -> int:
+        """The worker threads that prepare batches (``training.data_workers``)."""
+        return data_workers(self.params.training.data_workers)
+
+    def training_stream(self, method: minority.MinorityMethod):
+        """The augmented training batches, each epoch ordered as ``method`` asks (oversampled or shuffled)."""
+        return training_stream(self.data.train, self.n_classes, self.params.training.batch_size, method,
+                               self.round.seed, self.augmenter(), self.data_workers)
+
+    def class_weight(self, method: minority.MinorityMethod) -> dict[int, float] | None:
+        """Keras' ``class_weight`` under ``method``: 'balanced' weights if it weights the loss, else None."""
+        return method.class_weight(self.data.train.labels, self.n_classes)
+
+    def class_weight_table(self) -> pd.Series:
+        """The loss weight of each class under the class-weight method."""
+        weights = self.class_weight(minority.METHODS["class_weight"])
+        return pd.Series(list(weights.values()), index=pd.Index(self.data.class_names, name="class"),
+                         name="loss weight")
+
+    def methods_to_train(self) -> list[str]:
+        """Every minority-class method in the first round; afterwards the one the first round chose."""
+        methods = list(self.params.minority.methods)
+        if self.is_first_round or len(methods) == 1:
+            return methods
+        first = self.paths.round(self.rounds.first.name).model(self.model_name)
+        if not first.methods.is_file():
+            raise FileNotFoundError(f"{first.methods} is missing: run the first round of {self.model_name} first")
+        table = pd.read_csv(first.methods)
+        return [str(table.loc[table["chosen"], "method"].iloc[0])]
+
+
+def prepare(params_file: str, model_name: str, run_dir: str | None = None, round_name: str | None = None,
+            step_key: str | None = None) -> Experiment:
+    """Seed everything with the round's seed, read and decode its split, and build the validation stream.
+
+    ``round_name`` None is the first round (what a notebook opened in Jupyter runs).
+    ``step_key``: the runner's key of this step's inputs (`lib.pipeline.keys.step_key`); each method's
+    training is saved under it, so that a run interrupted part-way through a step reuses the
+    methods it had finished (None: always train).
+    """
+    params = load_params(params_file)
+    check_active_backend(params.training.backend, f"{params_file}: training.backend")
+    rounds = evaluation_rounds(params.evaluation)
+    round_ = rounds.named(round_name)
+    devices = visible_devices()
+    set_seed(round_.seed, deterministic=params.training.deterministic)
+    set_precision(params.training.precision, devices)
+    paths = run_paths(params, run_dir)
+    split = paths.round(round_.name).split_manifest
+    data = load_study_data(read_split(split), params.data.image_size, cache_dir=paths.interim_dir)
+    experiment = Experiment(
+        params=params,
+        paths=paths,
+        rounds=rounds,
+        round=round_,
+        model_name=model_name,
+        data=data,
+        val_ds=evaluation_stream(data.val, len(data.class_names), params.training.batch_size,
+                                 data_workers(params.training.data_workers)),
+        step_key=step_key,
+        devices=devices,
+    )
+    experiment.model_paths.root.mkdir(parents=True, exist_ok=True)
+    return experiment
+
+
+def split_sizes(experiment: Experiment) -> pd.DataFrame:
+    """Images per class in each split, as the model sees them."""
+    data = experiment.data
+    return split_table(pd.concat([data.train.rows, data.val.rows, data.test.rows]))[list(SPLITS)]
+
+
+@dataclass
+class TrainedModel:
+    """A model trained with one minority-class method, with its validation-fitted post-processing."""
+
+    method: str
+    model: keras.Model
+    history: pd.DataFrame
+    parameters: dict[str, int]
+    postprocessing: minority.Postprocessing
+    val_probabilities: np.ndarray
+
+
+def validate(experiment: Experiment, method: str, model: keras.Model, history: pd.DataFrame,
+             parameters: dict[str, int]) -> TrainedModel:
+    """Predict the validation split and fit the method's post-processing there (logit adjustment's tau)."""
+    data = experiment.data
+    probabilities, _ = evaluate.predict(model, data.val.images, experiment.params.training.batch_size)
+    post = minority.fit_postprocessing(method, probabilities, data.val.labels, data.train.labels,
+                                       experiment.n_classes, experiment.params.minority)
+    return TrainedModel(method, model, history, parameters, post, probabilities)
+
+
+def save_training(experiment: Experiment, trained: TrainedModel) -> None:
+    """Keep a finished training under the step's key (nothing without a key), for an interrupted run to reuse."""
+    if experiment.step_key is None:
+        return
+    folder = experiment.model_paths.method_dir(trained.method)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key").unlink(missing_ok=True)
+    trained.model.save(folder / "model.keras")
+    trained.history.to_csv(folder / "history.csv", index=False)
+    (folder / "parameters.json").write_text(json.dumps(trained.parameters))
+    (folder / "key").write_text(experiment.step_key)  # last: its presence means the rest is complete
+
+
+def saved_training(experiment: Experiment, method: str) -> TrainedModel | None:
+    """A training of ``method`` finished earlier with the same step key (same inputs), validated again; or None."""
+    folder = experiment.model_paths.method_dir(method)
+    key = folder / "key"
+    if experiment.step_key is None or not key.is_file() or key.read_text() != experiment.step_key:
+        return None
+    print(f"--- {minority.METHODS[method].title}: reused the training an interrupted run finished", flush=True)
+    model = load_trained_model(folder / "model.keras")
+    history = pd.read_csv(folder / "history.csv")
+    return validate(experiment, method, model, history, json.loads((folder / "parameters.json").read_text()))
+
+
+def train_each_method(experiment: Experiment,
+                      train: Callable[[minority.MinorityMethod], TrainedModel]) -> dict[str, TrainedModel]:
+    """``train(method)`` for every minority-class method this round trains, in order, by name; a training
+    that an interrupted run finished under the same step key is reused instead.
+
+    Every method starts from the same initial weights: the round's seed is set again before each.
+    With several devices, each training runs over all of them (`lib.core.devices.data_parallel`).
+    """
+    trained = {}
+    for name in experiment.methods_to_train():
+        if (saved := saved_training(experiment, name)) is not None:
+            trained[name] = saved
+            continue
+        method = minority.METHODS[name]
+        print(f"--- {method.title}", flush=True)
+        set_seed(experiment.round.seed, deterministic=experiment.params.training.deterministic)
+        with data_parallel(experiment.devices, experiment.params.training.batch_size):
+            trained[name] = train(method)
+        save_training(experiment, trained[name])
+    return trained
+
+
+def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> tuple[TrainedModel, pd.DataFrame]:
+    """The method whose model scores best on validation, and the comparison table (written to ``methods.csv``
+    in the first round).
+
+    The table also holds each method's test scores, for the record: they play no part in the choice.
+    """
+    data, names = experiment.data, experiment.data.class_names
+    rare = minority.minority_class(data.train.labels, names)
+    rows = []
+    for method, result in trained.items():
+        rows.append(minority.method_row(method, result.postprocessing, "val", result.val_probabilities,
+                                        data.val.labels, names, rare))
+        if experiment.is_first_round:
+            test_probabilities, _ = evaluate.predict(result.model, data.test.images, experiment.params.training.batch_size)
+            rows.append(minority.method_row(method, result.postprocessing, "test", test_probabilities,
+                                            data.test.labels, names, rare))
+    table = pd.DataFrame(rows).assign(minority_class=rare)
+    chosen = minority.choose_method(table, experiment.params.minority.selection_metric, list(trained))
+    table["chosen"] = table["method"] == chosen
+    if experiment.is_first_round:
+        table.to_csv(experiment.model_paths.methods, index=False)
+    return trained[chosen], table
+
+
+def evaluate_and_save(
+    experiment: Experiment,
+    trained: TrainedModel,
+    training_inputs: dict | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """Score the chosen model on the test split and write every artefact; returns (metrics, predictions).
+
+    The test probabilities pass through the method's post-processing (fitted on validation).
+    ``training_inputs`` says what the model trained on (e.g. `lib.training.activation_cache`'s cache summary).
+    """
+    test, names = experiment.data.test, experiment.data.class_names
+    probabilities, seconds_per_image = evaluate.predict(trained.model, test.images, experiment.params.training.batch_size)
+    probabilities = trained.postprocessing.apply(probabilities)
+    predictions = evaluate.predictions_table(test.rows, test.labels, probabilities, names)
+    files = experiment.model_paths
+
+    trained.model.save(files.model)
+    trained.history.to_csv(files.history, index=False)
+    predictions.to_csv(files.predictions, index=False)
+    metrics = {
+        "model": experiment.model_name,
+        "round": experiment.round.name,
+        "seed": experiment.round.seed,
+        "class_names": names,
+        "test_images": len(test),
+        **evaluate.classification_metrics(test.labels, probabilities, names),
+        "minority_method": trained.method,
+        "postprocessing": trained.postprocessing.to_dict(),
+        "parameters": trained.parameters,
+        "model_file_bytes": files.model.stat().st_size,
+        **training_summary(trained.history),
+        "inference_seconds_per_image": seconds_per_image,
+        "precision": keras.config.dtype_policy().name,
+        "runtime": experiment.devices.to_dict() | {"batch_size": experiment.params.training.batch_size,
+                                                   "deterministic": experiment.params.training.deterministic},
+        "training_inputs": training_inputs or {"activation_cache": False},
+    }
+    files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    shutil.rmtree(files.root / "methods", ignore_errors=True)  # the step is complete: nothing left to resume
+    return metrics, predictions

@@ -1,0 +1,117 @@
+"""What several test files share: small datasets generated on the fly, params files, the audit's split.
+
+Imported by the tests (``from helpers import ...``) and by conftest.py's fixtures; nothing here is a fixture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from lib.core.paths import run_paths
+from lib.data import audit, rounds, sources, split
+
+SHARED_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
+GROCERY_ARCHIVE = SHARED_ASSETS / "datasets" / "GroceryStoreDataset-fc80ba90f803d79d0383df52c5a4ac5de99ff6fc.zip"
+
+
+
+def random_image(rng: np.random.Generator, size=(48, 40), base_colour=(200, 40, 40)) -> Image.Image:
+    """A picture with a class colour and random blocks, so that every image hashes differently."""
+    height, width = size
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    pixels[:] = base_colour
+    for _ in range(4):
+        y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
+        h, w = rng.integers(4, height // 2), rng.integers(4, width // 2)
+        pixels[y : y + h, x : x + w] = rng.integers(0, 256, size=3)
+    noise = rng.integers(-20, 21, size=pixels.shape)
+    return Image.fromarray(np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8))
+
+
+CLASS_COLOURS = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200), (160, 40, 160)]
+
+
+def make_class_folders(root: Path, counts: dict[str, int], seed: int = 0, size=(48, 40)) -> Path:
+    """``root/<class>/img_NNN.jpg`` with the given number of images per class."""
+    rng = np.random.default_rng(seed)
+    for index, (label, count) in enumerate(counts.items()):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(count):
+            image = random_image(rng, size, CLASS_COLOURS[index % len(CLASS_COLOURS)])
+            image.save(folder / f"img_{number:03d}.jpg", quality=90)
+    return root
+
+
+def write_params(path: Path, values: dict) -> Path:
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+NO_AUGMENTATION = {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0,
+                   "horizontal_flip": False}
+
+
+def write_first_round_split(params) -> tuple[pd.DataFrame, Path]:
+    """What the audit writes for the first round, without near-duplicate grouping: (image table, manifest path)."""
+    images = audit.inspect_records(sources.scan_class_folders(params.data.directory), params.audit.max_image_pixels)
+    name, kinds = next(iter(rounds.assign_round_splits(images, np.arange(len(images)), params).items()))
+    images["split"] = kinds["used"]
+    manifest = run_paths(params).round(name).split_manifest
+    split.write_split_manifest(images, manifest)
+    return images, manifest
+
+
+def cross_split_pairs(pairs: pd.DataFrame, split: pd.Series) -> int:
+    """How many pairs (``a``, ``b``: row positions) have their two images in different splits."""
+    values = split.to_numpy()
+    return int((values[pairs["a"].to_numpy(dtype=int)] != values[pairs["b"].to_numpy(dtype=int)]).sum())
+
+
+# The tiny study: every notebook and the report on a few generated images (the `tiny_study` fixture)
+
+TINY_TRAINING = {
+    "training": {"batch_size": 8, "precision": "float32"},  # exact comparisons below: the same arithmetic on every CPU
+    "cnn": {"training": {"epochs": 1}},
+    "mobilenet_v2": {"head": {"epochs": 1}, "fine_tune": {"epochs": 1}},
+}
+
+
+# A class name that is also markup: the report must show it as text.
+TRICKY = "<i>gamma & co"
+TINY_CLASSES = {"alpha": 12, "beta": 10, TRICKY: 8}
+
+
+def write_tiny_study_params(root: Path, folder: Path, run_name: str, **sections) -> Path:
+    """The tiny study's params (32 px, `TINY_TRAINING`) for the images in ``folder``, reports under ``root``."""
+    params = {
+        "run_name": run_name,
+        "reports_dir": str(root / "reports"),
+        "data": {"source": "folder", "directory": str(folder), "image_size": [32, 32]},
+        "audit": {"samples_per_class": 3},
+        **TINY_TRAINING,
+        **sections,
+    }
+    return write_params(root / f"{run_name}.yaml", params)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file (and the names of every folder) under ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(folder.rglob("*"))}
+
+
+def copy_of_the_study(tiny_study, tmp_path: Path) -> tuple[Path, dict]:
+    """The tiny study's published reports copied to ``tmp_path`` (not a failed run's staging), and its
+    params pointing there: runs on the copy leave the module's study as it is."""
+    params_file, root, _, _ = tiny_study
+    reports = tmp_path / "reports"
+    shutil.copytree(root.parent, reports, ignore=shutil.ignore_patterns(".staging-*"))
+    return reports, yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
