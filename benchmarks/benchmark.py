@@ -278,7 +278,7 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     for _ in prepared.training_stream(METHODS["class_weight"]):  # one augmented epoch of the CNN's stream
         pass
     model, base = models.build_mobilenet_v2(prepared.n_classes, params.data.image_size, params.mobilenet_v2)
-    cache = activation_cache.ActivationCache(prepared, model, base)
+    cache = activation_cache.ActivationCache(prepared.round_inputs(), prepared.params.mobilenet_v2, model, base)
     return {"images": int(images["usable"].sum()), "classes": prepared.n_classes, "seconds": time.perf_counter() - start,
             "cache": cache.summary()}
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.deploy.finished_run import MODEL_NAMES, RunModel
+from lib.core.paths import MODELS
+from lib.deploy.finished_run import RunModel
 from lib.deploy.predict import classify_files, load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def measure(run: Path, model_name: str, runtime: str, limit: int, batch_size: in
 def export_sizes(run: Path) -> dict:
     """{model: {format: bytes}} from each export's model.json (empty where the run was not exported)."""
     sizes = {}
-    for name in MODEL_NAMES:
+    for name in MODELS:
         described = run / "export" / name / "model.json"
         if described.is_file():
             files = json.loads(described.read_text())["files"]
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     runtimes = ["keras"] + (["onnx"] if (args.run / "export").is_dir() else [])
     rows = []
-    for name in MODEL_NAMES:
+    for name in MODELS:
         for runtime in runtimes:
             rows.append(measure(args.run, name, runtime, args.images))
             print(json.dumps(rows[-1]), flush=True)

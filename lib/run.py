@@ -30,20 +30,13 @@ from pathlib import Path
 
 from lib.core.backends import resolve_backend
 from lib.core.config import ParamsError, load_params
-from lib.core.paths import RunPaths, run_paths
+from lib.core.overrides import dotted_overrides, override_words
+from lib.core.paths import RunPaths, copy_run, run_paths
 from lib.data.assets import seed_keras_cache
 from lib.pipeline.execute import ChildrenMemoryPeak, StepFailed, StepInterrupted, execute_step
 from lib.pipeline.keys import data_source_listing, step_key
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.report import render as rendering
-
-
-def _link_caches(source: str, target: str) -> None:
-    """Copy a file into staging; cache files (written once, replaced whole, never edited) are hard-linked."""
-    if Path(source).parent.name == "interim":
-        os.link(source, target)
-    else:
-        shutil.copy2(source, target)
 
 
 def publish(staging: RunPaths, final: RunPaths, reports_dir: Path) -> None:
@@ -76,15 +69,18 @@ def remove_unplanned_rounds(run: RunPaths, plan: list[PlannedStep]) -> list[str]
     return [folder.name for folder in stale]
 
 
-def run_study(params_file: str | Path, force: bool = False, render: bool = True) -> dict[str, dict]:
-    """Validate the params, run (or reuse) every step in a staging folder, render, publish.
+def run_study(params_file: str | Path, force: bool = False, render: bool = True,
+              overrides: dict | list[str] | None = None) -> dict[str, dict]:
+    """Validate the params (with ``overrides``: `lib.core.config.load_params`), run (or reuse) every step in a
+    staging folder, render, publish.
 
     Returns ``steps.json``'s content: for each step, its wall time, its input key and
     whether it was reused from the previous run.
     """
     # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    params = load_params(params_file)
+    params = load_params(params_file, overrides)
+    overrides = dotted_overrides(overrides)  # as each notebook's parameters cell takes them
     backend = resolve_backend(params.training.backend)  # once: every kernel runs Keras on it
     print(f"Keras backend: {backend} (training.backend: {params.training.backend})", flush=True)
     params_path = Path(params_file).resolve()
@@ -100,9 +96,10 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
     else:
         shutil.rmtree(staging.root, ignore_errors=True)
         if final.root.is_dir():
-            shutil.copytree(final.root, staging.root, copy_function=_link_caches)  # what unchanged steps reuse
+            copy_run(final.root, staging.root)  # what unchanged steps reuse
     staging.root.mkdir(parents=True, exist_ok=True)
     staging.params_used.write_text(json.dumps(params.study_values(), indent=2) + "\n")
+    staging.overrides.write_text(json.dumps(override_words(overrides), indent=2) + "\n")
     data_listing = data_source_listing(params)
 
     plan = planned_steps(params)
@@ -124,7 +121,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True)
             start = time.perf_counter()
             try:
                 with ChildrenMemoryPeak() as memory:
-                    execute_step(planned, params_path, staging, key, backend)
+                    execute_step(planned, params_path, staging, key, backend, overrides)
             except KeyboardInterrupt:
                 raise StepInterrupted(
                     f"in {planned.label}; its executed copy so far is {planned.executed_copy(staging)}"
@@ -157,13 +154,22 @@ def main(argv: list[str] | None = None) -> int:
         help="a local folder with copies of the downloads (Grocery Store archive, MobileNetV2 weights), "
         "for machines without internet: they are copied into Keras' cache first",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one param by its dotted name, e.g. --set mobilenet_v2.dropout=0.4 (repeatable; the value "
+        "is read as YAML: 0.4, true, null, [42, 43]); validated with the params file, recorded in overrides.json",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
         if args.assets:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
-        record = run_study(args.params_file, force=args.force)
+        record = run_study(args.params_file, force=args.force, overrides=args.overrides)
     except (ParamsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = f"{entry['peak_rss_gib']:6.2f} GiB" if entry.get("peak_rss_gib") is not None else " " * 10
         print(f"  {step:<40} {entry['seconds'] or 0:8.1f} s {memory}{note}")
     print(f"  {'total':<40} {time.perf_counter() - started:8.1f} s")
-    params = load_params(args.params_file)
+    params = load_params(args.params_file, args.overrides)
     pages = json.loads(run_paths(params).report_info.read_text())["pdf_pages"]
     pdf = f"and report.pdf ({pages} pages)" if pages else "(no PDF: WeasyPrint cannot print on this machine)"
     print(f"\nReport: {params.reports_dir / 'report.html'} {pdf}")

@@ -68,7 +68,7 @@ def test_cached_views_cycle_one_view_per_epoch_through_fit():
 def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepare_experiment):
     experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"augmented_views": 2})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-    cache = activation_cache.phase_inputs(experiment, model, base)
+    cache = activation_cache.phase_inputs(experiment.round_inputs(), experiment.params.mobilenet_v2, model, base)
     assert isinstance(cache, activation_cache.ActivationCache)
     n_train = len(experiment.data.train)
     assert cache.train["pooled"].shape == (2, n_train, 1280)
@@ -109,7 +109,7 @@ def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
     experiment = prepare_experiment("plain", augmentation=False,
                                     mobilenet_v2=MOBILENET | {"activation_cache": False})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-    inputs = activation_cache.phase_inputs(experiment, model, base)
+    inputs = activation_cache.phase_inputs(experiment.round_inputs(), experiment.params.mobilenet_v2, model, base)
     assert inputs.summary() == {"activation_cache": False}
     phase = inputs.head_phase(CLASS_WEIGHT)
     assert phase.model is model and phase.val is experiment.val_ds
@@ -120,7 +120,7 @@ def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
 def test_without_augmentation_one_view_is_cached(prepare_experiment):
     experiment = prepare_experiment("noaug", augmentation=False, mobilenet_v2=MOBILENET | {"fine_tune_layers": 0})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-    cache = activation_cache.phase_inputs(experiment, model, base)
+    cache = activation_cache.phase_inputs(experiment.round_inputs(), experiment.params.mobilenet_v2, model, base)
     assert cache.views == 1 and cache.top is None
     assert cache.fine_tune_phase(CLASS_WEIGHT).model.input_shape == (None, 1280)
 
@@ -164,7 +164,7 @@ def test_mobilenet_v2_trainings_of_an_interrupted_step_are_reused(prepare_experi
 def test_a_whole_base_fine_tune_caches_the_pooled_features_only_and_trains_phase_2_on_pixels(prepare_experiment):
     experiment = prepare_experiment("mobilenetv2", mobilenet_v2=MOBILENET | {"fine_tune_layers": "all"})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-    cache = activation_cache.phase_inputs(experiment, model, base)
+    cache = activation_cache.phase_inputs(experiment.round_inputs(), experiment.params.mobilenet_v2, model, base)
     assert set(cache.train) == set(cache.val) == {"pooled", "labels"}  # no pixel-sized copy of the images
     val_pixels = experiment.data.val.images.astype("float32")
     np.testing.assert_allclose(cache.head_phase(CLASS_WEIGHT).model.predict(cache.val["pooled"][0], verbose=0),

@@ -111,7 +111,7 @@ def test_this_process_sees_its_cpu_and_names_backend_and_version():
     seen = devices.visible_devices()
     assert seen.backend == keras.backend.backend() and seen.platform == "cpu" and seen.count == 1
     assert seen.replicas == 1 and seen.describe() == f"CPU, {os.cpu_count()} cores"
-    assert seen.backend_title().endswith(f"(Keras {keras.version()})")
+    assert seen.keras_version == keras.version()
     recorded = seen.to_dict()
     assert recorded["description"] == seen.describe() and recorded["backend_version"] == seen.backend_version
 

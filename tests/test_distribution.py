@@ -27,6 +27,16 @@ if sys.argv[2] == "tensorflow":  # before anything starts TensorFlow's devices
 from lib.core import devices
 from lib.training import experiment, recipes
 
+
+def model_replicas(model) -> int:  # over how many devices the variables are laid out (JAX sharding, TF strategy)
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return len(model.weights[0].value.sharding.device_set)
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.num_replicas_in_sync if strategy is not None else 1
+
+
 report = {}
 for model_name, train in (("cnn", recipes.cnn_by_method), ("mobilenetv2", lambda e: recipes.mobilenet_v2_by_method(e)[0])):
     runs = []
@@ -37,7 +47,7 @@ for model_name, train in (("cnn", recipes.cnn_by_method), ("mobilenetv2", lambda
         runs.append(predictions.filter(like="p_").to_numpy())
     report[model_name] = {
         "devices": study.devices.to_dict(),
-        "model_replicas": devices.model_replicas(trained.model),
+        "model_replicas": model_replicas(trained.model),
         "history_rows": len(trained.history),
         "runtime": metrics["runtime"],
         "identical_reruns": bool(np.array_equal(runs[0], runs[1])),

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.core.paths import MODELS
 from lib.deploy import export
 from lib.deploy import finished_run as deploy
 from lib.training.models import load_trained_model
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow  # every test here exports or serves a trained mod
 @pytest.fixture(scope="module")
 def exported(finished_run):
     """Both models exported once; (run folder, {model: model.json})."""
-    return finished_run, {name: export.export_model(finished_run, name) for name in deploy.MODEL_NAMES}
+    return finished_run, {name: export.export_model(finished_run, name) for name in MODELS}
 
 
 def _test_pixels(run_model):
@@ -27,7 +28,7 @@ def _test_pixels(run_model):
     return table, np.stack([deploy.read_image(p, run_model.input_size, 10**8) for p in table["path"]])
 
 
-@pytest.mark.parametrize("name", deploy.MODEL_NAMES)
+@pytest.mark.parametrize("name", MODELS)
 def test_onnx_probabilities_match_keras_on_the_test_images(exported, name):
     run, _ = exported
     run_model = deploy.RunModel.open(run, name)

@@ -97,7 +97,7 @@ def cached_experiment(prepare_experiment):
         experiment = prepare_experiment("mobilenetv2", augmentation=augmentation, mobilenet_v2=MOBILENET)
         set_seed(experiment.round.seed)
         model, base = build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
-        return experiment, ActivationCache(experiment, model, base)
+        return experiment, ActivationCache(experiment.round_inputs(), experiment.params.mobilenet_v2, model, base)
 
     return make
 

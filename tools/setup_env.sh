@@ -40,8 +40,20 @@ if ! ldconfig -p 2>/dev/null | grep -q "libpangoft2-1.0.so.0" || ! fc-list 2>/de
   fi
 fi
 
+# The venv as a named Jupyter kernel, for a Jupyter or VS Code outside the venv (the notebooks name it);
+# registered for this user, and again whenever it points at another Python.
+register_kernel() {
+  local spec="${JUPYTER_DATA_DIR:-$HOME/.local/share/jupyter}/kernels/product-image-study/kernel.json"
+  if ! grep -qF "\"$venv/bin/python\"" "$spec" 2>/dev/null; then
+    "$venv/bin/python" -m ipykernel install --user --name product-image-study \
+      --display-name "Python (product-image-study)" >/dev/null
+    echo "Jupyter kernel 'Python (product-image-study)' registered: $venv/bin/python"
+  fi
+}
+
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [ -x "$venv/bin/python" ] && { [ "$have" = "$want" ] || [ "$have" = "$with_gpu" ]; }; then
+  register_kernel
   exit 0
 fi
 
@@ -64,4 +76,5 @@ echo "Setting up $venv from requirements.lock$([ "$gpu" = 1 ] && echo " and requ
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root"
 echo "$want" > "$stamp"
+register_kernel
 echo "Environment ready: $venv"

@@ -390,7 +390,7 @@ def compute_explanations(models: dict[str, tuple[keras.Model, pd.DataFrame]], cl
 
 
 def first_round_explanations(paths, rounds, image_size) -> Explanations:
-    """`compute_explanations` of the study's models (`lib.analysis.compare.MODELS`) in the first round (`lib.data.rounds.Rounds`)
+    """`compute_explanations` of the study's models (`lib.core.paths.MODELS`) in the first round (`lib.data.rounds.Rounds`)
     of the run at ``paths``, the rare class being the one with the fewest images in its split."""
 
     first = paths.round(rounds.first.name)

@@ -1,6 +1,8 @@
-"""The ground floor: what every stage stands on, importing nothing else of ``lib``'s.
+"""The ground floor: what every stage stands on; it imports nothing from the floors above.
 
-    config       the params schema (defaults, types, ranges), its validation and overrides
+    config       the params schema (defaults, types, ranges) and its validation
+    overrides    params changed by dotted name (a notebook's overrides, ./run_all.sh --set)
+    versions     the installed version of a package
     paths        where every artefact of a run (and of each evaluation round) lives
     backends     which Keras backend (TensorFlow, JAX, PyTorch) runs the study, and its determinism
     devices      the devices Keras' backend trains on; training over several of them

@@ -22,7 +22,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from importlib import metadata
+
+from lib.core.versions import installed_version
 
 BACKENDS = ("tensorflow", "jax", "torch")
 BACKEND_TITLES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
@@ -98,13 +99,7 @@ def resolve_backend(requested: str = "auto", environ: Mapping[str, str] | None =
 
 def backend_identity(backend: str) -> dict[str, str]:
     """The backend's name and the versions of its packages: part of each step's key (`lib.pipeline.keys.step_key`)."""
-    identity = {"backend": backend}
-    for package in BACKEND_PACKAGES[backend]:
-        try:
-            identity[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            identity[package] = "not installed"
-    return identity
+    return {"backend": backend} | {package: installed_version(package) for package in BACKEND_PACKAGES[backend]}
 
 
 def kernel_environment(backend: str, deterministic: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -20,6 +20,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
+from lib.core.backends import BACKENDS
+from lib.core.overrides import nested_overrides, override_words
 from lib.core.paths import PROJECT_ROOT
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -31,6 +33,13 @@ RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*
 
 class ParamsError(ValueError):
     """A params file that cannot be used; the message lists every problem found."""
+
+
+def distinct(values: list, name: str) -> list:
+    """A list validator: ``values`` unchanged when no value repeats, else a ValueError naming the field."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must be distinct")
+    return values
 
 
 class _Section(BaseModel):
@@ -194,12 +203,7 @@ class EvaluationParams(_Section):
     seeds: list[int] = Field(default=[42, 43, 44], min_length=1, description="One round (holdout) or one k-fold per seed.")
     folds: Annotated[int, Field(ge=2, le=20)] = 5
 
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"seeds must be distinct, got {value}")
-        return value
+    _distinct_seeds = field_validator("seeds")(lambda value: distinct(value, "seeds"))
 
 
 class MinorityParams(_Section):
@@ -229,19 +233,14 @@ class MinorityParams(_Section):
         default=[1.0], min_length=1
     )
 
-    @field_validator("methods")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"methods must be distinct, got {value}")
-        return value
+    _distinct_methods = field_validator("methods")(lambda value: distinct(value, "methods"))
 
 
 class TrainingParams(_Section):
     """What both models share."""
 
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
-    backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(
+    backend: Literal[("auto", *BACKENDS)] = Field(
         default="auto",
         description="Keras backend. 'auto': KERAS_BACKEND when set; else JAX where JAX sees a GPU or TPU, else "
         "TensorFlow (else JAX, else PyTorch, whichever is installed); see lib.core.backends.resolve_backend.",
@@ -444,8 +443,9 @@ def parse_params(values: dict | None, source: str = "params") -> Params:
         raise ParamsError(_format_errors(error, source)) from None
 
 
-def load_params(path: str | Path) -> Params:
-    """Read and validate a YAML params file (with a safe loader: YAML cannot run code)."""
+def load_params(path: str | Path, overrides: dict[str, object] | list[str] | None = None) -> Params:
+    """Read and validate a YAML params file (with a safe loader: YAML cannot run code), with ``overrides``
+    (`nested_overrides`) laid over it; both are validated together, by the same schema."""
     path = Path(path)
     if not path.is_absolute():
         path = PROJECT_ROOT / path
@@ -457,4 +457,9 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     if values is not None and not isinstance(values, dict):
         raise ParamsError(f"{path}: expected a mapping of parameters, got {type(values).__name__}")
-    return parse_params(values, source=str(path))
+    try:
+        changes = nested_overrides(overrides)
+    except ValueError as error:
+        raise ParamsError(str(error)) from None
+    source = f"{path} with overrides {', '.join(override_words(overrides))}" if changes else str(path)
+    return parse_params(_merged(values or {}, changes), source=source)

@@ -20,11 +20,11 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from importlib import metadata
 
 import keras
 
-from lib.core.backends import BACKEND_PACKAGES, BACKEND_TITLES
+from lib.core.backends import BACKEND_PACKAGES
+from lib.core.versions import installed_version
 
 
 @dataclass(frozen=True)
@@ -56,20 +56,9 @@ class Devices:
             return cores if self.count == 1 else f"{cores} as {self.count} host devices"
         return ", ".join(f"{n} × {name}" for name, n in Counter(self.names).items())
 
-    def backend_title(self) -> str:
-        """E.g. "JAX 0.10.2 (Keras 3.15.1)"."""
-        return f"{BACKEND_TITLES[self.backend]} {self.backend_version} (Keras {self.keras_version})"
-
     def to_dict(self) -> dict:
         """What `lib.training.experiment.evaluate_and_save` records in metrics.json under ``runtime``."""
         return asdict(self) | {"count": self.count, "replicas": self.replicas, "description": self.describe()}
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _capability(value) -> float | None:
@@ -123,7 +112,7 @@ def visible_devices() -> Devices:
     known = [c for c in map(_capability, capabilities) if c is not None]
     return Devices(
         backend=backend,
-        backend_version=_version(BACKEND_PACKAGES[backend][0]),
+        backend_version=installed_version(BACKEND_PACKAGES[backend][0]),
         keras_version=keras.version(),
         platform=platform,
         names=tuple(names) or ("CPU",),
@@ -208,15 +197,3 @@ def batch_rows(count: int, batch_size: int, training: bool, replicas: int | None
     if replicas > 1 and not training and count % batch_size:
         starts = [0, *range(count % batch_size, count, batch_size)]
     return [slice(start, end) for start, end in zip(starts, [*starts[1:], count])]
-
-
-def model_replicas(model: keras.Model) -> int:
-    """Over how many devices ``model``'s variables are laid out (JAX sharding, TensorFlow strategy): 1 when
-    trained on one device."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return len(model.weights[0].value.sharding.device_set)
-    if backend == "tensorflow":
-        strategy = getattr(model, "distribute_strategy", None)
-        return strategy.num_replicas_in_sync if strategy is not None else 1
-    return 1

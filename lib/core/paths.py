@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +75,10 @@ class RunPaths:
     @property
     def params_used(self) -> Path:  # the run's parameters (run-wide: no step's input; for the benchmark)
         return self.root / "params.json"
+
+    @property
+    def overrides(self) -> Path:  # the params changed by dotted name for this run (`./run_all.sh --set`), as NAME=VALUE lines
+        return self.root / "overrides.json"
 
     @property
     def steps(self) -> Path:  # per step: wall time, input key, reused or not
@@ -180,3 +186,16 @@ def run_paths(params, run_dir: str | Path | None = None) -> RunPaths:
     when every step has succeeded; a notebook opened in Jupyter leaves it None.
     """
     return RunPaths(Path(run_dir) if run_dir else params.reports_dir / params.run_name)
+
+
+def copy_run(source: Path, target: Path) -> None:
+    """Copy a run folder (to stage a new run, or to start a scratch run). Every file is copied, so that
+    writing the copy never changes the source, except the interim caches, which are written once, replaced
+    whole and never edited: those are hard-linked."""
+    def copy(source_file: str, target_file: str) -> None:
+        if Path(source_file).parent.name == "interim":
+            os.link(source_file, target_file)
+        else:
+            shutil.copy2(source_file, target_file)
+
+    shutil.copytree(source, target, copy_function=copy)

@@ -7,13 +7,13 @@ import os
 import platform
 import random
 import subprocess
-from importlib import metadata
 
 import numpy as np
 import pandas as pd
 
 from lib.core.backends import make_deterministic
 from lib.core.paths import PROJECT_ROOT
+from lib.core.versions import installed_version
 
 STUDY_PACKAGES = (
     "tensorflow",
@@ -50,12 +50,7 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
 
 def package_versions(packages=STUDY_PACKAGES) -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return versions | {name: installed_version(name) for name in packages}
 
 
 def machine_info() -> dict[str, str]:

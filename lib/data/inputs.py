@@ -89,13 +89,14 @@ def pixel_cache_key(paths, image_size: tuple[int, int]) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) -> np.ndarray:
+def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None, write: bool = True) -> np.ndarray:
     """`decode_images`, read from ``cache_dir`` when these files were decoded at this size before.
 
     The cache is one ``.npy`` file per (file list, size) key, decoded straight into the file (so
     that the decoded set is never in memory all at once) and put in place atomically; it is
     returned memory-mapped. Older entries in ``cache_dir`` are removed when a new one is
-    written. None: no cache.
+    written. None: no cache. ``write`` False: read the cache when it holds these files, never write
+    it (a published run, read by a notebook opened by hand).
     """
     paths = list(paths)
     if cache_dir is None:
@@ -104,6 +105,8 @@ def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None) ->
     file = cache_dir / f"pixels-{image_size[0]}x{image_size[1]}-{pixel_cache_key(paths, image_size)}.npy"
     if file.is_file():
         return np.load(file, mmap_mode="r")
+    if not write:
+        return decode_images(paths, image_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in cache_dir.glob("pixels-*.npy"):
         stale.unlink()
@@ -159,13 +162,15 @@ class PixelRows:
         return self[:].astype(dtype)
 
 
-def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None) -> StudyData:
+def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None,
+                    write_cache: bool = True) -> StudyData:
     """The manifest's images, decoded once (or read from ``cache_dir``), split by split.
 
     The cache holds the files in path order, whatever the manifest's order, so that every
     evaluation round (each its own split of the same images) reads the same cache; each split
     reads its rows from it when a batch needs them (`PixelRows`), so the decoded dataset is
-    never held in memory. Without ``cache_dir``, the images are decoded into memory.
+    never held in memory. Without ``cache_dir``, the images are decoded into memory; with ``write_cache``
+    False, the cache is read when it holds them and never written (`cached_pixels`).
     """
     class_names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
     index_of = {name: i for i, name in enumerate(class_names)}
@@ -174,7 +179,7 @@ def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_d
         raise ValueError(f"class(es) {unknown} appear in validation/test but not in training")
     paths = manifest["path"].to_numpy(dtype=str)
     in_path_order = np.argsort(paths, kind="stable")
-    cache = cached_pixels(paths[in_path_order], image_size, cache_dir)
+    cache = cached_pixels(paths[in_path_order], image_size, cache_dir, write_cache)
     cache_row = np.empty(len(paths), dtype=np.int64)  # the cache row of each manifest row
     cache_row[in_path_order] = np.arange(len(paths))
     splits = {}

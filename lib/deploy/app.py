@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.core.paths import PROJECT_ROOT
+from lib.core.paths import MODELS, PROJECT_ROOT
 from lib.deploy.finished_run import (
-    MODEL_NAMES,
     MODEL_TITLES,
     KerasClassifier,
     RunError,
@@ -134,7 +133,7 @@ def load_models(run_dir: str) -> dict:
     @st.cache_resource(show_spinner="Loading the run's models...")
     def cached(run_dir: str) -> dict:
         loaded = {}
-        for name in MODEL_NAMES:
+        for name in MODELS:
             if (run_model := RunModel(Path(run_dir), name)).paths.metrics.is_file():
                 loaded[name] = (run_model, KerasClassifier(run_model))
         return loaded

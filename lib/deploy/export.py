@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core.paths import PROJECT_ROOT
+from lib.core.paths import MODELS, PROJECT_ROOT
 from lib.deploy.finished_run import (
-    MODEL_NAMES,
     KerasClassifier,
     OnnxClassifier,
     RunError,
@@ -184,7 +183,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Export a finished run's first-round models (Keras, ONNX, JSON).")
     parser.add_argument("--run", type=Path, default=PROJECT_ROOT / "reports" / "default",
                         help="the finished run's folder (default: the project's reports/default)")
-    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated, of " + ", ".join(MODEL_NAMES))
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of " + ", ".join(MODELS))
     parser.add_argument("--check-images", type=int, help="test images compared between runtimes (default: all)")
     args = parser.parse_args(argv)
     try:

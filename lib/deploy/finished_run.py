@@ -34,7 +34,6 @@ from lib.data.rounds import evaluation_rounds
 from lib.data.sources import IMAGE_EXTENSIONS, is_hidden
 from lib.training.minority import Postprocessing
 
-MODEL_NAMES = tuple(MODELS)  # the model folders of a round, as the model steps name them
 MODEL_TITLES = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2 (transfer learning)"}
 
 
@@ -79,7 +78,7 @@ def finished_runs(reports_dir: Path) -> list[Path]:
     for folder in sorted(Path(reports_dir).iterdir()) if Path(reports_dir).is_dir() else []:
         if folder.is_dir() and not folder.name.startswith("."):
             try:
-                if any(first_round(folder).model(name).metrics.is_file() for name in MODEL_NAMES):
+                if any(first_round(folder).model(name).metrics.is_file() for name in MODELS):
                     found.append(folder)
             except RunError:
                 continue
@@ -95,8 +94,8 @@ class RunModel:
 
     @classmethod
     def open(cls, run_dir, name: str) -> RunModel:
-        if name not in MODEL_NAMES:
-            raise RunError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+        if name not in MODELS:
+            raise RunError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
         model = cls(Path(run_dir), name)
         for required in (model.paths.model, model.paths.metrics):
             if not required.is_file():

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.core.paths import PROJECT_ROOT
+from lib.core.paths import MODELS, PROJECT_ROOT
 from lib.deploy.finished_run import (
-    MODEL_NAMES,
     KerasClassifier,
     OnnxClassifier,
     RunError,
@@ -132,7 +131,7 @@ def parse_args(argv):
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--run", type=Path, default=PROJECT_ROOT / "reports" / "default",
                         help="a finished run (default: the project's reports/default)")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="mobilenetv2", help="default: %(default)s")
+    parser.add_argument("--model", choices=MODELS, default="mobilenetv2", help="default: %(default)s")
     parser.add_argument("--runtime", choices=("keras", "onnx"), default="keras",
                         help="keras: the saved model; onnx: its export (python -m lib.deploy.export); default: %(default)s")
     parser.add_argument("--top-k", type=int, default=3, help="labels per image (default: %(default)s)")

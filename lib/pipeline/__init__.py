@@ -1,6 +1,7 @@
 """The runner's parts, below `lib.run` which puts them together (``./run_all.sh``).
 
-    steps      the study's steps: each notebook, the params it uses, the artefacts it reads; a run's plan
-    keys       each step's key: its notebook, lib code, packages, backend, params, data and inputs, hashed
-    execute    one step run by papermill in its own kernel, with its memory peak
+    steps        the study's steps: each notebook, the params it uses, the artefacts it reads; a run's plan
+    keys         each step's key: its notebook, lib code, packages, backend, params, data and inputs, hashed
+    execute      one step run by papermill in its own kernel, with its memory peak
+    interactive  a notebook opened by hand: reuse the published step, or compute into a scratch run
 """

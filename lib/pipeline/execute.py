@@ -71,23 +71,27 @@ class ChildrenMemoryPeak:
 
 
 def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None,
-                 backend: str | None = None) -> Path:
+                 backend: str | None = None, overrides: dict | None = None) -> Path:
     """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy.
 
     A per-round step also gets its input ``key``, under which it keeps each finished training.
-    Its kernel runs Keras on ``backend`` (None: resolved from the params), deterministically when
-    ``training.deterministic`` (`lib.core.backends.kernel_environment`).
+    ``overrides``: params changed by dotted name (``{"mobilenet_v2.dropout": 0.4}``), which the notebook
+    lays over the params file as the runner did. Its kernel is this Python's own ("python3": the
+    project's environment, whatever kernels a user registered) and runs Keras on ``backend`` (None:
+    resolved from the params), deterministically when ``training.deterministic``
+    (`lib.core.backends.kernel_environment`).
     """
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
-    params = load_params(params_file)
+    params = load_params(params_file, overrides)
     backend = backend or resolve_backend(params.training.backend)
     kernel_variables = kernel_environment(backend, params.training.deterministic)
     step = planned.step
     executed = planned.executed_copy(run)
     executed.parent.mkdir(parents=True, exist_ok=True)
-    parameters = {"params_file": str(params_file), "run_dir": str(run.root)}
+    parameters = {"params_file": str(params_file), "run_dir": str(run.root), "overrides": dict(overrides or {})}
     if planned.round is not None:
         parameters |= {"round_name": planned.round.name, "step_key": key}
     try:
@@ -96,12 +100,16 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
                 NOTEBOOKS_DIR / step.notebook,
                 executed,
                 parameters=parameters,
+                kernel_name="python3",
                 cwd=str(NOTEBOOKS_DIR),
                 progress_bar=True,
                 # papermill fails a cell whose output the kernel has not sent 4 s after it finished; on a loaded
                 # machine (a nice'd benchmark beside other work) that wait is longer, and the results are fine.
                 iopub_timeout=IOPUB_TIMEOUT_SECONDS,
             )
+    except DeadKernelError as error:  # killed from outside, or out of memory
+        raise StepFailed(f"{planned.label}: its kernel died ({error}). Out of memory? The step's peak is in "
+                         f"steps.json of the last good run. The executed copy so far is {executed}") from None
     except PapermillExecutionError as error:
         raise StepFailed(
             f"{planned.label} failed in cell {error.cell_index} (execution count {error.exec_count}): "

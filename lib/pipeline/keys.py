@@ -98,6 +98,12 @@ def _runs_code(init: Path) -> bool:
     return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
 
 
+def _is_runner(file: Path) -> bool:
+    """The runner's own code (lib/pipeline, lib/run.py) decides whether and where a step runs, never what it
+    computes: a notebook imports it for that (`lib.pipeline.interactive`), and it is no input of a step."""
+    return file == LIB_DIR / "run.py" or LIB_DIR / "pipeline" in file.parents
+
+
 def lib_dependencies(notebook: Path) -> list[Path]:
     """The ``lib`` files a notebook's code uses, directly or through other ``lib`` modules, at any depth.
 
@@ -115,11 +121,13 @@ def lib_dependencies(notebook: Path) -> list[Path]:
         if file is None or file in seen:
             continue
         seen.add(file)
+        if _is_runner(file):
+            continue
         name = _module_name(file)
         package = name if file.name == "__init__.py" else name.rpartition(".")[0]
         pending |= _imported_modules(file.read_text(), package)
         pending |= {".".join(name.split(".")[:depth]) for depth in range(1, name.count(".") + 1)}  # its packages
-    files = {f for f in seen if f.name != "__init__.py" or _runs_code(f)}
+    files = {f for f in seen if not _is_runner(f) and (f.name != "__init__.py" or _runs_code(f))}
     for module in list(files):  # the data files a module reads by name, beside it
         text = module.read_text()
         files |= {f for f in module.parent.iterdir() if f.suffix not in (".py", ".pyc") and f.name in text}

@@ -24,12 +24,31 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from lib.data.inputs import Batches, SplitData, build_augmentation, image_batches
+from lib.core.config import MobileNetV2Params
+from lib.data.inputs import Augmentation, Batches, SplitData, image_batches
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """A round's data as both phases train on it: what this module needs, and nothing else of the round's
+    (`lib.training.experiment.Experiment.round_inputs` makes it)."""
+
+    train: SplitData
+    val: SplitData
+    n_classes: int
+    image_size: tuple[int, int]
+    batch_size: int
+    seed: int  # the round's: each epoch's order of the cached views
+    augmenter: Augmentation | None  # the training images' random transforms (None: not augmented)
+    threads: int  # worker threads that prepare batches
+    pixel_stream: Callable[[object], Batches]  # the augmented training batches in a minority method's order
+    val_stream: Batches
 
 
 def _flat(tensors) -> list:
@@ -95,15 +114,15 @@ class PhaseInputs:
 class PixelInputs:
     """The plain path: both phases train the whole model on pixels; the frozen layers run every epoch."""
 
-    def __init__(self, experiment, model: keras.Model):
-        self.experiment, self.model = experiment, model
+    def __init__(self, data: RoundInputs, model: keras.Model):
+        self.data, self.model = data, model
 
     def bind(self, model: keras.Model, base: keras.Model) -> PixelInputs:
         """The same inputs for another model of the same architecture."""
-        return PixelInputs(self.experiment, model)
+        return PixelInputs(self.data, model)
 
     def head_phase(self, method) -> PhaseInputs:
-        return PhaseInputs(self.model, self.experiment.training_stream(method), self.experiment.val_ds)
+        return PhaseInputs(self.model, self.data.pixel_stream(method), self.data.val_stream)
 
     fine_tune_phase = head_phase
 
@@ -123,22 +142,20 @@ class ActivationCache:
     since phase 2 then reads pixels). Each is ``(views, N, ...)`` float32.
     """
 
-    def __init__(self, experiment, model: keras.Model, base: keras.Model):
-        params = experiment.params
-        self.experiment, self.model = experiment, model
-        self.views = params.mobilenet_v2.augmented_views
-        self.bottom, self.top = split_base(base, params.mobilenet_v2.fine_tune_layers)
+    def __init__(self, data: RoundInputs, mobilenet: MobileNetV2Params, model: keras.Model, base: keras.Model):
+        self.data, self.model, self.fine_tune_layers = data, model, mobilenet.fine_tune_layers
+        self.views = mobilenet.augmented_views
+        self.bottom, self.top = split_base(base, self.fine_tune_layers)
         # The base's weights as cached (phase 2 of a whole-base fine-tune changes them): what `bind` gives the next
         # model, so that the cached pooled features are its own even without ImageNet weights.
         self.frozen_weights = base.get_weights() if self.bottom is None else None
-        augmenter = build_augmentation(params.augmentation, experiment.round.seed)
-        self.augmented = augmenter is not None
-        if augmenter is None:
+        self.augmented = data.augmenter is not None
+        if not self.augmented:
             self.views = 1  # without augmentation every view would be the same image
         start = time.perf_counter()
-        extract = self._extractor(params.data.image_size)
-        self.train = self._run(extract, experiment.data.train, augmenter, self.views, "train")
-        self.val = self._run(extract, experiment.data.val, None, 1, "val")
+        extract = self._extractor(data.image_size)
+        self.train = self._run(extract, data.train, data.augmenter, self.views, "train")
+        self.val = self._run(extract, data.val, None, 1, "val")
         self.seconds = time.perf_counter() - start
 
     def _extractor(self, image_size) -> keras.Model:
@@ -153,11 +170,10 @@ class ActivationCache:
     def _run(self, extract, split: SplitData, augmenter, views: int, name: str) -> dict[str, np.ndarray]:
         """Both cached activations of ``views`` (augmented) views of every image of a split, each view
         written into arrays allocated once (no second copy of the whole cache)."""
-        batch = self.experiment.params.training.batch_size
         cached = None
         for view in range(views):
             start = time.perf_counter()
-            batches = image_batches(split.images, batch, augmenter, view=view, threads=self.experiment.data_workers)
+            batches = image_batches(split.images, self.data.batch_size, augmenter, view=view, threads=self.data.threads)
             outputs = keras.tree.flatten(extract.predict(batches, verbose=0))
             if cached is None:
                 cached = [np.empty((views, *output.shape), dtype=output.dtype) for output in outputs]
@@ -174,7 +190,7 @@ class ActivationCache:
         hold the same weights, so their outputs are the same): only its top and head train."""
         bound = copy.copy(self)
         bound.model = model
-        bound.bottom, bound.top = split_base(base, self.experiment.params.mobilenet_v2.fine_tune_layers)
+        bound.bottom, bound.top = split_base(base, self.fine_tune_layers)
         # Frozen layers never train, so the cached model's are still as built; copying them
         # makes the cache exact for the new model even without ImageNet weights (random init).
         if self.bottom is None:
@@ -185,12 +201,12 @@ class ActivationCache:
         return bound
 
     def _phase(self, key: str, model: keras.Model, method) -> PhaseInputs:
-        n_classes, batch = self.experiment.n_classes, self.experiment.params.training.batch_size
+        data = self.data
         return PhaseInputs(
             model,
-            Batches(self.train[key], self.train["labels"], n_classes, batch, method, self.experiment.round.seed,
-                    threads=self.experiment.data_workers),
-            Batches(self.val[key], self.val["labels"], n_classes, batch, threads=self.experiment.data_workers),
+            Batches(self.train[key], self.train["labels"], data.n_classes, data.batch_size, method, data.seed,
+                    threads=data.threads),
+            Batches(self.val[key], self.val["labels"], data.n_classes, data.batch_size, threads=data.threads),
         )
 
     def head_phase(self, method) -> PhaseInputs:
@@ -203,7 +219,7 @@ class ActivationCache:
         if self.top is None:
             return self.head_phase(method)
         if self.bottom is None:  # the whole base trains: on pixels, freshly augmented every epoch
-            return PhaseInputs(self.model, self.experiment.training_stream(method), self.experiment.val_ds)
+            return PhaseInputs(self.model, self.data.pixel_stream(method), self.data.val_stream)
         below = keras.Input(shape=self.train["below_top"].shape[2:], name="below_top")
         x = self.model.get_layer("pool")(self.top(below))
         return self._phase("below_top", keras.Model(below, _head(self.model, x), name="top_on_cache"), method)
@@ -230,11 +246,12 @@ class ActivationCache:
         }
 
 
-def phase_inputs(experiment, model: keras.Model, base: keras.Model) -> ActivationCache | PixelInputs:
+def phase_inputs(data: RoundInputs, mobilenet: MobileNetV2Params, model: keras.Model,
+                 base: keras.Model) -> ActivationCache | PixelInputs:
     """The inputs of both phases as the params ask: cached activations (default) or pixels."""
-    if experiment.params.mobilenet_v2.activation_cache:
-        return ActivationCache(experiment, model, base)
-    return PixelInputs(experiment, model)
+    if mobilenet.activation_cache:
+        return ActivationCache(data, mobilenet, model, base)
+    return PixelInputs(data, model)
 
 
 class ReusedInputs:

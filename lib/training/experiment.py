@@ -36,6 +36,7 @@ from lib.data.rounds import Round, Rounds, evaluation_rounds
 from lib.data.sources import SPLITS
 from lib.data.split import read_split, split_table
 from lib.training import evaluate, minority
+from lib.training.activation_cache import RoundInputs
 from lib.training.models import load_trained_model, set_precision
 from lib.training.train import training_summary
 
@@ -100,6 +101,12 @@ class Experiment:
         return training_stream(self.data.train, self.n_classes, self.params.training.batch_size, method,
                                self.round.seed, self.augmenter(), self.data_workers)
 
+    def round_inputs(self) -> RoundInputs:
+        """This round's data as MobileNetV2's phases train on it (`lib.training.activation_cache`)."""
+        return RoundInputs(self.data.train, self.data.val, self.n_classes, self.params.data.image_size,
+                           self.params.training.batch_size, self.round.seed, self.augmenter(), self.data_workers,
+                           self.training_stream, self.val_ds)
+
     def class_weight(self, method: minority.MinorityMethod) -> dict[int, float] | None:
         """Keras' ``class_weight`` under ``method``: 'balanced' weights if it weights the loss, else None."""
         return method.class_weight(self.data.train.labels, self.n_classes)
@@ -123,15 +130,17 @@ class Experiment:
 
 
 def prepare(params_file: str, model_name: str, run_dir: str | None = None, round_name: str | None = None,
-            step_key: str | None = None) -> Experiment:
+            step_key: str | None = None, overrides: dict | None = None, writes: bool = True) -> Experiment:
     """Seed everything with the round's seed, read and decode its split, and build the validation stream.
 
     ``round_name`` None is the first round (what a notebook opened in Jupyter runs).
     ``step_key``: the runner's key of this step's inputs (`lib.pipeline.keys.step_key`); each method's
     training is saved under it, so that a run interrupted part-way through a step reuses the
-    methods it had finished (None: always train).
+    methods it had finished (None: always train). ``overrides``: params changed by dotted name
+    (`lib.core.config.load_params`). ``writes`` False: the run folder is only read (a notebook opened by hand
+    showing a finished step): no folder is made and the pixel cache is not written.
     """
-    params = load_params(params_file)
+    params = load_params(params_file, overrides)
     check_active_backend(params.training.backend, f"{params_file}: training.backend")
     rounds = evaluation_rounds(params.evaluation)
     round_ = rounds.named(round_name)
@@ -140,7 +149,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
     set_precision(params.training.precision, devices)
     paths = run_paths(params, run_dir)
     split = paths.round(round_.name).split_manifest
-    data = load_study_data(read_split(split), params.data.image_size, cache_dir=paths.interim_dir)
+    data = load_study_data(read_split(split), params.data.image_size, cache_dir=paths.interim_dir, write_cache=writes)
     experiment = Experiment(
         params=params,
         paths=paths,
@@ -153,7 +162,8 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         step_key=step_key,
         devices=devices,
     )
-    experiment.model_paths.root.mkdir(parents=True, exist_ok=True)
+    if writes:
+        experiment.model_paths.root.mkdir(parents=True, exist_ok=True)
     return experiment
 
 
@@ -172,7 +182,7 @@ class TrainedModel:
     history: pd.DataFrame
     parameters: dict[str, int]
     postprocessing: minority.Postprocessing
-    val_probabilities: np.ndarray
+    val_probabilities: np.ndarray | None  # None: read back from a finished step, whose choice is made
 
 
 def validate(experiment: Experiment, method: str, model: keras.Model, history: pd.DataFrame,
@@ -232,12 +242,8 @@ def train_each_method(experiment: Experiment,
     return trained
 
 
-def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> tuple[TrainedModel, pd.DataFrame]:
-    """The method whose model scores best on validation, and the comparison table (written to ``methods.csv``
-    in the first round).
-
-    The table also holds each method's test scores, for the record: they play no part in the choice.
-    """
+def methods_table(experiment: Experiment, trained: dict[str, TrainedModel]) -> pd.DataFrame:
+    """Each method's validation scores (and, in the first round, its test scores, for the record only)."""
     data, names = experiment.data, experiment.data.class_names
     rare = minority.minority_class(data.train.labels, names)
     rows = []
@@ -248,12 +254,42 @@ def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> t
             test_probabilities, _ = evaluate.predict(result.model, data.test.images, experiment.params.training.batch_size)
             rows.append(minority.method_row(method, result.postprocessing, "test", test_probabilities,
                                             data.test.labels, names, rare))
-    table = pd.DataFrame(rows).assign(minority_class=rare)
+    return pd.DataFrame(rows).assign(minority_class=rare)
+
+
+def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> tuple[TrainedModel, pd.DataFrame]:
+    """The method whose model scores best on validation, and the comparison table (`methods_table`, written to
+    ``methods.csv`` in the first round).
+
+    The table also holds each method's test scores, for the record: they play no part in the choice.
+    """
+    table = methods_table(experiment, trained)
     chosen = minority.choose_method(table, experiment.params.minority.selection_metric, list(trained))
     table["chosen"] = table["method"] == chosen
     if experiment.is_first_round:
         table.to_csv(experiment.model_paths.methods, index=False)
     return trained[chosen], table
+
+
+def saved_choice(experiment: Experiment) -> tuple[TrainedModel, pd.DataFrame]:
+    """What `choose_method` returned when the step ran, read from the files it wrote: the kept model with its
+    history, parameters and post-processing, and the methods table (the first round's ``methods.csv``; a later
+    round, which trains one method, gets that method's row again from its validation predictions)."""
+    files = experiment.model_paths
+    metrics = json.loads(files.metrics.read_text())
+    method, model = metrics["minority_method"], load_trained_model(files.model)
+    history = pd.read_csv(files.history)
+    if experiment.is_first_round:
+        post = minority.Postprocessing(**metrics["postprocessing"])
+        return TrainedModel(method, model, history, metrics["parameters"], post, None), pd.read_csv(files.methods)
+    chosen = validate(experiment, method, model, history, metrics["parameters"])
+    return chosen, methods_table(experiment, {method: chosen}).assign(chosen=True)
+
+
+def saved_evaluation(experiment: Experiment) -> tuple[dict, pd.DataFrame]:
+    """What `evaluate_and_save` returned when the step ran: (metrics, test predictions), read from its files."""
+    files = experiment.model_paths
+    return json.loads(files.metrics.read_text()), pd.read_csv(files.predictions)
 
 
 def evaluate_and_save(

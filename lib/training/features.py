@@ -54,7 +54,9 @@ def streamed_features(paths, image_size: tuple[int, int], weights: str | None = 
     shape = (len(paths), extractor.output_shape[-1])
     if spill_dir is not None and shape[0] * shape[1] * 4 > FEATURES_IN_MEMORY_BYTES:
         Path(spill_dir).mkdir(parents=True, exist_ok=True)
-        features = np.lib.format.open_memmap(Path(spill_dir) / "features.npy", "w+", np.float32, shape)
+        spill = Path(spill_dir) / "features.npy"
+        spill.unlink(missing_ok=True)  # a new file: an old one may be hard-linked into another run's folder
+        features = np.lib.format.open_memmap(spill, "w+", np.float32, shape)
     else:
         features = np.empty(shape, dtype=np.float32)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:

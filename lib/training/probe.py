@@ -183,6 +183,12 @@ def fit_and_save(experiment, chosen, inputs=None) -> ProbeResult:
     return ProbeResult(metrics, predictions)
 
 
+def saved_result(experiment) -> ProbeResult:
+    """What `fit_and_save` returned when the step ran, read from the files it wrote."""
+    files = experiment.round_paths.model(PROBE_MODEL)
+    return ProbeResult(json.loads(files.probe_metrics.read_text()), pd.read_csv(files.probe_predictions))
+
+
 # --------------------------------------------------------------------------------------
 # The rule, and its words
 # --------------------------------------------------------------------------------------

@@ -52,7 +52,10 @@ def mobilenet_v2_by_method(experiment: Experiment) -> tuple[dict[str, TrainedMod
         nonlocal inputs
         model, base = build_mobilenet_v2(experiment.n_classes, params.data.image_size, mobilenet)
         head_parameters = parameter_counts(model)
-        inputs = phase_inputs(experiment, model, base) if inputs is None else inputs.bind(model, base)
+        if inputs is None:  # the first method's model: the frozen layers' activations are computed here
+            inputs = phase_inputs(experiment.round_inputs(), mobilenet, model, base)
+        else:
+            inputs = inputs.bind(model, base)
         fit_arguments = {"class_weight": experiment.class_weight(method), "verbose": params.training.verbose}
         head = inputs.head_phase(method)
         head_history = fit_phase(head.model, head.train, head.val, mobilenet.head, name="head", **fit_arguments)

@@ -1,0 +1,150 @@
+"""A notebook opened by hand (`lib.pipeline.interactive`): it never writes into the published run, shows that
+run's results when its inputs are unchanged, and computes what changed into a scratch run."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import copy_of_the_study, tree_digest, write_params
+
+from lib import run
+from lib.core.config import ParamsError, load_params
+from lib.core.overrides import changed_fields, dotted_overrides, nested_overrides, override_words
+from lib.core.paths import NOTEBOOKS_DIR
+from lib.pipeline import interactive
+
+# ---------------------------------------------------------------------------------------------
+# Overrides by dotted name
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_dotlist_and_a_mapping_give_the_same_nested_overrides():
+    from_cli = nested_overrides(["mobilenet_v2.dropout=0.4", "evaluation.seeds=[1, 2]", "training.verbose=0",
+                                 "mobilenet_v2.weights=null"])
+    from_notebook = nested_overrides({"mobilenet_v2.dropout": 0.4, "evaluation.seeds": [1, 2],
+                                      "training.verbose": 0, "mobilenet_v2.weights": None})
+    assert from_cli == from_notebook == {"mobilenet_v2": {"dropout": 0.4, "weights": None},
+                                         "evaluation": {"seeds": [1, 2]}, "training": {"verbose": 0}}
+    assert dotted_overrides(["cnn.training.epochs=3"]) == {"cnn.training.epochs": 3}
+    assert override_words({"mobilenet_v2.dropout": 0.4, "run_name": "x"}) == ['mobilenet_v2.dropout=0.4',
+                                                                             'run_name="x"']
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["mobilenet_v2.dropout"], "expected NAME=VALUE"),
+    (["=3"], "expected NAME=VALUE"),
+    (["cnn..dropout=0.1"], "expected a dotted name"),
+    (["seeds=[1, 2"], "not valid YAML"),
+])
+def test_malformed_overrides_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        nested_overrides(bad)
+
+
+def test_overrides_are_validated_with_the_params_file_by_the_same_schema(tmp_path):
+    params_file = write_params(tmp_path / "p.yaml", {"run_name": "x", "cnn": {"dropout": 0.2}})
+    params = load_params(params_file, ["mobilenet_v2.dropout=0.4", "cnn.training.epochs=3"])
+    assert params.mobilenet_v2.dropout == 0.4 and params.cnn.training.epochs == 3 and params.cnn.dropout == 0.2
+    with pytest.raises(ParamsError, match=r"with overrides mobilenet_v2\.dropot=0\.4.*\n  - mobilenet_v2\.dropot: "
+                                          r"unknown key"):
+        load_params(params_file, ["mobilenet_v2.dropot=0.4"])
+    with pytest.raises(ParamsError, match=r"  - mobilenet_v2\.dropout: Input should be less than 1 \(got 7\)"):
+        load_params(params_file, {"mobilenet_v2.dropout": 7})
+    with pytest.raises(ParamsError, match="expected NAME=VALUE"):
+        load_params(params_file, ["dropout"])
+
+
+def test_changed_fields_names_each_dotted_field_that_differs():
+    before = {"cnn": {"dropout": 0.5, "training": {"epochs": 25}}, "seed": 1}
+    after = {"cnn": {"dropout": 0.4, "training": {"epochs": 25}}, "seed": 1, "extra": {"a": 1}}
+    assert changed_fields(before, after) == ["cnn.dropout", "extra.a"]
+
+
+def test_run_all_set_reaches_every_notebook_and_is_recorded(tiny_params_file, monkeypatch):
+    """`./run_all.sh --set` (the runner's stand-in notebooks here): the params with the override key every
+    step, each notebook receives the override, and the run records it."""
+    from lib.report import render as report_render
+
+    received = []
+
+    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None):
+        received.append(overrides)
+        planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
+        planned.executed_copy(run_paths).write_text("{}")
+
+    monkeypatch.setattr(run, "execute_step", stand_in)
+    monkeypatch.setattr(report_render, "render", lambda notebook, html, pdf, title: html.write_text("<html/>") or 1)
+    assert run.main([str(tiny_params_file), "--set", "mobilenet_v2.dropout=0.4"]) == 0
+    assert received and all(overrides == {"mobilenet_v2.dropout": 0.4} for overrides in received)
+    final = load_params(tiny_params_file)
+    folder = final.reports_dir / final.run_name
+    assert json.loads((folder / "params.json").read_text())["mobilenet_v2"]["dropout"] == 0.4
+    assert json.loads((folder / "overrides.json").read_text()) == ["mobilenet_v2.dropout=0.4"]
+    assert run.main([str(tiny_params_file), "--set", "mobilenet_v2.dropout=7"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks run by hand on a finished study
+# ---------------------------------------------------------------------------------------------
+
+
+def run_by_hand(notebook: str, params_file: Path, out: Path, **parameters) -> str:
+    """Execute a source notebook as a person would (only the parameters a person sets), in the project's own
+    Python; returns everything it printed."""
+    import papermill
+
+    executed = out / f"by-hand-{len(list(out.glob('by-hand-*')))}-{notebook}"
+    papermill.execute_notebook(NOTEBOOKS_DIR / notebook, executed, kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
+                               parameters={"params_file": str(params_file), **parameters}, progress_bar=False)
+    cells = json.loads(executed.read_text())["cells"]
+    return "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"])
+
+
+TRAINING_LINE = "--- "  # `lib.training.experiment.train_each_method` prints one before each training
+
+
+@pytest.mark.slow
+def test_notebooks_by_hand_never_write_the_published_run_and_train_only_what_changed(tiny_study, tmp_path):
+    reports, values = copy_of_the_study(tiny_study, tmp_path)
+    params_file = write_params(tmp_path / "tiny.yaml", values)
+    published = reports / "tiny"
+    before = tree_digest(published)
+    out = tmp_path / "executed"
+    out.mkdir()
+
+    # Unchanged inputs: every notebook shows the published results, trains nothing, writes nothing anywhere.
+    for notebook, rounds in (("01_data_audit.ipynb", [None]), ("02_cnn.ipynb", ["seed-1", "seed-2"]),
+                             ("03_mobilenetv2.ipynb", ["seed-1", "seed-2"]), ("04_comparison.ipynb", [None]),
+                             ("05_report.ipynb", [None])):
+        for round_name in rounds:
+            printed = run_by_hand(notebook, params_file, out, **({"round_name": round_name} if round_name else {}))
+            assert f"showing the results of {published}" in printed and "reused" in printed, printed[:500]
+            assert TRAINING_LINE not in printed
+    assert tree_digest(published) == before
+    assert not (reports / interactive.SCRATCH_DIR).exists()
+
+    # One model parameter changed: the MobileNetV2 notebook trains into the scratch run; the audit and the
+    # CNN are reused there; the published run is untouched.
+    change = {"mobilenet_v2.dropout": 0.3}
+    printed = run_by_hand("03_mobilenetv2.ipynb", params_file, out, overrides=change)
+    scratch = interactive.scratch_paths(load_params(params_file, change))
+    assert "these params differ from the published run's: mobilenet_v2.dropout" in printed
+    assert f"writing into the scratch run {scratch.root}" in printed and TRAINING_LINE in printed
+    assert scratch.root.parent == reports / interactive.SCRATCH_DIR
+    recorded = json.loads(scratch.steps.read_text())["rounds/seed-1/03_mobilenetv2.ipynb"]
+    assert recorded["by_hand"] is True
+    for notebook in ("01_data_audit.ipynb", "02_cnn.ipynb", "03_mobilenetv2.ipynb"):
+        printed = run_by_hand(notebook, params_file, out, overrides=change)
+        assert f"showing the results of {scratch.root}" in printed and TRAINING_LINE not in printed
+    assert tree_digest(published) == before
+
+    # A later ./run_all.sh of the published params reuses every step and publishes nothing from the scratch run.
+    record = run.run_study(params_file)
+    assert [label for label, entry in record.items() if not entry["reused"]] == ["05_report.ipynb",
+                                                                                 run.REPORT_STEP]
+    after = tree_digest(published)
+    unchanged = {name for name in before if not name.startswith(("notebooks/05", "report.", "steps.json"))}
+    assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
+    assert not any(interactive.SCRATCH_DIR in name for name in after)
+    assert yaml.safe_load(params_file.read_text())["reports_dir"] == str(reports)
