@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -100,3 +101,22 @@ def test_the_readmes_own_folder_params_are_valid_params(tmp_path):
         values["data"]["directory"] = str(tmp_path)  # the example's folder does not exist here
         params = parse_params(values, source="README.md")
         assert params.evaluation.seeds == [42] and params.minority.methods == ["class_weight"]
+
+
+@pytest.mark.slow  # exports a trained model
+def test_the_readmes_onnxruntime_snippet_gives_the_exports_answer(finished_run, capsys):
+    from lib.deploy import export
+    from lib.deploy import finished_run as deploy
+
+    snippet, = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    export.export_model(finished_run, "mobilenetv2")  # class weights: no post-processing to apply
+    run_model = deploy.RunModel.open(finished_run, "mobilenetv2")
+    photo = str(pd.read_csv(run_model.paths.predictions)["path"].iloc[0])
+    folder = f"{export.export_dir(finished_run, 'mobilenetv2')}/"
+    exec(snippet.replace("reports/default/export/mobilenetv2/", folder).replace("shelf.jpg", photo), {})
+
+    onnx = deploy.OnnxClassifier(Path(folder) / "model.onnx", run_model.postprocessing)
+    expected = onnx.probabilities(deploy.read_image(photo, run_model.input_size, 10**8)[None])[0]
+    label, probability = capsys.readouterr().out.split()
+    assert label == run_model.class_names[int(expected.argmax())]
+    assert float(probability) == pytest.approx(float(expected.max()), abs=1e-5)
