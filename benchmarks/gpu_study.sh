@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The study on a GPU machine without internet, in one call (README.md: Speed):
+# The study on a GPU machine without internet, in one call (docs/gpu-kit.md):
 #
 #   here:   .venv/bin/python tools/device_kit.py build      # .device/: images, weights, wheels (ignored by git)
-#   there:  run(command="bash benchmarks/gpu_study.sh", carry=[".device"], timeout_s=600)
+#   there:  bash benchmarks/gpu_study.sh             # the repository copied there with .device/
 #
 #   bash benchmarks/gpu_study.sh [PARAMS]        (default params/default.yaml; the kit must hold its images)
 #
@@ -36,7 +36,7 @@ step() { echo; echo "== $(date +%T) (+${SECONDS} s) $*"; }
 setup() {
   step "kit: install its wheels, seed Keras' cache"
   if [ ! -f "$kit/SHA256SUMS" ]; then
-    echo "error: no kit in $kit: run tools/device_kit.py build here first, and carry .device" >&2; return 2
+    echo "error: no kit in $kit: run tools/device_kit.py build with internet first, and copy .device here" >&2; return 2
   fi
   stamp="$(sha256sum "$kit/SHA256SUMS" | cut -c1-64)"
   if [ "$(cat "$site/.kit" 2>/dev/null)" != "$stamp" ]; then  # a warm machine keeps the last install

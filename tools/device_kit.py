@@ -1,10 +1,10 @@
-"""The GPU kit: what one call on a GPU machine without internet needs to run a study (README: Speed).
+"""The GPU kit: what one call on a GPU machine without internet needs to run a study (docs/gpu-kit.md).
 
     .venv/bin/python tools/device_kit.py build [--params params/default.yaml] [--assets ../shared/assets]
     python3 tools/device_kit.py check [--params params/default.yaml]      # on the GPU machine
 
 ``build`` (here, with internet to PyPI) fills the folder ``.device/`` (ignored by git, listed in
-.gitignore), which a GPU call carries (``carry=[".device"]``) and ``benchmarks/gpu_study.sh`` reads:
+.gitignore), which travels with the repository to the GPU machine and ``benchmarks/gpu_study.sh`` reads:
 
     .device/keras/      a Keras cache (``$KERAS_HOME``): the ImageNet MobileNetV2 weights, and a reduced
                         extraction of the Grocery Store dataset: its label files as published (so that
@@ -291,7 +291,7 @@ def build(args) -> None:
           f"repository {repository / mib:.1f} MiB: {total / mib:.1f} MiB travel (limit {args.max_mib} MiB)")
     if total > args.max_mib * mib:
         raise SystemExit(f"error: {total / mib:.1f} MiB is over {args.max_mib} MiB; a GPU call carries 64 MiB at most")
-    print(f"kit ready: {kit}; run it with run(command='bash benchmarks/gpu_study.sh', carry=['.device'])")
+    print(f"kit ready: {kit}; copy the repository with it to the GPU machine and run bash benchmarks/gpu_study.sh")
 
 
 def unmet_requirements(wheels_dir: Path) -> list[str]:
@@ -321,7 +321,7 @@ def check(args) -> None:
     kit = Path(args.kit).resolve()
     sums = kit / "SHA256SUMS"
     if not sums.is_file():
-        raise SystemExit(f"error: no kit at {kit}: run tools/device_kit.py build here and carry .device")
+        raise SystemExit(f"error: no kit at {kit}: run tools/device_kit.py build with internet and copy .device here")
     damaged = [name for digest, name in (line.split(maxsplit=1) for line in sums.read_text().splitlines())
                if not (kit / name).is_file() or sha256_of(kit / name) != digest]
     if damaged:

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Create, or reuse, the project's virtual environment from requirements.lock.
 #
-#   tools/setup_env.sh            # prints nothing when .venv already matches the lock
+#   tools/setup_env.sh            # prints nothing when .venv already matches the lock (and no STUDY_ASSETS)
 #   tools/setup_env.sh --gpu      # NVIDIA GPU machines: adds JAX's CUDA 12 build (requirements-gpu.txt)
 #
 # The venv is rebuilt only when requirements.lock (with --gpu, or STUDY_GPU=1: and
 # requirements-gpu.txt) changed since it was made (their hash is kept in .venv/.lock.sha256);
 # a GPU venv also serves the plain command. Set STUDY_VENV to put the venv elsewhere,
-# STUDY_PYTHON to build it with a given interpreter (3.11, 3.12 or 3.13).
+# STUDY_PYTHON to build it with a given interpreter (3.11, 3.12 or 3.13), and STUDY_ASSETS to a
+# folder holding copies of the downloads (the Grocery Store archive, the MobileNetV2 weights) on a
+# machine without internet: they are copied into Keras' cache (python -m lib.data.assets), so that
+# ./run_all.sh and the tests, which both start here, find them.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,30 +54,42 @@ register_kernel() {
   fi
 }
 
-have="$(cat "$stamp" 2>/dev/null || true)"
-if [ -x "$venv/bin/python" ] && { [ "$have" = "$want" ] || [ "$have" = "$with_gpu" ]; }; then
-  register_kernel
-  exit 0
-fi
-
-# The lock installs on Python 3.11 (3.11.5 or newer: some locked wheels need it), 3.12 and 3.13:
-# take STUDY_PYTHON when set, else the first such interpreter on PATH.
-python=""
-for candidate in ${STUDY_PYTHON:-} $(type -ap python3.11 python3.12 python3.13 python3); do
-  if "$candidate" -c 'import sys, venv; sys.exit(not ((3, 11, 5) <= sys.version_info[:3] < (3, 14)))' 2>/dev/null; then
-    python="$candidate"; break
+build_venv() {
+  # The lock installs on Python 3.11 (3.11.5 or newer: some locked wheels need it), 3.12 and 3.13:
+  # take STUDY_PYTHON when set, else the first such interpreter on PATH.
+  python=""
+  for candidate in ${STUDY_PYTHON:-} $(type -ap python3.11 python3.12 python3.13 python3); do
+    if "$candidate" -c 'import sys, venv; sys.exit(not ((3, 11, 5) <= sys.version_info[:3] < (3, 14)))' 2>/dev/null; then
+      python="$candidate"; break
+    fi
+  done
+  if [ -z "$python" ]; then
+    echo "error: Python 3.11 (3.11.5 or later), 3.12 or 3.13, with venv, is needed on PATH (or as STUDY_PYTHON);" \
+         "conda users: conda env create -f environment.yml" >&2
+    exit 1
   fi
-done
-if [ -z "$python" ]; then
-  echo "error: Python 3.11 (3.11.5 or later), 3.12 or 3.13, with venv, is needed on PATH (or as STUDY_PYTHON);" \
-       "conda users: conda env create -f environment.yml" >&2
-  exit 1
+
+  echo "Setting up $venv from requirements.lock$([ "$gpu" = 1 ] && echo " and requirements-gpu.txt") (the first time takes a few minutes)..."
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root"
+  echo "$want" > "$stamp"
+  echo "Environment ready: $venv"
+}
+
+have="$(cat "$stamp" 2>/dev/null || true)"
+if ! { [ -x "$venv/bin/python" ] && { [ "$have" = "$want" ] || [ "$have" = "$with_gpu" ]; }; }; then
+  build_venv
 fi
 
-echo "Setting up $venv from requirements.lock$([ "$gpu" = 1 ] && echo " and requirements-gpu.txt") (the first time takes a few minutes)..."
-"$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root"
-echo "$want" > "$stamp"
 register_kernel
-echo "Environment ready: $venv"
+
+if [ -n "${STUDY_ASSETS:-}" ]; then
+  if [ ! -d "$STUDY_ASSETS" ]; then
+    echo "error: STUDY_ASSETS=$STUDY_ASSETS is not a folder (it should hold copies of the downloads)" >&2
+    exit 2
+  fi
+  # From the project root, so that this checkout's lib is the one imported.
+  assets="$(realpath "$STUDY_ASSETS")"
+  (cd "$root" && "$venv/bin/python" -m lib.data.assets "$assets")
+fi
