@@ -43,6 +43,6 @@ report); each notebook imports what it shows from the module that computes it.
   using the trained models
     deploy            a finished run's models, photos read as the study reads them, Keras and ONNX classifiers
     export            each first-round model as .keras, ONNX and a JSON description (python -m lib.deploy.export)
-    predict           classify photos from the command line (./predict.sh)
+    predict           classify photos from the command line (./predict.sh); --rank: which photos to label next
     app               the web app: both models' answers with Grad-CAM (./app.sh; Streamlit page app/page.py)
 """
