@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Classify photos with a finished run's model (see lib/deploy/predict.py):
-#   ./predict.sh [--run reports/default] [--model mobilenetv2|cnn] [--runtime keras|onnx] [--top-k K]
+#   ./predict.sh [--run reports/default] [--model mobilenetv2|cnn] [--runtime keras|onnx] [--top-k K] [--rank margin|entropy]
 #                [--csv FILE|--json FILE] IMAGE_OR_FOLDER...
 #
 # Creates or reuses .venv from requirements.lock (tools/setup_env.sh), like ./run_all.sh.

@@ -8,7 +8,8 @@ Each package's ``__init__`` is its map, module by module.
     data        raw images (read-only) to splits and batches: sources, offline assets, image reading,
                 the audit, near-duplicate groups, splits, evaluation rounds, the input streams
     training    the two models, MobileNetV2's frozen features, minority-class methods, training phases,
-                evaluation, the activation cache, the experiment plumbing, both recipes, the linear probe
+                evaluation, the activation cache, the experiment plumbing, both recipes, the linear probe,
+                acquisition scores (which photos to label next)
     analysis    every round read back and compared: statistics, calibration, the comparison, the test
                 images worth looking at, Grad-CAM
     report      figures, numbered tables, the report's prose, its references, rendering (HTML, PDF)

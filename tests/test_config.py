@@ -16,7 +16,7 @@ def test_default_params_file_is_the_replication_subset():
     assert (params.split.train, params.split.val, params.split.test) == (0.70, 0.15, 0.15)
     assert run_paths(params).round("seed-42").split_manifest == PROJECT_ROOT / "reports/default/rounds/seed-42/split.csv"
     assert params.evaluation.seeds == [42, 43, 44] and params.split.group_near_duplicates
-    assert params.minority.methods == ["class_weight", "oversample", "logit_adjustment"]
+    assert params.minority.methods == ["class_weight", "oversample", "logit_adjustment", "mixup"]
 
 
 def test_every_bad_field_is_reported_in_one_error(tmp_path):

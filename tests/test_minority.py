@@ -1,4 +1,5 @@
-"""Minority-class methods: the oversampled stream, logit adjustment, and the choice on validation."""
+"""Minority-class methods: the oversampled stream, mixup's blended batches, logit adjustment, and the choice on
+validation."""
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ from lib.data.inputs import Batches
 from lib.training import minority
 from lib.training.minority import METHODS
 
-OVERSAMPLE = METHODS["oversample"]
+OVERSAMPLE, MIXUP = METHODS["oversample"], METHODS["mixup"]
 
 
 def test_one_oversampling_procedure_balances_every_epoch_and_holds_only_training_images():
@@ -41,7 +42,55 @@ def test_each_method_says_what_it_changes():
     rng = np.random.default_rng(0)
     assert sorted(METHODS["class_weight"].epoch_rows(labels, 2, rng)) == list(range(10)), "each image once"
     assert [m.name for m in METHODS.values() if m.adjusts_logits] == ["logit_adjustment"]
-    assert [m.name for m in METHODS.values() if m.balances_sampling] == ["oversample"]
+    assert [m.name for m in METHODS.values() if m.balances_sampling] == ["oversample", "mixup"]
+    assert [m.name for m in METHODS.values() if m.mix_alpha] == ["mixup"]
+    inputs, targets = np.ones((4, 2)), np.eye(2)[[0, 1, 0, 1]]
+    assert all(x is inputs and y is targets for x, y in [OVERSAMPLE.mix_batch(inputs, targets, rng)]), "no mixing"
+
+
+def test_mixup_batches_blend_images_and_labels_alike_and_over_draw_the_rare_class():
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    images = np.eye(3, dtype="float32")[labels][None]  # (views, N, 3): each image is its own one-hot label
+    stream = Batches(images, labels, 3, batch_size=20, method=MIXUP, seed=7)
+    targets, mixed = [], 0
+    for _ in range(3):
+        stream.on_epoch_begin()
+        for index in range(len(stream)):
+            x, y = stream[index]
+            np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+            assert (y >= 0).all() and (y <= 1).all()
+            # the same weight and the same partner for the image and its label: the blend of the images is
+            # the blend of the labels
+            np.testing.assert_allclose(x, y, atol=1e-6)
+            mixed += int(((y > 1e-3) & (y < 1 - 1e-3)).any(axis=1).sum())
+            targets.append(y)
+    assert mixed > 100, f"most of the 300 rows blend two classes, {mixed} did"
+    shares = np.concatenate(targets).mean(axis=0)
+    assert np.allclose(shares, 1 / 3, atol=0.07), f"the rare class (5 % of images) holds a third of the labels: {shares}"
+    again = Batches(images, labels, 3, batch_size=20, method=MIXUP, seed=7)
+    again.on_epoch_begin()
+    np.testing.assert_array_equal(again[0][1], targets[0])
+    plain = Batches(images, labels, 3, batch_size=20)  # validation: never mixed
+    assert all(set(np.unique(plain[i][1])) == {0.0, 1.0} for i in range(len(plain)))
+
+
+@pytest.mark.slow
+def test_both_models_train_with_mixup_and_the_first_round_compares_it(prepare_experiment):
+    from lib.training import experiment as experiments
+    from lib.training import recipes
+
+    one_epoch = {"learning_rate": 1e-3, "epochs": 1, "patience": 1}
+    methods = {"methods": ["oversample", "mixup"]}
+    cnn = prepare_experiment("cnn", cnn={"conv_filters": [4], "dense_units": 8, "training": one_epoch}, minority=methods)
+    mobilenet = prepare_experiment("mobilenetv2", minority=methods, mobilenet_v2={
+        "weights": None, "dense_units": 8, "head": one_epoch, "fine_tune": one_epoch})
+    for experiment, trained in ((cnn, recipes.cnn_by_method(cnn)), (mobilenet, recipes.mobilenet_v2_by_method(mobilenet)[0])):
+        assert list(trained) == ["oversample", "mixup"]
+        assert trained["mixup"].history["loss"].notna().all()
+        np.testing.assert_allclose(trained["mixup"].val_probabilities.sum(axis=1), 1.0, atol=1e-5)
+        _, table = experiments.choose_method(experiment, trained)
+        assert set(table.loc[table["method"] == "mixup", "split"]) == {"val", "test"}
+        assert table["chosen"].sum() == 2  # one method, its validation and test rows
 
 
 def test_the_training_stream_oversamples_and_validation_is_untouched(prepare_experiment):

@@ -192,3 +192,29 @@ def test_the_throughput_benchmark_times_predict_and_checks_it_against_the_run(fi
     assert row["agree"] == 10  # the saved model, in its own precision, gives the labels the run wrote
     text = benchmark.markdown(finished_run, [row], {})
     assert f"| cnn | keras | 10 | {row['images_per_second']:.1f} | 10 / 10 |" in text
+
+
+@pytest.mark.parametrize("score", ["margin", "entropy"])
+def test_the_labelling_queue_puts_the_least_certain_photo_first(finished_run, photos, tmp_path, score, capsys):
+    status = predict.main(["--run", str(finished_run), "--model", "cnn", "--rank", score, "--csv",
+                           str(tmp_path / "queue.csv"), str(photos)])
+    out, err = capsys.readouterr()
+    assert status == 1 and err.count("unreadable: ") == len(UNREADABLE)
+    import pandas as pd
+
+    from lib.training import acquisition
+
+    queue = pd.read_csv(tmp_path / "queue.csv")
+    assert list(queue.columns) == ["rank", "file", score, "predicted", "probability"]
+    assert queue["rank"].tolist() == list(range(1, len(READABLE) + 1))
+    assert sorted(queue["file"]) == sorted(str(photos / name) for name in READABLE)
+    # The scores of the probabilities predict reports for the same files, most uncertain first.
+    run_model = deploy.RunModel.open(finished_run, "cnn")
+    classified = predict.classify_files(deploy.image_files([photos]), run_model, deploy.KerasClassifier(run_model), 1)
+    readable = [p for p in classified if not p.error]
+    order, values = acquisition.labelling_order(np.stack([p.probabilities for p in readable]), score)
+    assert queue["file"].tolist() == [readable[i].file for i in order]
+    np.testing.assert_allclose(queue[score], values[order], atol=1e-6)
+    assert queue["predicted"].tolist() == [readable[i].top[0][0] for i in order]
+    assert _printed_rows(out)[0] == ["rank", "file", score, "predicted", "p"]
+    assert [row[1] for row in _printed_rows(out)[1:]] == queue["file"].tolist()

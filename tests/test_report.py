@@ -93,6 +93,8 @@ def test_sentences_about_the_original_study_appear_only_in_the_replication(tmp_p
     assert "Klasson" in references.references_html(replication) and "Klasson" not in references.references_html(own)
     assert "Menon" in references.references_html(replication)
     assert "Menon" not in references.references_html(parse_params({"minority": {"methods": ["class_weight"]}}))
+    assert "mixup" in references.references_html(replication)  # params/default.yaml compares it
+    assert "mixup" not in references.references_html(parse_params({"minority": {"methods": ["class_weight"]}}))
 
 
 def test_class_names_with_control_characters_or_markup_show_as_text_in_prose_and_figures():

@@ -213,7 +213,10 @@ class MinorityParams(_Section):
     - ``oversample``: the training stream draws every class equally often (augmented, so that
       repeats of a rare image differ), no loss weights;
     - ``logit_adjustment``: no weights while training, then every class's log-probability is
-      shifted by ``-tau * log(prior)`` (Menon et al., 2021), ``tau`` taken from ``tau_grid``.
+      shifted by ``-tau * log(prior)`` (Menon et al., 2021), ``tau`` taken from ``tau_grid``;
+    - ``mixup``: class-balanced draws as ``oversample``, each training batch blended with itself
+      reordered, images and labels alike (Zhang et al., 2018; `lib.training.minority`). Not in the
+      default list, so that params without ``methods`` keep their results; params/default.yaml lists it.
 
     The method with the best validation ``selection_metric`` is used for every round's headline
     results; the test split never takes part in the choice.
@@ -225,7 +228,7 @@ class MinorityParams(_Section):
     comparison (with two rare validation images, by a lot).
     """
 
-    methods: list[Literal["class_weight", "oversample", "logit_adjustment"]] = Field(
+    methods: list[Literal["class_weight", "oversample", "logit_adjustment", "mixup"]] = Field(
         default=["class_weight", "oversample", "logit_adjustment"], min_length=1
     )
     selection_metric: Literal["macro_f1", "balanced_accuracy"] = "macro_f1"

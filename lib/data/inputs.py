@@ -209,6 +209,9 @@ class OneView:
         return np.asarray(self.images[rows])
 
 
+MIX_DRAWS = 1  # the extra seed word of `Batches`' mixing draws, so that they differ from the augmentation's
+
+
 @dataclass(frozen=True, eq=False)
 class _Epoch:
     """One epoch of a `Batches` stream: its number (which decides the augmentation's draws), the rows in
@@ -247,6 +250,8 @@ class Batches(keras.utils.PyDataset):
     (validation, prediction), as epoch ``epoch`` for the augmentation's draws (`lib.training.activation_cache`
     computes its augmented view *v* as epoch *v*). ``augment``, if given (an `Augmentation`),
     transforms each batch (training, and the augmented views `lib.training.activation_cache` computes).
+    A seeded batch is then mixed as the method asks (``method.mix_batch``: mixup blends it with itself
+    reordered, targets included; other methods leave it as it is).
     Without ``labels``, batches are inputs only (prediction). A batch is converted to float32 when it
     is served, so that uint8 pixels are never held as float32 all at once.
 
@@ -300,7 +305,13 @@ class Batches(keras.utils.PyDataset):
         inputs = self.inputs[epoch.views[batch], rows].astype("float32", copy=False)
         if self.augment is not None:
             inputs = self.augment(inputs, epoch.number, index)
-        return inputs if self.targets is None else (inputs, self.targets[rows])
+        if self.targets is None:
+            return inputs
+        if self.seed is None:
+            return inputs, self.targets[rows]
+        # A training batch as the method trains on it (mixup blends it), its draws a function of epoch and batch
+        return self.method.mix_batch(inputs, self.targets[rows], np.random.default_rng([self.seed, epoch.number, index,
+                                                                                         MIX_DRAWS]))
 
     def __getitem__(self, index: int):
         if not self.threads:

@@ -7,6 +7,8 @@ For each photo, each model of the run's first round shows its top-k labels and p
 the run's post-processing), a Grad-CAM overlay of the predicted class (`lib.analysis.explain.grad_cam`, the
 report's saliency function) and its test precision, recall and F1 for that class, i.e. how far to
 trust the answer. A file that is not a readable image gets a message with the audit's reason.
+"Which photos to label next" ranks a folder of unlabelled photos on this machine by how unsure a model
+is of each, as ``./predict.sh --rank`` does (`lib.deploy.predict.rank_files`), with the queue as a CSV download.
 Another finished run under the same reports folder can be picked in the sidebar.
 
 The app is a Streamlit page: ``python -m lib.deploy.app`` starts Streamlit on ``app/page.py`` (`launch`),
@@ -37,6 +39,8 @@ from lib.deploy.finished_run import (
     read_image,
     top_k,
 )
+from lib.deploy.predict import rank_files
+from lib.training import acquisition
 
 DEFAULT_RUN = PROJECT_ROOT / "reports" / "default"
 PAGE = PROJECT_ROOT / "app" / "page.py"  # the file Streamlit runs: it calls `page`
@@ -117,6 +121,7 @@ def page(args: argparse.Namespace) -> None:
     uploads = st.file_uploader("Photos (JPEG, PNG, WebP, GIF, BMP, TIFF)", accept_multiple_files=True)
     for upload in uploads or []:
         show_upload(st, upload.name, upload.getvalue(), models, run_dir, args.top_k)
+    show_labelling_queue(st, models)
 
 
 def choose_run(st, given: Path) -> Path:
@@ -153,6 +158,29 @@ def show_upload(st, name: str, data: bytes, models: dict, run_dir: Path, k: int)
     for column, (model_name, (run_model, classifier)) in zip(st.columns(len(models)), models.items()):
         with column:
             show_answer(st, model_name, answer(run_model, classifier, pixels, k))
+
+
+def show_labelling_queue(st, models: dict) -> None:
+    """A folder's photos, the most worth labelling first (the queue of ``./predict.sh --rank``), and its CSV."""
+    with st.expander("Which photos to label next"):
+        folder = st.text_input("A folder of unlabelled photos on this machine")
+        model_name = st.selectbox("Model", list(models), format_func=MODEL_TITLES.get)
+        scores = list(acquisition.SCORES)
+        score = st.selectbox("Uncertainty score", scores, index=scores.index(acquisition.DEFAULT_SCORE),
+                             help="margin: top probability minus the second, smallest first; "
+                                  "entropy: highest first (lib/training/acquisition.py)")
+        if not folder:
+            return
+        if not Path(folder).is_dir():
+            st.error(f"{folder} is not a folder on this machine.")
+            return
+        run_model, classifier = models[model_name]
+        queue, unreadable = rank_files([folder], run_model, classifier, score)
+        for p in unreadable:
+            st.warning(f"{p.file} is not an image the models can read: {p.error}")
+        st.dataframe(queue, hide_index=True)
+        st.download_button("Download the queue (CSV)", queue.to_csv(index=False, float_format="%.6f"),
+                           file_name="labelling_queue.csv", mime="text/csv")
 
 
 def show_answer(st, model_name: str, result: dict) -> None:

@@ -1,10 +1,13 @@
 """Classify photos with a finished run's model: ./predict.sh (python -m lib.deploy.predict).
 
     ./predict.sh [--run reports/default] [--model mobilenetv2|cnn] [--runtime keras|onnx] [--top-k K]
-                 [--csv FILE | --json FILE] IMAGE_OR_FOLDER...
+                 [--rank margin|entropy] [--csv FILE | --json FILE] IMAGE_OR_FOLDER...
 
 Prints one row per image: the file, then its top-k labels with their probabilities (after the
-post-processing the run chose). Folders are searched recursively for image files (hidden files
+post-processing the run chose). With ``--rank SCORE``, it prints the labelling queue instead: the photos
+ordered most uncertain first by an acquisition score (`lib.training.acquisition`: ``margin``, the
+default choice, or ``entropy``), with the score, the predicted label and its probability; ``--csv`` /
+``--json`` then write the queue. Folders are searched recursively for image files (hidden files
 left out); a file named on the command line is always tried. Images are read as the study read
 them (EXIF upright, first frame, RGB: CMYK, 16-bit, palette, WebP and animated images included);
 a file that cannot be read is named on stderr with the audit's reason, and the others go on.
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lib.core.paths import MODELS, PROJECT_ROOT
 from lib.deploy.finished_run import (
@@ -38,6 +42,7 @@ from lib.deploy.finished_run import (
     read_image,
     top_k,
 )
+from lib.training import acquisition
 
 
 @dataclass
@@ -126,6 +131,35 @@ def write_json(predictions: list[Prediction], class_names: list[str], target: Pa
     target.write_text(json.dumps(records, indent=2) + "\n")
 
 
+def labelling_queue(predictions: list[Prediction], class_names: list[str], score: str) -> pd.DataFrame:
+    """The classified files, most uncertain first by ``score`` (ties: in the order given): rank, file, the
+    score's value, the predicted label and its probability."""
+    classified = [p for p in predictions if not p.error]
+    if not classified:
+        return pd.DataFrame(columns=["rank", "file", score, "predicted", "probability"])
+    probabilities = np.stack([p.probabilities for p in classified])
+    order, values = acquisition.labelling_order(probabilities, score)
+    return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "file": [classified[i].file for i in order],
+                         score: values[order], "predicted": [class_names[i] for i in probabilities[order].argmax(axis=1)],
+                         "probability": probabilities[order].max(axis=1)})
+
+
+def rank_files(inputs, run_model: RunModel, classifier, score: str,
+               batch_size: int = 32) -> tuple[pd.DataFrame, list[Prediction]]:
+    """The labelling queue of the image files in ``inputs`` (files and folders, as `image_files` finds them), and
+    the files that could not be read."""
+    predictions = classify_files(image_files(inputs), run_model, classifier, 1, batch_size)
+    return labelling_queue(predictions, run_model.class_names, score), [p for p in predictions if p.error]
+
+
+def queue_rows(queue: pd.DataFrame) -> list[list[str]]:
+    """The printed queue, header first."""
+    score = queue.columns[2]
+    return [["rank", "file", score, "predicted", "p"]] + [
+        [str(row["rank"]), row["file"], f"{row[score]:.3f}", row["predicted"], f"{row['probability']:.3f}"]
+        for _, row in queue.iterrows()]
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="predict.sh", description="Classify photos with a finished run's model.")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
@@ -135,6 +169,10 @@ def parse_args(argv):
     parser.add_argument("--runtime", choices=("keras", "onnx"), default="keras",
                         help="keras: the saved model; onnx: its export (python -m lib.deploy.export); default: %(default)s")
     parser.add_argument("--top-k", type=int, default=3, help="labels per image (default: %(default)s)")
+    parser.add_argument("--rank", choices=tuple(acquisition.SCORES), metavar="SCORE",
+                        help="print the labelling queue instead: the photos most worth labelling first, by "
+                             f"{' or '.join(acquisition.SCORES)} ({acquisition.DEFAULT_SCORE} is the usual choice: "
+                             "lib/training/acquisition.py says why)")
     parser.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--csv", type=Path, metavar="FILE", help="also write every answer to this CSV file")
@@ -153,11 +191,18 @@ def main(argv=None) -> int:
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.rank:
+        queue, unreadable = rank_files(args.inputs, run_model, classifier, args.rank, args.batch_size)
+        report_unreadable(unreadable)
+        print(format_table(queue_rows(queue)))
+        if args.csv:
+            queue.to_csv(args.csv, index=False, float_format="%.6f")
+        if args.json:
+            args.json.write_text(queue.to_json(orient="records", indent=2) + "\n")
+        return 1 if unreadable else 0
     k = min(args.top_k, len(run_model.class_names))
     predictions = classify_files(image_files(args.inputs), run_model, classifier, k, args.batch_size)
-    for p in predictions:
-        if p.error:
-            print(f"unreadable: {p.file}: {p.error}", file=sys.stderr)
+    report_unreadable(predictions)
     print(format_table(table_rows(predictions, k)))
     if args.csv:
         write_csv(predictions, run_model.class_names, k, args.csv)
@@ -165,6 +210,11 @@ def main(argv=None) -> int:
         write_json(predictions, run_model.class_names, args.json)
     return 1 if any(p.error for p in predictions) else 0
 
+
+def report_unreadable(predictions: list[Prediction]) -> None:
+    for p in predictions:
+        if p.error:
+            print(f"unreadable: {p.file}: {p.error}", file=sys.stderr)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,17 +10,20 @@ REFERENCES = {
                 "Image Database.</i> CVPR, 2009.",
     "logit_adjustment": "A. K. Menon, S. Jayasumana, A. S. Rawat, H. Jain, A. Veit, S. Kumar. <i>Long-tail learning "
                         "via logit adjustment.</i> ICLR, 2021.",
+    "mixup": "H. Zhang, M. Cisse, Y. N. Dauphin, D. Lopez-Paz. <i>mixup: Beyond Empirical Risk Minimization.</i> "
+             "ICLR, 2018.",
     "grad_cam": "R. R. Selvaraju, M. Cogswell, A. Das, R. Vedantam, D. Parikh, D. Batra. <i>Grad-CAM: Visual "
                 "Explanations from Deep Networks via Gradient-based Localization.</i> ICCV, 2017.",
     "keras": "F. Chollet et al. <i>Keras.</i> https://keras.io, 2015–; <i>Transfer learning &amp; fine-tuning</i> guide.",
     "sklearn": "F. Pedregosa et al. <i>Scikit-learn: Machine Learning in Python.</i> JMLR 12, 2011.",
 }
+METHOD_REFERENCES = ("logit_adjustment", "mixup")  # cited only when the run compares that minority-class method
 
 
 def references_html(params) -> str:
-    """The works this run's report rests on, numbered: the dataset only when the run uses it, logit adjustment
-    only when it was compared."""
+    """The works this run's report rests on, numbered: the dataset only when the run uses it, a minority-class
+    method's paper only when the method was compared."""
     keys = [key for key in REFERENCES
             if (key != "grocery" or params.data.source == "grocery_store")
-            and (key != "logit_adjustment" or "logit_adjustment" in params.minority.methods)]
+            and (key not in METHOD_REFERENCES or key in params.minority.methods)]
     return "<ol>" + "".join(f"<li>{REFERENCES[key]}</li>" for key in keys) + "</ol>"

@@ -393,7 +393,7 @@ METRIC_NAMES = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"
 SCHEME_NAMES = {"holdout": "repeated stratified hold-out", "kfold": "stratified k-fold cross-validation"}
 
 
-NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three"}
+NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three", 4: "Four"}
 
 
 def method_phrase(method: str, tau_grid: list[float], replication: bool = False) -> str:

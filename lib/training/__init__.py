@@ -9,4 +9,5 @@
     experiment        the plumbing both recipes share: prepare, train per method, choose, evaluate, save
     recipes           both models' training recipes, side by side
     probe             a linear probe on MobileNetV2's frozen features: the floor fine-tuning should clear
+    acquisition       which unlabelled photos to label next: margin and entropy scores, the labelling order
 """

@@ -9,7 +9,16 @@ its 14-image class. Three methods are compared here (see `lib.core.config.Minori
 - ``logit_adjustment``: no weights and no resampling while training; afterwards every
   class's log-probability is lowered by ``tau * log(prior)`` (`adjust_probabilities`; Menon et
   al., 2021, "Long-tail learning via logit adjustment"). ``tau`` is 1 by default, not tuned:
-  tuning it on the validation split that also ranks the methods would favour this method.
+  tuning it on the validation split that also ranks the methods would favour this method;
+- ``mixup``: synthetic images for the rare class. Each epoch draws every class equally often (as
+  ``oversample``), and each training batch is mixed with itself in another order: image and one-hot
+  label become ``lam * a + (1 - lam) * b``, ``lam`` drawn per pair from Beta(0.4, 0.4) (`mix_batch`;
+  Zhang et al., 2018, "mixup: Beyond empirical risk minimization"). A rare image then appears in
+  many blends with other classes, not only as itself. It mixes whatever the training stream serves:
+  pixels for the CNN (after augmentation), and for MobileNetV2's cached phases the frozen layers'
+  activations (`lib.training.activation_cache`; mixing in feature space, "manifold mixup", Verma et
+  al., 2019), since mixed pixels would need a cache of their own each epoch. ``alpha`` is fixed
+  (0.4: blends mostly near one of the two images), not tuned, for the reason given for ``tau``.
 
 Each method is a `MinorityMethod` in `METHODS`, saying what it changes; the training recipes
 (`lib.training.recipes`) and the input streams (`lib.data.inputs`) ask it, never its name.
@@ -40,6 +49,7 @@ class MinorityMethod:
     weights_loss: bool = False  # scikit-learn's 'balanced' class weights in the loss
     balances_sampling: bool = False  # every class drawn equally often in each epoch (`epoch_rows`)
     adjusts_logits: bool = False  # probabilities shifted by the class priors after training (`Postprocessing`)
+    mix_alpha: float = 0.0  # > 0: each training batch blended with itself reordered, Beta(alpha, alpha) (`mix_batch`)
 
     def class_weight(self, train_labels: np.ndarray, n_classes: int) -> dict[int, float] | None:
         """Keras' ``class_weight`` argument: 'balanced' weights by label index, or None."""
@@ -55,6 +65,18 @@ class MinorityMethod:
             return balanced_draws(labels, n_classes, rng)
         return rng.permutation(len(labels))
 
+    def mix_batch(self, inputs: np.ndarray, targets: np.ndarray, rng: np.random.Generator):
+        """A training batch as the method trains on it: unchanged, or, when it mixes, every row blended with
+        another row of the batch (a random pairing), inputs and one-hot targets by the same weight."""
+        if not self.mix_alpha:
+            return inputs, targets
+        partner = rng.permutation(len(inputs))
+        weight = rng.beta(self.mix_alpha, self.mix_alpha, len(inputs)).astype(inputs.dtype)
+        def blend(values):
+            shaped = weight.reshape(-1, *[1] * (values.ndim - 1))
+            return shaped * values + (1 - shaped) * values[partner]
+        return blend(inputs), blend(targets)
+
 
 METHODS = {
     method.name: method
@@ -63,6 +85,8 @@ METHODS = {
         MinorityMethod("oversample", "oversampling the rare classes in the augmented training stream",
                        balances_sampling=True),
         MinorityMethod("logit_adjustment", "logit adjustment by the class priors", adjusts_logits=True),
+        MinorityMethod("mixup", "mixup on class-balanced draws (blended images and labels)", balances_sampling=True,
+                       mix_alpha=0.4),
     )
 }
 
