@@ -149,12 +149,20 @@ def params_yaml(params) -> str:
     return yaml.safe_dump(params.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def epochs_cell(epoch_seconds: dict | None) -> str:
+    """A model step's epochs per phase, e.g. "training: 25 epochs, median 10.5 s, slowest 12.0 s"; "" elsewhere."""
+    return "; ".join(f"{phase}: {e['epochs']} epochs, median {e['median']:.1f} s, slowest {e['slowest']:.1f} s"
+                     for phase, e in (epoch_seconds or {}).items())
+
+
 def steps_table(steps: dict) -> pd.DataFrame:
-    """Wall time and peak memory of each step, and whether it was reused from the previous run (inputs unchanged)."""
+    """Wall time and peak memory of each step, a model step's epoch times (median and slowest per phase: an uneven
+    machine shows there), and whether it was reused from the previous run (inputs unchanged)."""
     return pd.DataFrame(
         {
             "wall time (s)": [entry.get("seconds") for entry in steps.values()],
             "peak memory (GiB)": [entry.get("peak_rss_gib") for entry in steps.values()],
+            "epochs": [epochs_cell(entry.get("epoch_seconds")) for entry in steps.values()],
             "reused": ["yes, inputs unchanged" if entry.get("reused") else "no, run" for entry in steps.values()],
         },
         index=pd.Index(list(steps), name="step"),
