@@ -1,6 +1,6 @@
 """The default CNN's epochs through the study's own data path, under thread settings side by side.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/cnn_epochs.py [--epochs 4] [--train-images 1306] [--only TEXT]
+    PYTHONPATH=. .venv/bin/python benchmarks/cnn_epochs.py [--epochs 4] [--train-images 1306] [--only TEXT ...]
 
 A same-size stand-in of a default round (random uint8 images at 224 px: 1,306 training images,
 augmented on the host by ``lib.data.inputs.Augmentation``, and 263 validation images), the default
@@ -28,26 +28,29 @@ from collections import Counter
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# What each setting changes from the study's defaults: environment variables set before the process
-# starts, ``data_workers`` (lib.data.inputs.Batches' threads), OpenCV's thread count
-# (cv2.setNumThreads; None: untouched), TensorFlow's intra-/inter-op pools (None: TensorFlow's default).
+CPUS = len(os.sched_getaffinity(0))
+# What each setting changes from the project's defaults: environment variables set before the process starts
+# (OPENCV_FOR_THREADS_NUM: OpenCV's pool, which lib.data.inputs otherwise sets to 1 thread per warp), the batch
+# workers (``training.data_workers``; each keeps one batch ahead, so this is also the prefetch depth) and
+# TensorFlow's inter-op pool (None: TensorFlow's default, one thread per CPU, as its intra-op pool).
 SETTINGS = {
-    "study defaults": {},
-    "data_workers 0": {"data_workers": 0},
-    "data_workers 1": {"data_workers": 1},
-    "OpenCV 1 thread": {"opencv_threads": 1},
-    "OpenCV 1 thread, data_workers 1": {"opencv_threads": 1, "data_workers": 1},
-    "TF intra-op = cores, inter-op 1": {"inter": 1},
-    "TF inter-op 1, OpenCV 1 thread, data_workers 1": {"inter": 1, "opencv_threads": 1, "data_workers": 1},
+    "before (main): min(8, CPUs) batch workers, OpenCV on every CPU": {
+        "data_workers": min(8, CPUS), "env": {"OPENCV_FOR_THREADS_NUM": str(CPUS)}},
+    "project defaults: 1 batch worker, OpenCV 1 thread per warp": {},
+    "0 batch workers (augmentation in the training loop)": {"data_workers": 0},
+    "min(8, CPUs) batch workers, OpenCV 1 thread": {"data_workers": min(8, CPUS)},
+    "4 batch workers (4 batches ahead), OpenCV 1 thread": {"data_workers": 4},
+    "1 batch worker, OpenCV on every CPU": {"env": {"OPENCV_FOR_THREADS_NUM": str(CPUS)}},
+    "TF inter-op 1": {"inter": 1},
     "OMP_NUM_THREADS=1, KMP_BLOCKTIME=0": {"env": {"OMP_NUM_THREADS": "1", "KMP_BLOCKTIME": "0"}},
-    "TF_ENABLE_ONEDNN_OPTS=0": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
-    "the project's thread plan": {"plan": True},
+    "TF_ENABLE_ONEDNN_OPTS=0 (other kernels: other numbers)": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
 }
 
 
 def thread_cpu_seconds() -> Counter:
-    """CPU seconds (user + system) of this process's threads, summed by thread name with digits dropped: a Python
-    thread's own name (Python does not name its OS threads), else the OS thread's (TensorFlow's pools)."""
+    """CPU seconds (user + system) of each of this process's threads, by (group, thread id); the group is a Python
+    thread's own name (Python does not name its OS threads), else the OS thread's (TensorFlow's inter-op pool is
+    "tf_Compute"; its intra-op pool, where oneDNN computes, is unnamed: "python"), digits dropped."""
     ticks = os.sysconf("SC_CLK_TCK")
     python_names = {thread.native_id: thread.name for thread in threading.enumerate()}
     seconds = Counter()
@@ -58,8 +61,15 @@ def thread_cpu_seconds() -> Counter:
             continue  # the thread ended
         name = python_names.get(int(task.name)) or stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        seconds[re.sub(r"[\d_-]+$", "", name) or name] += (int(fields[11]) + int(fields[12])) / ticks
+        seconds[(re.sub(r"[\d_-]+$", "", name) or name, task.name)] += (int(fields[11]) + int(fields[12])) / ticks
     return seconds
+
+
+def by_group(seconds: Counter) -> Counter:
+    grouped = Counter()
+    for (group, _), value in seconds.items():
+        grouped[group] += value
+    return grouped
 
 
 def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> list[dict]:
@@ -81,13 +91,7 @@ def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> l
     from lib.training.train import optimizer
 
     params = parse_params({})
-    if setting.get("plan"):
-        from lib.core.threads import apply_thread_plan
-
-        apply_thread_plan()
-    if setting.get("opencv_threads") is not None:
-        cv2.setNumThreads(setting["opencv_threads"])
-    workers = setting.get("data_workers", data_workers(params.training.data_workers))
+    workers = setting.get("data_workers", data_workers(params.training.data_workers, accelerator=False))
     set_seed(0, deterministic=params.training.deterministic)
     set_precision(params.training.precision)
     rng = np.random.default_rng(0)
@@ -114,7 +118,12 @@ def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> l
             records.append({"epoch": epoch + 1, "seconds": seconds,
                             "images_per_second": (train_images + val_images) / seconds,
                             "cpu_per_wall": sum(cpu.values()) / seconds,
-                            "threads_cpu": {name: round(value, 1) for name, value in cpu.most_common() if value >= 0.1},
+                            "threads_cpu": {name: round(value, 1) for name, value in by_group(cpu).most_common()
+                                            if value >= 0.1},
+                            # how the work spread: a pool that computes on one thread where it could on two
+                            # shows as one thread with most of the CPU seconds
+                            "busiest_threads_share": [round(value / max(sum(cpu.values()), 1e-9), 2)
+                                                      for _, value in cpu.most_common(4)],
                             "load_average": os.getloadavg()[0]})
             print(json.dumps(records[-1]), file=sys.stderr, flush=True)
 
@@ -144,14 +153,15 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per setting (the first is warm-up)")
     parser.add_argument("--train-images", type=int, default=1306)
     parser.add_argument("--val-images", type=int, default=263)
-    parser.add_argument("--only", help="measure only the settings whose name contains this text")
+    parser.add_argument("--only", action="append",
+                        help="measure only the settings whose name contains this text (repeatable)")
     parser.add_argument("--setting", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.setting:
         records, pools = measure(SETTINGS[args.setting], args.epochs, args.train_images, args.val_images)
         print(json.dumps({"records": records, "pools": pools}))
         return 0
-    chosen = [name for name in SETTINGS if args.only is None or args.only in name]
+    chosen = [name for name in SETTINGS if args.only is None or any(text in name for text in args.only)]
     if not chosen:
         parser.error(f"--only {args.only!r} matches no setting; the settings are: {', '.join(SETTINGS)}")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; {args.train_images} + "
@@ -170,9 +180,10 @@ def main(argv=None) -> int:
         result = json.loads(done.stdout.strip().splitlines()[-1])
         details[name] = result
         print(summary_row(name, result["records"], result["pools"]), flush=True)
-    print("\nCPU seconds per thread group, each epoch:")
+    print("\nCPU seconds per thread group, and the busiest 4 threads' shares of them, each epoch:")
     for name, result in details.items():
-        print(f"- {name}: " + "; ".join(json.dumps(r["threads_cpu"]) for r in result["records"]))
+        print(f"- {name}: " + "; ".join(f"{json.dumps(r['threads_cpu'])} busiest {r['busiest_threads_share']}"
+                                        for r in result["records"]))
     return 0
 
 
