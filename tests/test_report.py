@@ -155,6 +155,7 @@ def test_the_step_table_gives_a_model_steps_median_and_slowest_epoch_per_phase()
                                              "epoch_seconds": {"training": {"epochs": 25, "median": 10.5,
                                                                             "slowest": 20.7}}}}
     table = tables.steps_table(steps)
-    assert table.loc["01_data_audit.ipynb", "epochs"] == ""
-    assert table.loc["rounds/seed-42/02_cnn.ipynb", "epochs"] == "training: 25 epochs, median 10.5 s, slowest 20.7 s"
+    epochs = table["epochs: count, median / slowest (s)"]
+    assert epochs["01_data_audit.ipynb"] == ""
+    assert epochs["rounds/seed-42/02_cnn.ipynb"] == "training 25: 10.5 / 20.7"
     assert table.loc["rounds/seed-42/02_cnn.ipynb", "reused"] == "yes, inputs unchanged"

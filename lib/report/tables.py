@@ -150,8 +150,9 @@ def params_yaml(params) -> str:
 
 
 def epochs_cell(epoch_seconds: dict | None) -> str:
-    """A model step's epochs per phase, e.g. "training: 25 epochs, median 10.5 s, slowest 12.0 s"; "" elsewhere."""
-    return "; ".join(f"{phase}: {e['epochs']} epochs, median {e['median']:.1f} s, slowest {e['slowest']:.1f} s"
+    """A model step's epochs per phase, as count, median / slowest seconds, e.g. "training 25: 10.5 / 12.0"
+    (short enough for a printed page); "" for other steps."""
+    return "; ".join(f"{phase} {e['epochs']}: {e['median']:.1f} / {e['slowest']:.1f}"
                      for phase, e in (epoch_seconds or {}).items())
 
 
@@ -162,7 +163,7 @@ def steps_table(steps: dict) -> pd.DataFrame:
         {
             "wall time (s)": [entry.get("seconds") for entry in steps.values()],
             "peak memory (GiB)": [entry.get("peak_rss_gib") for entry in steps.values()],
-            "epochs": [epochs_cell(entry.get("epoch_seconds")) for entry in steps.values()],
+            "epochs: count, median / slowest (s)": [epochs_cell(entry.get("epoch_seconds")) for entry in steps.values()],
             "reused": ["yes, inputs unchanged" if entry.get("reused") else "no, run" for entry in steps.values()],
         },
         index=pd.Index(list(steps), name="step"),
