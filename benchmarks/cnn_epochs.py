@@ -72,8 +72,8 @@ def by_group(seconds: Counter) -> Counter:
     return grouped
 
 
-def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> list[dict]:
-    """Train the default CNN for ``epochs`` epochs under ``setting``; one record per epoch."""
+def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> tuple[list[dict], dict]:
+    """Train the default CNN for ``epochs`` epochs under ``setting``: one record per epoch, and the pools' sizes."""
     import tensorflow as tf
 
     if "inter" in setting:
@@ -139,12 +139,16 @@ def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> l
 
 
 def summary_row(name: str, records: list[dict], pools: dict) -> str:
-    timed = [r["seconds"] for r in records[1:]] or [r["seconds"] for r in records]
-    median = statistics.median(timed)
-    return (f"| {name} | {' / '.join(f'{s:.1f}' for s in (r['seconds'] for r in records))} | {median:.1f} | "
-            f"{100 * (max(timed) / median - 1):.0f} % | {statistics.median(r['images_per_second'] for r in records[1:] or records):.0f} | "
+    """One Markdown row: every epoch's seconds; median, spread and images/s without the warm-up epoch."""
+    timed = records[1:] or records
+    median = statistics.median(r["seconds"] for r in timed)
+    every_epoch = " / ".join(f"{r['seconds']:.1f}" for r in records)
+    return (f"| {name} | {every_epoch} | {median:.1f} | "
+            f"{100 * (max(r['seconds'] for r in timed) / median - 1):.0f} % | "
+            f"{statistics.median(r['images_per_second'] for r in timed):.0f} | "
             f"{statistics.median(r['cpu_per_wall'] for r in records):.2f} | "
-            f"{pools['tf_intra_op']}/{pools['tf_inter_op']}/{pools['opencv']}/{pools['data_workers']} ({pools['os_threads']}) | "
+            f"{pools['tf_intra_op']}/{pools['tf_inter_op']}, {pools['opencv']}, {pools['data_workers']} "
+            f"({pools['os_threads']}) | "
             f"{min(r['load_average'] for r in records):.1f}-{max(r['load_average'] for r in records):.1f} |")
 
 
@@ -167,7 +171,8 @@ def main(argv=None) -> int:
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; {args.train_images} + "
           f"{args.val_images} images per epoch\n")
     print("| setting | epoch seconds (1st: warm-up) | median | slowest over median | images/s | CPU s per s | "
-          "threads: TF intra/inter, OpenCV, batch workers (OS threads) | load average |\n|---|---|---|---|---|---|---|---|")
+          "threads: TF intra/inter (0: one per CPU), OpenCV, batch workers (OS threads) | load average |\n"
+          "|---|---|---|---|---|---|---|---|")
     details = {}
     for name in chosen:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **SETTINGS[name].get("env", {})}

@@ -33,4 +33,4 @@ def test_the_summary_row_leaves_the_warm_up_epoch_out_of_median_and_spread():
                for s in (30.0, 10.0, 12.0, 20.0)]
     pools = {"tf_intra_op": 0, "tf_inter_op": 0, "opencv": 1, "data_workers": 1, "os_threads": 14}
     row = cnn_epochs.summary_row("project defaults", records, pools)
-    assert row.startswith("| project defaults | 30.0 / 10.0 / 12.0 / 20.0 | 12.0 | 67 % | 8 | 1.90 | 0/0/1/1 (14) |")
+    assert row.startswith("| project defaults | 30.0 / 10.0 / 12.0 / 20.0 | 12.0 | 67 % | 8 | 1.90 | 0/0, 1, 1 (14) |")
