@@ -29,6 +29,6 @@ def test_cells_largest_first_and_what_the_model_recorded(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "92.5 s in 2 timed cells" in printed
     assert printed.index("| 80.0 | `trained, inputs") < printed.index("| 12.5 | `probe_result")
-    for row in ("training_seconds) | 22.0 |", "caching_seconds) | 41.5 |", "feature_seconds (probe_metrics.json) | 9.2 |",
-                "fit_seconds (probe_metrics.json) | 3.0 |"):
+    for row in ("training_seconds) | 22.0 |", "caching_seconds) | 41.5 |",
+                "feature_seconds (probe_metrics.json) | 9.2 |", "fit_seconds (probe_metrics.json) | 3.0 |"):
         assert row in printed
