@@ -114,7 +114,8 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         if unchanged and not (force or planned.step.always):
             print(f"[{number}/{len(plan)}] {planned.title}: inputs unchanged, reused", flush=True)
             record[planned.label] = {"key": key, "seconds": before.get("seconds"), "reused": True,
-                                     "peak_rss_gib": before.get("peak_rss_gib")}
+                                     "peak_rss_gib": before.get("peak_rss_gib"),
+                                     "epoch_seconds": planned.epoch_seconds(staging)}
         else:
             print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}", flush=True)
             progress.write_text(json.dumps(previous | record | {planned.label: {"key": None}}, indent=2) + "\n")
@@ -127,7 +128,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
                     f"in {planned.label}; its executed copy so far is {planned.executed_copy(staging)}"
                 ) from None
             record[planned.label] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False,
-                                     "peak_rss_gib": memory.gib}
+                                     "peak_rss_gib": memory.gib, "epoch_seconds": planned.epoch_seconds(staging)}
         progress.write_text(json.dumps(previous | record, indent=2) + "\n")
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
 

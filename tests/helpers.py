@@ -6,6 +6,7 @@ Imported by the tests (``from helpers import ...``) and by conftest.py's fixture
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from lib.core.paths import run_paths
+from lib.core.paths import PROJECT_ROOT, run_paths
 from lib.data import audit, rounds, sources, split
 
 SHARED_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
@@ -115,3 +116,12 @@ def copy_of_the_study(tiny_study, tmp_path: Path) -> tuple[Path, dict]:
     reports = tmp_path / "reports"
     shutil.copytree(root.parent, reports, ignore=shutil.ignore_patterns(".staging-*"))
     return reports, yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
+
+
+def load_script(relative_path: str):
+    """A script of the project that is not a package module (``benchmarks/...``), imported by its path."""
+    path = PROJECT_ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

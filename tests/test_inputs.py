@@ -1,5 +1,7 @@
 import hashlib
+import os
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -231,7 +233,35 @@ def test_fitting_with_worker_threads_gives_the_same_model_as_without():
     np.testing.assert_array_equal(fitted_predictions(4), alone)
 
 
-def test_data_workers_auto_is_one_per_cpu_up_to_eight():
-    assert 1 <= inputs.data_workers("auto") <= 8
-    assert inputs.data_workers(0) == 0 and inputs.data_workers(12) == 12
+def test_data_workers_auto_is_one_where_the_cpu_trains_and_one_per_cpu_up_to_eight_beside_an_accelerator():
+    assert inputs.data_workers("auto", accelerator=False) == 1
+    assert inputs.data_workers("auto", accelerator=True) == min(8, len(os.sched_getaffinity(0)))
+    for accelerator in (False, True):  # a number is taken as it is
+        assert inputs.data_workers(0, accelerator) == 0 and inputs.data_workers(12, accelerator) == 12
     assert load_params("params/default.yaml").training.data_workers == "auto"
+
+
+def test_opencv_warps_on_one_thread_unless_its_own_setting_says_otherwise():
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        inputs.one_opencv_thread_per_warp(environ={"OPENCV_FOR_THREADS_NUM": "3"})
+        assert cv2.getNumThreads() == 3, "a user's OPENCV_FOR_THREADS_NUM wins"
+        inputs.one_opencv_thread_per_warp(environ={})
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_the_augmented_pixels_are_the_same_with_any_number_of_opencv_threads():
+    images = np.random.default_rng(0).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
+    augment = inputs.Augmentation(AugmentationParams(), seed=3)
+    before = cv2.getNumThreads()
+    try:
+        warped = []
+        for threads in (1, 4):
+            cv2.setNumThreads(threads)
+            warped.append(augment(images, epoch=2, batch=5))
+    finally:
+        cv2.setNumThreads(before)
+    np.testing.assert_array_equal(warped[0], warped[1])

@@ -149,3 +149,15 @@ def test_methods_table_names_each_models_protocol_and_its_schedule():
     assert "cosine decay" in tuned and "label smoothing 0.1" in tuned and "≤ 30 epochs, patience 6" in tuned
     assert "phase 2: the whole base trains on pixels" in strong.loc["training inputs", "MobileNetV2"]
     assert "cosine decay" in strong.loc["phase 1", "Custom CNN"]
+
+
+def test_the_step_table_gives_a_model_steps_median_and_slowest_epoch_per_phase():
+    steps = {"01_data_audit.ipynb": {"seconds": 40.0, "reused": False, "peak_rss_gib": 1.0},
+             "rounds/seed-42/02_cnn.ipynb": {"seconds": 300.0, "reused": True, "peak_rss_gib": 2.0,
+                                             "epoch_seconds": {"training": {"epochs": 25, "median": 10.5,
+                                                                            "slowest": 20.7}}}}
+    table = tables.steps_table(steps)
+    epochs = table["epochs: count, median / slowest (s)"]
+    assert epochs["01_data_audit.ipynb"] == ""
+    assert epochs["rounds/seed-42/02_cnn.ipynb"] == "training 25: 10.5 / 20.7"
+    assert table.loc["rounds/seed-42/02_cnn.ipynb", "reused"] == "yes, inputs unchanged"

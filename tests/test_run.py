@@ -79,6 +79,10 @@ def test_every_notebook_runs_without_errors(tiny_study):
     assert not any(entry["reused"] for entry in record.values())
     for planned in run.planned_steps(load_params(params_file)):
         assert record[planned.label]["peak_rss_gib"] > 0.05, planned.label  # a kernel with TensorFlow loaded
+        if planned.step.model is not None:  # its epochs, as its history.csv has them (one epoch per phase here)
+            assert record[planned.label]["epoch_seconds"] == planned.epoch_seconds(RunPaths(root)), planned.label
+            assert all(phase["epochs"] == 1 and phase["slowest"] > 0
+                       for phase in record[planned.label]["epoch_seconds"].values()), planned.label
         executed = nbformat.read(planned.executed_copy(RunPaths(root)), as_version=4)
         outputs = [o for c in executed.cells for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"], planned.label

@@ -178,3 +178,22 @@ def test_a_package_map_is_no_input_but_package_code_is(step_keys, lib_copy):
 def test_relative_imports_resolve_against_their_package():
     found = keys._imported_modules("from . import minority\nfrom ..data.inputs import Batches\n", "lib.training")
     assert {"lib.training.minority", "lib.data.inputs", "lib.data.inputs.Batches"} <= found
+
+
+def test_a_model_steps_epoch_times_are_read_from_its_history_per_phase(tmp_path):
+    folder = make_class_folders(tmp_path / "images", {"alpha": 3, "beta": 3})
+    params = load_params(write_params(tmp_path / "params.yaml", {**BASE, "reports_dir": str(tmp_path / "reports"),
+                                                                 "data": {**BASE["data"], "directory": str(folder)}}))
+    run = run_paths(params)
+    cnn, mobilenet = (planned for planned in steps.planned_steps(params)[1:3])
+    assert cnn.epoch_seconds(run) is None, "no history yet"
+    history = run.round(cnn.round.name).model("cnn").history
+    history.parent.mkdir(parents=True)
+    history.write_text("epoch,phase,seconds\n1,training,14.0\n2,training,10.0\n3,training,21.0\n4,training,11.0\n")
+    assert cnn.epoch_seconds(run) == {"training": {"epochs": 4, "median": 12.5, "slowest": 21.0}}
+    tuned = run.round(mobilenet.round.name).model("mobilenetv2").history
+    tuned.parent.mkdir(parents=True)
+    tuned.write_text("epoch,phase,seconds\n1,head,2.0\n2,head,1.0\n3,fine-tune,8.0\n")
+    assert mobilenet.epoch_seconds(run) == {"head": {"epochs": 2, "median": 1.5, "slowest": 2.0},
+                                            "fine-tune": {"epochs": 1, "median": 8.0, "slowest": 8.0}}
+    assert steps.planned_steps(params)[0].epoch_seconds(run) is None, "the audit trains nothing"

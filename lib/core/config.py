@@ -264,7 +264,8 @@ class TrainingParams(_Section):
     data_workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
         default="auto",
         description="Worker threads that read and augment the next batches while the model trains "
-        "(lib.data.inputs.Batches); 0: none, in the training loop itself. 'auto': one per CPU, at most 8. "
+        "(lib.data.inputs.Batches); 0: none, in the training loop itself. 'auto': 1 where the CPU trains the "
+        "model (its cores run TensorFlow's arithmetic), one per CPU, at most 8, where an accelerator does. "
         "The batches, and so the numbers, are the same with any number.",
     )
 

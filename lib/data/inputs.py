@@ -223,17 +223,38 @@ class _Epoch:
     views: np.ndarray
 
 
+def one_opencv_thread_per_warp(environ=os.environ) -> None:
+    """Run each OpenCV warp on the thread that calls it, unless ``OPENCV_FOR_THREADS_NUM`` (OpenCV's own setting,
+    read at import) chooses otherwise.
+
+    The batch workers already warp several batches at once; OpenCV's pool would split every warp over
+    all CPUs again (workers x CPUs threads, beside TensorFlow's pool where the CPU trains the model).
+    A warp's pixels are the same with any number of threads. OpenCV's setting is process-wide.
+    """
+    if "OPENCV_FOR_THREADS_NUM" not in environ:
+        cv2.setNumThreads(1)
+
+
 @functools.cache
 def _thread_pool(threads: int) -> ThreadPoolExecutor:
     """The worker threads of every `Batches` asking for this many (one pool per size, for the process's life)."""
+    one_opencv_thread_per_warp()
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batches")
 
 
-def data_workers(setting: int | str) -> int:
-    """The number of worker threads ``training.data_workers`` asks for: 'auto' is one per CPU this process
-    may use, at most 8 (the host keeps up with a GPU with fewer; benchmarks/RESULTS.md)."""
+def data_workers(setting: int | str, accelerator: bool) -> int:
+    """The number of worker threads ``training.data_workers`` asks for; a number is taken as it is.
+
+    'auto' follows the machine. Where an accelerator trains the model (``accelerator``), one per CPU
+    this process may use, at most 8: the training loop waits on the device, and the host keeps up with
+    a GPU with fewer (benchmarks/RESULTS.md). Where the CPU trains it, 1: TensorFlow already runs one
+    thread per CPU on the training's arithmetic, the augmentation is a few per cent of that work, and
+    one thread keeps the next batch ready without taking a core from the arithmetic.
+    """
     if setting != "auto":
         return int(setting)
+    if not accelerator:
+        return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(8, cpus)
 

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from lib.core.paths import MODELS, PROBE_MODEL, RunPaths
 from lib.data.rounds import Round, Rounds, evaluation_rounds
 
@@ -120,6 +122,19 @@ class PlannedStep:
     def executed_copy(self, run: RunPaths) -> Path:
         folder = run.notebooks_dir if self.round is None else run.round(self.round.name).notebooks_dir
         return folder / self.step.notebook
+
+    def epoch_seconds(self, run: RunPaths) -> dict[str, dict] | None:
+        """A model step's epochs, per phase of the kept training: how many, their median and slowest seconds
+        (the first epoch includes tracing the model); None for other steps or before the model is saved.
+        A machine that trains slowly, or unevenly, shows up in ``steps.json`` and the report's step table."""
+        if self.step.model is None:
+            return None
+        history = run.round(self.round.name).model(self.step.model).history
+        if not history.is_file():
+            return None
+        seconds = pd.read_csv(history, usecols=["phase", "seconds"]).groupby("phase", sort=False)["seconds"]
+        return {str(phase): {"epochs": int(times.size), "median": round(float(times.median()), 1),
+                             "slowest": round(float(times.max()), 1)} for phase, times in seconds}
 
 
 def planned_steps(params) -> list[PlannedStep]:

@@ -149,12 +149,21 @@ def params_yaml(params) -> str:
     return yaml.safe_dump(params.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def epochs_cell(epoch_seconds: dict | None) -> str:
+    """A model step's epochs per phase, as count, median / slowest seconds, e.g. "training 25: 10.5 / 12.0"
+    (short enough for a printed page); "" for other steps."""
+    return "; ".join(f"{phase} {e['epochs']}: {e['median']:.1f} / {e['slowest']:.1f}"
+                     for phase, e in (epoch_seconds or {}).items())
+
+
 def steps_table(steps: dict) -> pd.DataFrame:
-    """Wall time and peak memory of each step, and whether it was reused from the previous run (inputs unchanged)."""
+    """Wall time and peak memory of each step, a model step's epoch times (median and slowest per phase: an uneven
+    machine shows there), and whether it was reused from the previous run (inputs unchanged)."""
     return pd.DataFrame(
         {
             "wall time (s)": [entry.get("seconds") for entry in steps.values()],
             "peak memory (GiB)": [entry.get("peak_rss_gib") for entry in steps.values()],
+            "epochs: count, median / slowest (s)": [epochs_cell(entry.get("epoch_seconds")) for entry in steps.values()],
             "reused": ["yes, inputs unchanged" if entry.get("reused") else "no, run" for entry in steps.values()],
         },
         index=pd.Index(list(steps), name="step"),

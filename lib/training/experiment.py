@@ -93,8 +93,8 @@ class Experiment:
 
     @property
     def data_workers(self) -> int:
-        """The worker threads that prepare batches (``training.data_workers``)."""
-        return data_workers(self.params.training.data_workers)
+        """The worker threads that prepare batches (``training.data_workers``, 'auto' as the devices ask)."""
+        return data_workers(self.params.training.data_workers, self.devices.platform != "cpu")
 
     def training_stream(self, method: minority.MinorityMethod):
         """The augmented training batches, each epoch ordered as ``method`` asks (oversampled or shuffled)."""
@@ -158,7 +158,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         model_name=model_name,
         data=data,
         val_ds=evaluation_stream(data.val, len(data.class_names), params.training.batch_size,
-                                 data_workers(params.training.data_workers)),
+                                 data_workers(params.training.data_workers, devices.platform != "cpu")),
         step_key=step_key,
         devices=devices,
     )
