@@ -44,7 +44,8 @@ from sklearn.metrics import f1_score
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from lib.training import acquisition, minority, probe  # noqa: E402
+from lib.core import minority
+from lib.training import acquisition, probe  # noqa: E402
 
 STRATEGIES = ("margin", "entropy", "random", "balanced random")
 

@@ -83,8 +83,8 @@ def measure_keras_layers(image_size: int, seconds: float) -> float:
 
 def measure_host(image_size: int, seconds: float, step_ms: float) -> dict[str, float]:
     from lib.core.config import AugmentationParams
+    from lib.core.minority import METHODS
     from lib.data.inputs import Augmentation, SplitData, training_stream
-    from lib.training.minority import METHODS
 
     augment = Augmentation(AugmentationParams(), seed=0)
     batch = random_images(BATCH, image_size)

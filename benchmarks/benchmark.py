@@ -97,10 +97,10 @@ def original_protocol(params_file: Path, split_manifest: Path, work_dir: Path) -
     # Keras 3 no longer exports ImageDataGenerator but still ships it, unchanged, as legacy code
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
+    from lib.core.minority import METHODS
     from lib.core.provenance import set_seed
     from lib.data.split import read_split
     from lib.training.evaluate import classification_metrics
-    from lib.training.minority import METHODS
     from lib.training.models import (
         build_cnn,
         build_mobilenet_v2,
@@ -260,10 +260,10 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     """Peak memory of the data path and MobileNetV2's activation cache on one dataset size."""
     import numpy as np
 
+    from lib.core.minority import METHODS
     from lib.data import audit, rounds, split
     from lib.data.sources import load_records
     from lib.training import activation_cache, experiment, models
-    from lib.training.minority import METHODS
 
     changes = {} if which == "default" else {"data": {"grocery_store": {"label_level": "coarse", "classes": None,
                                                                          "max_per_class": {}}}}

@@ -84,9 +84,9 @@ def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> t
 
     sys.path.insert(0, str(PROJECT_ROOT))
     from lib.core.config import parse_params
+    from lib.core.minority import METHODS
     from lib.core.provenance import set_seed
     from lib.data.inputs import SplitData, build_augmentation, data_workers, evaluation_stream, training_stream
-    from lib.training.minority import METHODS
     from lib.training.models import build_cnn, set_precision
     from lib.training.train import optimizer
 

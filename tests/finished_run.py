@@ -26,9 +26,9 @@ def make_finished_run(root: Path, with_params: bool = True) -> Path:
     import keras
 
     from lib.core.config import parse_params
+    from lib.core.minority import Postprocessing, class_priors
     from lib.core.paths import RunPaths
     from lib.data.images import load_rgb
-    from lib.training.minority import Postprocessing, class_priors
     from lib.training.models import build_cnn, build_mobilenet_v2
 
     folder = make_class_folders(root / "images", CLASSES, seed=3)

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from lib.core.minority import METHODS
 from lib.data.inputs import Batches
 from lib.training import activation_cache, models, recipes
-from lib.training.minority import METHODS
 from lib.training.train import fit_phase
 
 CLASS_WEIGHT, OVERSAMPLE = METHODS["class_weight"], METHODS["oversample"]

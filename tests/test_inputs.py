@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from lib.core.config import AugmentationParams, load_params
+from lib.core.minority import METHODS
 from lib.data import inputs, sources
 from lib.training import experiment
-from lib.training.minority import METHODS
 
 
 def _split_data(n=10, size=8, seed=0):

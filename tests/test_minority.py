@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.core import minority
 from lib.core.config import parse_params
+from lib.core.minority import METHODS
 from lib.data.inputs import Batches
-from lib.training import minority
-from lib.training.minority import METHODS
 
 OVERSAMPLE, MIXUP = METHODS["oversample"], METHODS["mixup"]
 
@@ -210,3 +210,13 @@ def test_a_method_row_scores_the_post_processed_probabilities_including_their_lo
     adjusted = minority.Postprocessing("logit_adjustment", tau=1.0, priors=[0.9, 0.1])
     shifted = minority.method_row("logit_adjustment", adjusted, "val", probabilities, labels, ["common", "rare"], "rare")
     assert shifted["log_loss"] != pytest.approx(row["log_loss"])  # scored after the adjustment
+
+
+def test_the_params_schema_takes_its_names_from_the_registry():
+    """One home per fact: the method and selection-metric names the params accept are the registry's."""
+    from lib.core.config import MinorityParams
+    from lib.core.minority import METRIC_WORDS, SELECTION_METRICS
+
+    fields = MinorityParams.model_json_schema()["properties"]
+    assert fields["methods"]["items"]["enum"] == list(METHODS)
+    assert fields["selection_metric"]["enum"] == list(SELECTION_METRICS) == list(METRIC_WORDS)

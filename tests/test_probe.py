@@ -11,6 +11,7 @@ from test_compare import _comparison, _rounds
 
 from lib.analysis import compare
 from lib.core.config import parse_params
+from lib.core.minority import METHODS, Postprocessing
 from lib.core.paths import PROBE_NAME
 from lib.core.provenance import set_seed
 from lib.report import sections as report
@@ -18,7 +19,6 @@ from lib.report import tables
 from lib.training import evaluate, probe
 from lib.training.activation_cache import ActivationCache, ReusedInputs
 from lib.training.experiment import TrainedModel
-from lib.training.minority import METHODS, Postprocessing
 from lib.training.models import build_mobilenet_v2
 
 MOBILENET = {"weights": None, "dense_units": 8}

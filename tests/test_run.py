@@ -21,11 +21,11 @@ from helpers import (
 
 from lib import run
 from lib.core.config import load_params
+from lib.core.minority import Postprocessing
 from lib.core.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
 from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.data.inputs import decode_images
 from lib.data.split import MANIFEST_COLUMNS
-from lib.training.minority import Postprocessing
 from lib.training.models import load_trained_model
 
 

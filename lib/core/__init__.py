@@ -1,6 +1,7 @@
 """The ground floor: what every stage stands on; it imports nothing from the floors above.
 
     config       the params schema (defaults, types, ranges) and its validation
+    minority     the minority-class methods (what each changes) and the metrics that choose between them
     overrides    params changed by dotted name (a notebook's overrides, ./run_all.sh --set)
     versions     the installed version of a package
     paths        where every artefact of a run (and of each evaluation round) lives

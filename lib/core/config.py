@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from lib.core.backends import BACKENDS
+from lib.core.minority import METHODS, SELECTION_METRICS
 from lib.core.overrides import nested_overrides, override_words
 from lib.core.paths import PROJECT_ROOT
 
@@ -215,7 +216,7 @@ class MinorityParams(_Section):
     - ``logit_adjustment``: no weights while training, then every class's log-probability is
       shifted by ``-tau * log(prior)`` (Menon et al., 2021), ``tau`` taken from ``tau_grid``;
     - ``mixup``: class-balanced draws as ``oversample``, each training batch blended with itself
-      reordered, images and labels alike (Zhang et al., 2018; `lib.training.minority`). Not in the
+      reordered, images and labels alike (Zhang et al., 2018; `lib.core.minority`). Not in the
       default list, so that params without ``methods`` keep their results; params/default.yaml lists it.
 
     The method with the best validation ``selection_metric`` is used for every round's headline
@@ -228,10 +229,10 @@ class MinorityParams(_Section):
     comparison (with two rare validation images, by a lot).
     """
 
-    methods: list[Literal["class_weight", "oversample", "logit_adjustment", "mixup"]] = Field(
+    methods: list[Literal[tuple(METHODS)]] = Field(
         default=["class_weight", "oversample", "logit_adjustment"], min_length=1
     )
-    selection_metric: Literal["macro_f1", "balanced_accuracy"] = "macro_f1"
+    selection_metric: Literal[tuple(SELECTION_METRICS)] = "macro_f1"
     tau_grid: list[Annotated[float, Field(ge=0.0, le=5.0)]] = Field(
         default=[1.0], min_length=1
     )

@@ -3,7 +3,7 @@
 Each image is decoded once, with PIL (upright, RGB, resized to the study's input size), and
 the decoded array is kept on disk (`cached_pixels`), so that later notebooks and re-runs
 read it instead of decoding again. `training_stream` then serves one epoch after another in
-the order the minority-class method asks for (`lib.training.minority.MinorityMethod.epoch_rows`),
+the order the minority-class method asks for (`lib.core.minority.MinorityMethod.epoch_rows`),
 augmented; `Batches` serves any array (pixels or `lib.training.activation_cache`'s cached
 activations) in that order, converting a batch at a time, on any Keras backend (no tf.data),
 preparing the next batches in worker threads while the model trains.

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.core.minority import METHODS
 from lib.core.paths import MODELS, PROJECT_ROOT
 from lib.deploy.finished_run import (
     KerasClassifier,
@@ -41,7 +42,6 @@ from lib.deploy.finished_run import (
     read_image,
 )
 from lib.training.evaluate import classification_metrics
-from lib.training.minority import METHODS
 
 TOLERANCE = 1e-4  # float32 ONNX vs float32 Keras, probabilities after post-processing
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "loss", "test_images")
@@ -150,7 +150,7 @@ def describe(run_model: RunModel, float32_model, folder: Path, check: dict) -> d
         "postprocessing": {
             **post.to_dict(),
             "formula": ("softmax(log(p) - tau * log(priors)), p clipped to [1e-12, 1] "
-                        "(lib.training.minority.Postprocessing.apply)" if METHODS[post.method].adjusts_logits and post.tau
+                        "(lib.core.minority.Postprocessing.apply)" if METHODS[post.method].adjusts_logits and post.tau
                         else "none: the model's probabilities as they are"),
         },
         "minority_method": metrics.get("minority_method"),

@@ -5,7 +5,7 @@ the trained model (``model.keras``, raw RGB pixels 0-255 in, its own scaling ins
 metrics and its post-processing (``metrics.json``). `RunModel` reads them; `read_image` reads a
 photo exactly as the study read its images (and refuses what the audit refuses, with the
 audit's reason); `KerasClassifier` and `OnnxClassifier` give post-processed probabilities, both
-through the same `lib.training.minority.Postprocessing.apply` (numpy), so logit adjustment is the same
+through the same `lib.core.minority.Postprocessing.apply` (numpy), so logit adjustment is the same
 in every runtime.
 
 A model trained in mixed bfloat16 (``precision: auto`` on a bfloat16 CPU) keeps that precision in
@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from lib.core.config import AuditParams, parse_params
+from lib.core.minority import Postprocessing
 from lib.core.paths import MODELS, ModelPaths, RoundPaths, RunPaths
 from lib.data.audit import inspect_image
 from lib.data.images import load_rgb
 from lib.data.rounds import evaluation_rounds
 from lib.data.sources import IMAGE_EXTENSIONS, is_hidden
-from lib.training.minority import Postprocessing
 
 MODEL_TITLES = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2 (transfer learning)"}
 

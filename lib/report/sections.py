@@ -14,9 +14,9 @@ from __future__ import annotations
 import pandas as pd
 
 from lib.analysis.compare import Comparison, ModelResults, compared_models
+from lib.core.minority import METHODS
 from lib.core.paths import PROBE_NAME
 from lib.report.document import compare_words, count, escape, pct
-from lib.training.minority import METHODS
 from lib.training.probe import above_probe_sentence, below_probe_warning
 
 # --------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
     models            the CNN and MobileNetV2 builders, precision policy
     features          MobileNetV2 cut at its pooling layer: the one frozen-feature extractor
-    minority          the minority-class methods as objects (loss weights, epoch sampling, post-processing)
     train             one fit per phase, with the study's callbacks
     evaluate          predictions and metrics
     activation_cache  MobileNetV2's frozen layers run once; its phases train on their outputs

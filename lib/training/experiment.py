@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from lib.core import minority
 from lib.core.backends import check_active_backend
 from lib.core.config import Params, load_params
 from lib.core.devices import Devices, data_parallel, visible_devices
@@ -35,7 +36,7 @@ from lib.data.inputs import (
 from lib.data.rounds import Round, Rounds, evaluation_rounds
 from lib.data.sources import SPLITS
 from lib.data.split import read_split, split_table
-from lib.training import evaluate, minority
+from lib.training import evaluate
 from lib.training.activation_cache import RoundInputs
 from lib.training.models import load_trained_model, set_precision
 from lib.training.train import training_summary

@@ -33,10 +33,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from lib.core import minority
 from lib.core.paths import PROBE_MODEL, PROBE_NAME
 from lib.core.provenance import set_seed
 from lib.data.inputs import build_augmentation, image_batches
-from lib.training import evaluate, minority
+from lib.training import evaluate
 from lib.training.features import feature_extractor
 
 # LogisticRegression as scikit-learn sets it up, but for the iteration cap:
@@ -129,7 +130,7 @@ class ProbeResult:
 
 def validation_scores(probabilities_: np.ndarray, labels: np.ndarray, class_names: list[str],
                       rare: str) -> dict:
-    """`lib.training.minority.scores` of arg-max predictions: the numbers the minority-class methods are chosen by."""
+    """`lib.core.minority.scores` of arg-max predictions: the numbers the minority-class methods are chosen by."""
     return minority.scores(labels, probabilities_.argmax(axis=1), class_names, rare)
 
 

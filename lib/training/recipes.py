@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 
+from lib.core.minority import MinorityMethod
 from lib.training.activation_cache import ActivationCache, PixelInputs, ReusedInputs, phase_inputs
 from lib.training.experiment import Experiment, TrainedModel, train_each_method, validate
-from lib.training.minority import MinorityMethod
 from lib.training.models import build_cnn, build_mobilenet_v2, parameter_counts, unfreeze_top
 from lib.training.train import combine_phases, fit_phase
 

@@ -114,6 +114,7 @@ def adjust_probabilities(probabilities: np.ndarray, priors: np.ndarray, tau: flo
     return adjusted / adjusted.sum(axis=1, keepdims=True)
 
 
+METRIC_WORDS = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"}  # each selection metric in words
 SELECTION_METRICS = {
     "macro_f1": lambda t, p: f1_score(t, p, average="macro", zero_division=0),
     "balanced_accuracy": balanced_accuracy_score,
