@@ -24,11 +24,12 @@ report); each notebook imports what it shows from the module that computes it.
     activation_cache  MobileNetV2's frozen layers run once; its phases train on their outputs
     experiment        the plumbing both recipes share: prepare, train per method, choose, evaluate, save
     evaluate          predictions and metrics
-    probe             a linear probe on MobileNetV2's frozen features: the floor fine-tuning should clear, and the warning when it does not
+    probe             a linear probe on MobileNetV2's frozen features: the floor fine-tuning should clear
 
   04 comparison, 05 report
     compare           both models side by side: every table and test, computed once, written, read back
     stats             bootstrap intervals, McNemar's test, metrics averaged over rounds
+    probe_check       fine-tuned MobileNetV2 against its probe on validation: the paired interval, the warning beyond it
     calibration       calibration error, reliability bins, precision-recall curves
     explain           Grad-CAM maps (for any image), and the test images to show: examples, top losses, confusions
     report            the report's wording and rendering (HTML, PDF)

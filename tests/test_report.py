@@ -147,3 +147,16 @@ def test_methods_table_names_each_models_protocol_and_its_schedule():
     assert "cosine decay" in tuned and "label smoothing 0.1" in tuned and "≤ 30 epochs, patience 6" in tuned
     assert "phase 2: the whole base trains on pixels" in strong.loc["training inputs", "MobileNetV2"]
     assert "cosine decay" in strong.loc["phase 1", "Custom CNN"]
+
+
+def test_the_report_warns_about_the_probe_only_beyond_the_paired_interval_and_the_abstract_only_then():
+    from test_probe_check import PARAMS, _checks, _crippled, _one_rare_image_wrong
+
+    crippled = _checks(_crippled())
+    words = report.probe_html(crippled, PARAMS)
+    assert "Warning: the fine-tuned MobileNetV2 scores below a linear probe" in words and 'class="warning"' in words
+    assert report.probe_abstract_sentence(crippled).startswith(" <b>In its one round, the fine-tuned MobileNetV2 scored")
+    noise = _checks(_one_rare_image_wrong())
+    words = report.probe_html(noise, PARAMS)
+    assert "Warning" not in words and 'class="warning"' not in words and "within noise of the probe" in words
+    assert report.probe_abstract_sentence(noise) == ""

@@ -14,10 +14,10 @@ from __future__ import annotations
 import pandas as pd
 
 from lib.analysis.compare import Comparison, ModelResults, compared_models
+from lib.analysis.probe_check import abstract_words, below_probe_warning, no_warning_sentence
 from lib.core.paths import PROBE_NAME
 from lib.report.document import compare_words, count, escape, pct
 from lib.training.minority import METHODS
-from lib.training.probe import above_probe_sentence, below_probe_warning
 
 # --------------------------------------------------------------------------------------
 # Words that follow the numbers
@@ -80,20 +80,15 @@ def abstract_html(audit: dict, comparison: Comparison, replication: bool, groupe
 
 def probe_abstract_sentence(checks: pd.DataFrame) -> str:
     """A sentence for the abstract when any round's fine-tuned MobileNetV2 is below its linear probe on
-    validation (`lib.training.probe`), else nothing."""
-    below = int(checks["below_probe"].astype(bool).sum()) if len(checks) else 0
-    if not below:
-        return ""
-    rounds = "its one round" if len(checks) == 1 else f"{below} of {count(len(checks), 'round')}"
-    return (f" <b>In {rounds}, the fine-tuned MobileNetV2 scored below a linear probe on its own frozen ImageNet "
-            "features on validation</b>: its comparison with the CNN reflects how it was trained here, not what "
-            "transfer learning can do (see the results).")
+    validation beyond the paired interval (`lib.analysis.probe_check`), else nothing."""
+    words = abstract_words(checks)
+    return f" <b>{escape(words)}</b>" if words else ""
 
 
 def probe_html(checks: pd.DataFrame, params) -> str:
     """The sanity floor of transfer learning in words: what the linear probe is, and either the warning of
-    `lib.training.probe.below_probe_warning` (any round's fine-tuned model below its probe on validation) or that
-    fine-tuning cleared the floor."""
+    `lib.analysis.probe_check.below_probe_warning` (a round's fine-tuned model below its probe on validation,
+    beyond the paired interval) or how the two compare."""
     what = (f"<p>A sanity floor for transfer learning: the linear probe (“{escape(PROBE_NAME)}” in the tables) is "
             "a logistic regression (scikit-learn, standardised features, no parameter tuned) on the pooled output of "
             "MobileNetV2's frozen ImageNet base for the un-augmented training images, trained in every round with "
@@ -101,7 +96,7 @@ def probe_html(checks: pd.DataFrame, params) -> str:
             "as well. ")
     warning = below_probe_warning(checks, params) if len(checks) else None
     if warning is None:
-        return what + escape(above_probe_sentence(checks)) + "</p>"
+        return what + escape(no_warning_sentence(checks)) + "</p>"
     return what + f'</p><p class="warning"><b>{escape(warning)}</b></p>'
 
 
