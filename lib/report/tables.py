@@ -8,6 +8,7 @@ import yaml
 from lib.core.backends import BACKEND_TITLES
 from lib.core.paths import MODELS
 from lib.report.document import count
+from lib.report.plots import visible
 
 PRECISION_WORDS = {
     "float32": "float32",
@@ -145,8 +146,18 @@ def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
     return table.sort_index(level="split", ascending=False, sort_remaining=False)
 
 
+class _VisibleDumper(yaml.SafeDumper):
+    """YAML that writes a string holding a control character (a tab or a newline in a class name) double-quoted,
+    where YAML itself writes it as an escape (``\\t``), rather than folding it over several lines."""
+
+
+_VisibleDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if visible(value) != value else None))
+
+
 def params_yaml(params) -> str:
-    return yaml.safe_dump(params.to_dict(), sort_keys=False, allow_unicode=True)
+    """The run's params as YAML, one field a line (the report's appendix: `lib.report.document.preformatted`)."""
+    return yaml.dump(params.to_dict(), Dumper=_VisibleDumper, sort_keys=False, allow_unicode=True)
 
 
 def steps_table(steps: dict) -> pd.DataFrame:
@@ -155,7 +166,7 @@ def steps_table(steps: dict) -> pd.DataFrame:
         {
             "wall time (s)": [entry.get("seconds") for entry in steps.values()],
             "peak memory (GiB)": [entry.get("peak_rss_gib") for entry in steps.values()],
-            "reused": ["yes, inputs unchanged" if entry.get("reused") else "no, run" for entry in steps.values()],
+            "this run": ["reused (inputs unchanged)" if entry.get("reused") else "ran" for entry in steps.values()],
         },
         index=pd.Index(list(steps), name="step"),
     )
