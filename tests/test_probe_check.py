@@ -61,7 +61,7 @@ def test_a_crippled_fine_tuning_warns_with_its_numbers_and_the_likely_causes():
     warning = probe_check.below_probe_warning(checks, PARAMS)
     assert warning.startswith("Warning: the fine-tuned MobileNetV2 scores below a linear probe on its own frozen "
                               "ImageNet features on the validation split in the round, beyond the paired 95 %")
-    assert f"seed-0: {row['fine_tuned']:.3f} against 1.000 (probe − fine-tuned +" in warning and "263 images" in warning
+    assert f"seed-0: {row['fine_tuned']:.3f} against 1.000, probe − fine-tuned +" in warning and "on 263 images" in warning
     assert "augmentation that the frozen features cannot follow" in warning
     assert "learning rates (head 0.001" in warning and "64 × 64 px, far from the 224 × 224 px" in warning
     quiet = parse_params({"augmentation": {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0,

@@ -266,3 +266,15 @@ def test_the_parameters_appendix_keeps_its_line_breaks_in_html_and_pdf(tmp_path)
     printed = [box for page in pages for box in page._page_box.descendants()
                if isinstance(box, LineBox) and box.element_tag == "pre"]
     assert len(printed) >= len(shown.rstrip("\n").split("\n"))
+
+
+def test_parameter_counts_and_mcnemars_columns_are_in_words():
+    counts = tables.parameters_table({"Custom CNN": {"total": 683458, "trainable": 683458, "non_trainable": 0},
+                                      "MobileNetV2": {"total": 2422210, "trainable_phase1": 164226}})
+    assert counts.loc["total"].tolist() == ["683,458", "2,422,210"]
+    assert counts.loc["trainable in phase 1"].tolist() == ["–", "164,226"] and "not trainable" in counts.index
+    mcnemar = pd.DataFrame({"first": ["A", "A"], "second": ["B", "B"], "only_a": [2, 3], "only_b": [0, 1],
+                            "p_value": [0.5, 0.625]}, index=pd.Index(["seed-1", "seed-2"], name="round"))
+    table = tables.mcnemar_table(mcnemar)
+    assert list(table.columns) == ["right only for A", "right only for B", "p (two-sided)"]
+    assert table["p (two-sided)"].dtype == float and table.index.name == "round"

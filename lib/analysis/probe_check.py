@@ -111,10 +111,10 @@ def metric_words(checks: pd.DataFrame) -> str:
 
 
 def scores_words(checks: pd.DataFrame) -> str:
-    """Each round's scores: 'seed-43: 0.948 against 0.986 (probe − fine-tuned +0.038 [−0.010, +0.095], 263 images)'."""
-    return "; ".join(f"{name}: {row['fine_tuned']:.3f} against {row['probe']:.3f} (probe − fine-tuned "
-                     f"{row['probe_minus_fine_tuned']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
-                     f"{row['images']:,} {'image' if row['images'] == 1 else 'images'})"
+    """Each round's scores: 'seed-43: 0.948 against 0.986, probe − fine-tuned +0.038 [−0.010, +0.095] on 263 images'."""
+    return "; ".join(f"{name}: {row['fine_tuned']:.3f} against {row['probe']:.3f}, probe − fine-tuned "
+                     f"{row['probe_minus_fine_tuned']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] on "
+                     f"{row['images']:,} {'image' if row['images'] == 1 else 'images'}"
                      for name, row in checks.iterrows())
 
 

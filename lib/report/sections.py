@@ -212,9 +212,9 @@ def conclusion_html(comparison: Comparison) -> str:
             f"difference ({row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
             f"{escape(row['second'])} minus {escape(row['first'])}) both favour {escape(best)}")
     return (
-        f"<p>On this data, {finding}. Future work: more rounds (or k-fold cross-validation) so that the "
-        "smallest class is tested on more images; more photographs of the rare products; and a test set "
-        "photographed in other shops, which no near-duplicate grouping can replace.</p>"
+        f"<p>On this data, {finding}. Future work: more rounds (or k-fold cross-validation) so that every "
+        "class is tested on more images; more images of the smallest classes; and a test set collected elsewhere "
+        "(other places, other cameras), which no near-duplicate grouping can replace.</p>"
     )
 
 

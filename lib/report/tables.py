@@ -111,6 +111,25 @@ def methods_table(params, precision: dict[str, str] | None = None,
     return pd.DataFrame(rows, index=models).T
 
 
+PARAMETER_WORDS = {"total": "total", "trainable": "trainable", "non_trainable": "not trainable",
+                   "trainable_phase1": "trainable in phase 1", "trainable_phase2": "trainable in phase 2",
+                   "unfrozen_layers": "layers unfrozen in phase 2"}
+
+
+def parameters_table(parameters: dict[str, dict]) -> pd.DataFrame:
+    """Each model's parameter counts (``metrics["parameters"]``, by model name) in words, thousands separated; a
+    count a model does not have (the CNN has one phase) is a dash."""
+    table = pd.DataFrame(parameters).rename(index=PARAMETER_WORDS)
+    return table.apply(lambda column: column.map(lambda n: "–" if pd.isna(n) else f"{int(n):,}"))
+
+
+def mcnemar_table(mcnemar: pd.DataFrame) -> pd.DataFrame:
+    """McNemar's test per round (`lib.analysis.compare.paired_tests`) with its columns in words."""
+    first, second = mcnemar["first"].iloc[0], mcnemar["second"].iloc[0]
+    return mcnemar[["only_a", "only_b", "p_value"]].apply(pd.to_numeric).rename(columns={
+        "only_a": f"right only for {first}", "only_b": f"right only for {second}", "p_value": "p (two-sided)"})
+
+
 def most_confused_table(most_confused: pd.DataFrame, per_model: int = 5) -> pd.DataFrame:
     """Each model's ``per_model`` most-confused (true, predicted) pairs, readable column names."""
     top = most_confused.groupby("model", sort=False).head(per_model)
