@@ -252,8 +252,8 @@ def test_the_parameters_appendix_keeps_its_line_breaks_in_html_and_pdf(tmp_path)
     lines = shown.split("\n")
     assert lines[:3] == ["run_name: default", f"reports_dir: {params.reports_dir}", "seed: 42"]
     assert "\\n" not in shown.replace("Yog\\nhurt", ""), "no line break written as an escape"
-    assert '    - "Oat\\tMilk"' in lines and '    - "Yog\\nhurt"' in lines  # visible, one line each
-    assert "    - &lt;b&gt;x&lt;/b&gt;" in lines
+    assert '    classes: ["Oat\\tMilk", "Yog\\nhurt", &lt;b&gt;x&lt;/b&gt;]' in lines  # visible, on one line
+    assert "  seeds: [42, 43, 44]" in lines
     weasyprint = pytest.importorskip("weasyprint")
     try:
         pages = weasyprint.HTML(string=html).render().pages

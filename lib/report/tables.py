@@ -167,11 +167,14 @@ def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
 
 class _VisibleDumper(yaml.SafeDumper):
     """YAML that writes a string holding a control character (a tab or a newline in a class name) double-quoted,
-    where YAML itself writes it as an escape (``\\t``), rather than folding it over several lines."""
+    where YAML itself writes it as an escape (``\\t``), rather than folding it over several lines; and a list of
+    plain values on one line (``seeds: [42, 43, 44]``)."""
 
 
 _VisibleDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style='"' if visible(value) != value else None))
+_VisibleDumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", value, flow_style=not any(isinstance(item, (list, dict)) for item in value)))
 
 
 def params_yaml(params) -> str:
