@@ -180,7 +180,8 @@ def test_same_params_and_seed_give_identical_predictions(tiny_study, tmp_path):
         if planned.round_name == "seed-1":
             run.execute_step(planned, params_file, again)
     for name in ("cnn", "mobilenetv2"):
-        for table in ("predictions.csv", "methods.csv", *(("probe_predictions.csv",) if name == "mobilenetv2" else ())):
+        for table in ("predictions.csv", "methods.csv",
+                      *(("probe_predictions.csv", "probe_validation.csv") if name == "mobilenetv2" else ())):
             before = pd.read_csv(root / "rounds" / "seed-1" / name / table)
             pd.testing.assert_frame_equal(before, pd.read_csv(again.round("seed-1").model(name).root / table),
                                           check_exact=True)
