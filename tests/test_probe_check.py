@@ -95,7 +95,10 @@ def test_identical_predictions_are_within_noise_and_a_clearly_better_fine_tuning
 def test_the_words_follow_the_count_of_rounds():
     one = _checks(_crippled())
     assert probe_check.abstract_words(one).startswith("In its one round, the fine-tuned MobileNetV2 scored below")
-    assert "its comparison with the CNN reflects" in probe_check.abstract_words(one)
+    row = one.iloc[0]
+    assert (f"(validation macro-F1 {row['fine_tuned']:.3f} against 1.000, a gap of {row['probe_minus_fine_tuned']:.3f} "
+            f"with interval {row['low']:.3f}–{row['high']:.3f}): its comparison with the CNN reflects") in \
+        probe_check.abstract_words(one)
     some = _checks(_one_rare_image_wrong(), _crippled(), _validation(TRUE, TRUE))
     assert "in 1 of 3 rounds" in probe_check.below_probe_warning(some, PARAMS)
     assert "seed-1" in probe_check.below_probe_warning(some, PARAMS)

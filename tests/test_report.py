@@ -278,3 +278,29 @@ def test_parameter_counts_and_mcnemars_columns_are_in_words():
     table = tables.mcnemar_table(mcnemar)
     assert list(table.columns) == ["right only for A", "right only for B", "p (two-sided)"]
     assert table["p (two-sided)"].dtype == float and table.index.name == "round"
+
+
+def test_a_figure_taller_than_a_page_shrinks_to_fit_one_page_keeping_its_shape():
+    import matplotlib.pyplot as plt
+
+    from lib.report import render
+
+    weasyprint = pytest.importorskip("weasyprint")
+    import base64
+    import io
+
+    from PIL import Image
+
+    figure = plt.figure(figsize=(4, 20), dpi=50)  # the class counts of 81 classes: a tall bar chart
+    figure.add_subplot().barh(range(81), range(81))
+    block = document.Document().figure(figure, "tall", width="70%")
+    png = Image.open(io.BytesIO(base64.b64decode(block.split("base64,")[1].split('"')[0])))
+    html = f"<html><head><style>{render.STYLE.read_text()}</style></head><body>{block}</body></html>"
+    try:
+        pages = weasyprint.HTML(string=html).render().pages
+    except OSError as error:
+        pytest.skip(f"WeasyPrint cannot lay out pages here: {error}")
+    assert len(pages) == 1, "the figure and its caption on one page"
+    image = next(box for box in pages[0]._page_box.descendants() if getattr(box, "element_tag", None) == "img")
+    assert image.height <= pages[0]._page_box.height, "inside the page's content area"
+    assert image.height / image.width == pytest.approx(png.height / png.width, rel=0.01)

@@ -164,8 +164,9 @@ def abstract_words(checks: pd.DataFrame) -> str:
     if below.empty:
         return ""
     which = "in its one round" if len(checks) == 1 else rounds_words(len(below), len(checks))
-    size = "; ".join(f"{row['fine_tuned']:.3f} against {row['probe']:.3f}"
-                     + (f" in {name}" if len(checks) > 1 else "") for name, row in below.iterrows())
+    size = "; ".join(f"{row['fine_tuned']:.3f} against {row['probe']:.3f}" + (f" in {name}" if len(checks) > 1 else "")
+                     + f", a gap of {row['probe_minus_fine_tuned']:.3f} with interval {row['low']:.3f}–{row['high']:.3f}"
+                     for name, row in below.iterrows())
     those = "" if len(below) == len(checks) else (" in that round" if len(below) == 1 else " in those rounds")
     return (f"{which[0].upper()}{which[1:]}, the fine-tuned MobileNetV2 scored below a linear probe on its own "
             f"frozen ImageNet features on validation, beyond the paired interval (validation "

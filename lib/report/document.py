@@ -42,7 +42,8 @@ class Document:
         plt.close(fig)
         data = base64.b64encode(buffer.getvalue()).decode()
         return (
-            f'<figure><img src="data:image/png;base64,{data}" style="width:{width}" alt="Figure {self.figures}"/>'
+            # max-width, not width: with the style sheet's max-height, a tall figure shrinks without stretching
+            f'<figure><img src="data:image/png;base64,{data}" style="max-width:{width}" alt="Figure {self.figures}"/>'
             f"<figcaption><b>Figure {self.figures}.</b> {caption}</figcaption></figure>"
         )
 
