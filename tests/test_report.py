@@ -232,7 +232,7 @@ def test_tables_have_one_header_row_the_index_name_in_its_first_cell():
 def test_the_step_table_says_which_steps_ran_and_which_were_reused():
     steps = tables.steps_table({"01_data_audit.ipynb": {"seconds": 5.0, "peak_rss_gib": 1.0, "reused": True},
                                 "05_report.ipynb": {"seconds": 2.0, "peak_rss_gib": 0.5, "reused": False}})
-    assert steps["this run"].tolist() == ["reused (inputs unchanged)", "ran"]
+    assert steps["this run"].tolist() == ["reused", "ran"]
 
 
 def test_the_parameters_appendix_keeps_its_line_breaks_in_html_and_pdf(tmp_path):
@@ -304,3 +304,12 @@ def test_a_figure_taller_than_a_page_shrinks_to_fit_one_page_keeping_its_shape()
     image = next(box for box in pages[0]._page_box.descendants() if getattr(box, "element_tag", None) == "img")
     assert image.height <= pages[0]._page_box.height, "inside the page's content area"
     assert image.height / image.width == pytest.approx(png.height / png.width, rel=0.01)
+
+
+def test_the_method_paragraph_calls_no_class_rare_when_the_classes_are_balanced():
+    methods = pd.DataFrame([{"model": "Custom CNN", "method": "class_weight", "split": "val", "chosen": True,
+                             "macro_f1": 0.9, "minority_f1": 0.5, "minority_images": 6, "minority_class": "cats"}])
+    minority_params = parse_params({}).minority
+    assert "the rare class <i>cats</i>" in report.methods_html(methods, minority_params)
+    balanced = report.methods_html(methods, minority_params, balanced=True)
+    assert "the rare class" not in balanced and "none here: the classes are balanced" in balanced

@@ -305,14 +305,16 @@ def method_phrase(method: str, tau_grid: list[float], replication: bool = False)
             "in the comparison: it alone is fitted to the images that rank the methods)")
 
 
-def methods_html(methods: pd.DataFrame, minority_params, replication: bool = False) -> str:
+def methods_html(methods: pd.DataFrame, minority_params, replication: bool = False, balanced: bool = False) -> str:
     """Which method each model's headline results use, and why (validation only), and how many
-    rare validation images the choice rests on."""
+    rare validation images the choice rests on; with ``balanced`` classes, that no class is rare here."""
     if methods.empty:
         return "<p>One minority-class method was configured, so none was compared.</p>"
     selection_metric = minority_params.selection_metric
     chosen = methods[methods["chosen"] & (methods["split"] == "val")]
     minority = escape(str(methods["minority_class"].iloc[0]))
+    rare = (f"a rare class (none here: the classes are balanced, <i>{minority}</i> is the first of them)" if balanced
+            else f"the rare class <i>{minority}</i>")
     parts = "; ".join(
         f"{escape(row['model'])}: {escape(row['method'])} (validation {METRIC_NAMES[selection_metric]} "
         f"{row[selection_metric]:.3f}, minority F1 {row['minority_f1']:.2f})"
@@ -321,11 +323,11 @@ def methods_html(methods: pd.DataFrame, minority_params, replication: bool = Fal
     compared = list(dict.fromkeys(methods["method"]))
     described = ", ".join(escape(method_phrase(m, minority_params.tau_grid, replication)) for m in compared)
     if len(compared) == 1:
-        return (f"<p>One way to keep the rare class <i>{minority}</i> from being ignored was configured, "
+        return (f"<p>One way to keep {rare} from being ignored was configured, "
                 f"{described}, so no method was compared; its first-round validation scores: {parts}.</p>")
     count = NUMBER_WORDS.get(len(compared), str(len(compared)))
     return (
-        f"<p>{count} ways to keep the rare class <i>{minority}</i> from being ignored were trained in the first "
+        f"<p>{count} ways to keep {rare} from being ignored were trained in the first "
         f"round: {described}. "
         f"The method for all headline results is the one with the best validation score (ties broken by the "
         f"lower validation log-loss), chosen without looking at the test split: {parts}. The test rows are "

@@ -188,7 +188,7 @@ def steps_table(steps: dict) -> pd.DataFrame:
         {
             "wall time (s)": [entry.get("seconds") for entry in steps.values()],
             "peak memory (GiB)": [entry.get("peak_rss_gib") for entry in steps.values()],
-            "this run": ["reused (inputs unchanged)" if entry.get("reused") else "ran" for entry in steps.values()],
+            "this run": ["reused" if entry.get("reused") else "ran" for entry in steps.values()],
         },
         index=pd.Index(list(steps), name="step"),
     )
