@@ -104,3 +104,12 @@ def test_a_warm_up_must_end_within_the_epoch_budget():
         parse_params({"mobilenet_v2": {"fine_tune": {"epochs": 5, "warmup_epochs": 5}}})
     with pytest.raises(ParamsError, match=r"mobilenet_v2.protocol"):
         parse_params({"mobilenet_v2": {"protocol": "stronger"}})
+
+
+def test_the_report_subject_is_optional_and_validated(tmp_path):
+    assert load_params("params/default.yaml").report.subject == "product photographs"
+    assert parse_params({}).report.subject is None  # lib.report.data_prose.subject words it from the data
+    assert parse_params({"report": {"subject": "  leaf scans "}}).report.subject == "leaf scans"
+    for bad in ("", "x" * 61):
+        with pytest.raises(ParamsError, match=r"report.subject: String should have"):
+            parse_params({"report": {"subject": bad}}, source="mine.yaml")

@@ -179,12 +179,13 @@ def test_a_tiny_class_stops_with_a_message_naming_both_options(tmp_path):
 
 
 def test_classes_are_left_out_by_name_or_by_size_with_a_reason(tmp_path):
-    images = _inspected(make_class_folders(tmp_path / "d", {"big": 20, "other": 20, "tiny": 3, "odd": 8}))
+    images = _inspected(make_class_folders(tmp_path / "d", {"big": 20, "other": 20, "tiny": 3, "odd": 8, "single": 1}))
     params = parse_params({"data": {"exclude_classes": ["odd"], "min_images_per_class": 7}})
     curated, _ = audit.curate(images, params.data, params.audit)
     reasons = curated.loc[~curated["usable"]].groupby("label")["reason"].agg(set).to_dict()
     assert reasons == {"odd": {"class left out by data.exclude_classes"},
-                       "tiny": {"class has 3 usable images, fewer than data.min_images_per_class (7)"}}
+                       "tiny": {"class has 3 usable images, fewer than data.min_images_per_class (7)"},
+                       "single": {"class has 1 usable image, fewer than data.min_images_per_class (7)"}}
     check_splittable(curated.loc[curated["usable"], "label"], FRACTIONS)  # splittable now
     typo = parse_params({"data": {"exclude_classes": ["tinny"]}})
     with pytest.raises(ValueError, match=r"data.exclude_classes names class\(es\) not in the dataset: \['tinny'\]"):

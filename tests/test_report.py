@@ -1,7 +1,10 @@
 """The report's methods table says how each model was fed, from the run's own params."""
 
+import pandas as pd
+import pytest
+
 from lib.core.config import load_params, parse_params
-from lib.report import document, references, tables
+from lib.report import data_prose, document, references, tables
 from lib.report import sections as report
 
 
@@ -79,17 +82,19 @@ def test_sentences_about_the_original_study_appear_only_in_the_replication(tmp_p
     folder.mkdir()
     own = parse_params({"data": {"source": "folder", "directory": str(folder)}, "split": {"group_near_duplicates": False},
                         "evaluation": {"seeds": [1]}})
-    assert report.is_replication(replication) and not report.is_replication(own)
+    assert data_prose.is_replication(replication) and not data_prose.is_replication(own)
     other_classes = parse_params({"data": {"grocery_store": {"classes": ["Apple", "Juice"], "max_per_class": {}}}})
-    assert not report.is_replication(parse_params({}))  # all of Grocery Store's coarse classes
-    assert not report.is_replication(other_classes)
+    assert not data_prose.is_replication(parse_params({}))  # all of Grocery Store's coarse classes
+    assert not data_prose.is_replication(other_classes)
 
-    original = report.introduction_html(replication, AUDIT)
-    assert "1,909" in original and "14 images" in original and "keep near-duplicate photographs together" in original
-    yours = report.introduction_html(own, AUDIT)
+    original = data_prose.introduction_html(replication, AUDIT)
+    assert "1,909" in original and "14 images" in original and "several splits that keep near-duplicate images together" in original
+    yours = data_prose.introduction_html(own, AUDIT)
     assert "1,909" not in yours and "replicate" not in yours and "original" not in yours
     assert "the image folder “my photos”" in yours and "31 usable images in 3 classes" in yours
-    assert "<i>one</i> (1 image)" in yours and "on one split (near-duplicate grouping switched off)" in yours
+    assert "from <i>big</i> (20 images) down to <i>one</i> (1 image)" in yours
+    assert "on one split (near-duplicate grouping switched off)" in yours
+    assert "ways to classify images on" in yours and "product" not in yours
     assert "Klasson" in references.references_html(replication) and "Klasson" not in references.references_html(own)
     assert "Menon" in references.references_html(replication)
     assert "Menon" not in references.references_html(parse_params({"minority": {"methods": ["class_weight"]}}))
@@ -160,4 +165,165 @@ def test_the_step_table_gives_a_model_steps_median_and_slowest_epoch_per_phase()
     epochs = table["epochs: count, median / slowest (s)"]
     assert epochs["01_data_audit.ipynb"] == ""
     assert epochs["rounds/seed-42/02_cnn.ipynb"] == "training 25: 10.5 / 20.7"
-    assert table.loc["rounds/seed-42/02_cnn.ipynb", "reused"] == "yes, inputs unchanged"
+    assert table.loc["rounds/seed-42/02_cnn.ipynb", "this run"] == "reused"
+
+
+def test_the_report_warns_about_the_probe_only_beyond_the_paired_interval_and_the_abstract_only_then():
+    from test_probe_check import PARAMS, _checks, _crippled, _one_rare_image_wrong
+
+    crippled = _checks(_crippled())
+    words = report.probe_html(crippled, PARAMS)
+    assert "Warning: the fine-tuned MobileNetV2 scores below a linear probe" in words and 'class="warning"' in words
+    assert report.probe_abstract_sentence(crippled).startswith(" <b>In its one round, the fine-tuned MobileNetV2 scored")
+    noise = _checks(_one_rare_image_wrong())
+    words = report.probe_html(noise, PARAMS)
+    assert "Warning" not in words and 'class="warning"' not in words and "within noise of the probe" in words
+    assert report.probe_abstract_sentence(noise) == ""
+
+
+def _balanced_audit(per_class=40, classes=("cats", "dogs")) -> dict:
+    """An audit summary (`lib.data.audit`) of a balanced folder, one round, no duplicates."""
+    leaks = [{"test images with a training near-duplicate (plain)": 0, "test images with a training near-duplicate (used)": 0}]
+    return {"images_usable": per_class * len(classes), "files_examined": per_class * len(classes), "files_excluded": 0,
+            "classes": dict.fromkeys(classes, per_class), "imbalance_ratio": 1.0,
+            "split_sizes": {"train": 56, "val": 12, "test": 12}, "exact_duplicate_pairs": 0,
+            "exact_duplicate_pairs_across_splits": 0, "near_duplicate_pairs": 1, "near_duplicate_pairs_across_splits": 0,
+            "test_images_with_a_train_duplicate": 1, "leaks_by_round": leaks, "group_near_duplicates": True,
+            "thresholds": {"feature_min_similarity": 0.9, "phash_max_distance": 8}, "feature_duplicate_pairs": 1,
+            "near_duplicate_groups": 79, "largest_group": 2}
+
+
+def test_prose_on_a_balanced_two_class_folder_in_one_round_fits_the_data(tmp_path):
+    folder = tmp_path / "pets"
+    folder.mkdir()
+    params = parse_params({"data": {"source": "folder", "directory": str(folder)}, "evaluation": {"seeds": [1]}})
+    audit = _balanced_audit()
+    assert data_prose.subject(params) == "images" and data_prose.subject(load_params("params/default.yaml")) == \
+        "product photographs"
+    assert data_prose.subject(parse_params({"report": {"subject": "leaf scans"}})) == "leaf scans"
+    intro = data_prose.introduction_html(params, audit)
+    assert "ways to classify images on the data" in intro and "80 usable images in 2 classes, balanced, 40 images each" in intro
+    assert "down to" not in intro and "on one split that keeps near-duplicate images together" in intro
+    data = data_prose.data_html(audit, (64, 64))
+    assert "Every class has 40 images: the classes are balanced." in data and "imbalance" not in data
+    assert "1 test image of the first round has a near-duplicate" in data and "79 groups, the largest of 2 images" in data
+    assert data_prose.class_sizes_clause(audit) == "of 40 images each"
+    assert data_prose.class_sizes_clause(audit | {"classes": {"a": 40, "b": 35}}) == "of 35 to 40 images each"
+    assert data_prose.class_sizes_clause(AUDIT) == "whose smallest class, <i>one</i>, has only 1 image"
+
+
+def test_the_abstract_names_the_subject_and_the_smallest_class_only_when_the_classes_are_imbalanced():
+    import numpy as np
+    from test_compare import _comparison, _rounds
+
+    rounds = _rounds((np.ones(30, dtype=bool), np.r_[np.ones(20, dtype=bool), np.zeros(10, dtype=bool)]))
+    comparison = _comparison(rounds)
+    comparison.first_round = pd.DataFrame({"Model A": [10], "Model B": [20]}, index=["trainable parameters"])
+    audit = _balanced_audit(classes=("c0", "c1", "c2"))
+    words = report.abstract_html(audit, comparison, replication=False, grouped=True, subject="images")
+    assert "for classifying images, on 120 images in 3 classes of 40 images each. In one evaluation round," in words
+    assert "reaches a macro-F1 of" in words and "smallest class" not in words and "only" not in words
+    assert "Splits keep near-duplicate images together (0 test images with a near-duplicate in training remain)" in words
+    imbalanced = report.abstract_html(audit | {"classes": {"c0": 40, "c1": 40, "c2": 10}}, comparison, False, True,
+                                      "product photographs")
+    assert "whose smallest class, <i>c2</i>, has only 10 images" in imbalanced and "On the smallest class the F1" in imbalanced
+
+
+def test_tables_have_one_header_row_the_index_name_in_its_first_cell():
+    table = pd.DataFrame({"A": [1.0], "B": [2.0]}, index=pd.Index(["accuracy"], name="metric"))
+    html = document.Document().table(table, "caption")
+    assert html.count("<tr") == 2 and "<th>metric</th>" in html  # the header row and the one body row
+    agreement = pd.DataFrame([[3, 1], [2, 0]], index=pd.Index(["right", "wrong"], name="CNN"),
+                             columns=pd.Index(["right", "wrong"], name="MobileNetV2"))
+    assert document.Document().table(agreement, "c").count("<tr") == 3 and "CNN \\ MobileNetV2" in \
+        document.Document().table(agreement, "c")
+    methods = pd.DataFrame({"score": [1.0, 2.0]}, index=pd.MultiIndex.from_tuples([("a", "x"), ("a", "y")],
+                                                                                  names=["model", "method"]))
+    html = document.Document().table(methods, "c")
+    assert html.count("<tr") == 3 and "<th>model</th>" in html and "<th>method</th>" in html
+
+
+def test_the_step_table_says_which_steps_ran_and_which_were_reused():
+    steps = tables.steps_table({"01_data_audit.ipynb": {"seconds": 5.0, "peak_rss_gib": 1.0, "reused": True},
+                                "05_report.ipynb": {"seconds": 2.0, "peak_rss_gib": 0.5, "reused": False}})
+    assert steps["this run"].tolist() == ["reused", "ran"]
+
+
+def test_the_parameters_appendix_keeps_its_line_breaks_in_html_and_pdf(tmp_path):
+    import nbformat
+    import yaml
+
+    from lib.report import render
+
+    params = parse_params({"data": {"grocery_store": {"classes": ["Oat\tMilk", "Yog\nhurt", "<b>x</b>"]}}})
+    block = document.preformatted(tables.params_yaml(params))
+    assert yaml.safe_load(tables.params_yaml(params)) == params.to_dict(), "the YAML reads back as the params"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/html": f"<p>Parameters of this run:</p>{block}"})])])
+    nbformat.write(notebook, tmp_path / "report.ipynb")
+    html = render.render_html(tmp_path / "report.ipynb", "t")
+    shown = html[html.index("<pre>") + 5:html.index("</pre>")]
+    lines = shown.split("\n")
+    assert lines[:3] == ["run_name: default", f"reports_dir: {params.reports_dir}", "seed: 42"]
+    assert "\\n" not in shown.replace("Yog\\nhurt", ""), "no line break written as an escape"
+    assert '    classes: ["Oat\\tMilk", "Yog\\nhurt", &lt;b&gt;x&lt;/b&gt;]' in lines  # visible, on one line
+    assert "  seeds: [42, 43, 44]" in lines
+    weasyprint = pytest.importorskip("weasyprint")
+    try:
+        pages = weasyprint.HTML(string=html).render().pages
+    except OSError as error:  # WeasyPrint without the system's Pango
+        pytest.skip(f"WeasyPrint cannot lay out pages here: {error}")
+    # The PDF's layout: at least one line box of the <pre> per YAML line (over the pages it spans; a long line may
+    # wrap), where the block folded into one line would wrap into far fewer.
+    from weasyprint.formatting_structure.boxes import LineBox
+
+    printed = [box for page in pages for box in page._page_box.descendants()
+               if isinstance(box, LineBox) and box.element_tag == "pre"]
+    assert len(printed) >= len(shown.rstrip("\n").split("\n"))
+
+
+def test_parameter_counts_and_mcnemars_columns_are_in_words():
+    counts = tables.parameters_table({"Custom CNN": {"total": 683458, "trainable": 683458, "non_trainable": 0},
+                                      "MobileNetV2": {"total": 2422210, "trainable_phase1": 164226}})
+    assert counts.loc["total"].tolist() == ["683,458", "2,422,210"]
+    assert counts.loc["trainable in phase 1"].tolist() == ["–", "164,226"] and "not trainable" in counts.index
+    mcnemar = pd.DataFrame({"first": ["A", "A"], "second": ["B", "B"], "only_a": [2, 3], "only_b": [0, 1],
+                            "p_value": [0.5, 0.625]}, index=pd.Index(["seed-1", "seed-2"], name="round"))
+    table = tables.mcnemar_table(mcnemar)
+    assert list(table.columns) == ["right only for A", "right only for B", "p (two-sided)"]
+    assert table["p (two-sided)"].dtype == float and table.index.name == "round"
+
+
+def test_a_figure_taller_than_a_page_shrinks_to_fit_one_page_keeping_its_shape():
+    import matplotlib.pyplot as plt
+
+    from lib.report import render
+
+    weasyprint = pytest.importorskip("weasyprint")
+    import base64
+    import io
+
+    from PIL import Image
+
+    figure = plt.figure(figsize=(4, 20), dpi=50)  # the class counts of 81 classes: a tall bar chart
+    figure.add_subplot().barh(range(81), range(81))
+    block = document.Document().figure(figure, "tall", width="70%")
+    png = Image.open(io.BytesIO(base64.b64decode(block.split("base64,")[1].split('"')[0])))
+    html = f"<html><head><style>{render.STYLE.read_text()}</style></head><body>{block}</body></html>"
+    try:
+        pages = weasyprint.HTML(string=html).render().pages
+    except OSError as error:
+        pytest.skip(f"WeasyPrint cannot lay out pages here: {error}")
+    assert len(pages) == 1, "the figure and its caption on one page"
+    image = next(box for box in pages[0]._page_box.descendants() if getattr(box, "element_tag", None) == "img")
+    assert image.height <= pages[0]._page_box.height, "inside the page's content area"
+    assert image.height / image.width == pytest.approx(png.height / png.width, rel=0.01)
+
+
+def test_the_method_paragraph_calls_no_class_rare_when_the_classes_are_balanced():
+    methods = pd.DataFrame([{"model": "Custom CNN", "method": "class_weight", "split": "val", "chosen": True,
+                             "macro_f1": 0.9, "minority_f1": 0.5, "minority_images": 6, "minority_class": "cats"}])
+    minority_params = parse_params({}).minority
+    assert "the rare class <i>cats</i>" in report.methods_html(methods, minority_params)
+    balanced = report.methods_html(methods, minority_params, balanced=True)
+    assert "the rare class" not in balanced and "none here: the classes are balanced" in balanced

@@ -139,11 +139,11 @@ def lib_copy(tmp_path, monkeypatch):
 
 
 def test_a_change_in_a_nested_module_reruns_exactly_the_steps_that_import_it(step_keys, lib_copy):
-    """The key follows imports into sub-packages at any depth: the probe (lib/training/probe.py) is imported
-    by the MobileNetV2 notebook and, through the comparison, by the comparison and report notebooks."""
+    """The key follows imports into sub-packages at any depth: the probe check (lib/analysis/probe_check.py) is
+    imported by the MobileNetV2 notebook and, through the comparison, by the comparison and report notebooks."""
     before = step_keys()
-    probe = lib_copy / "training" / "probe.py"
-    probe.write_text(probe.read_text() + "\nPROBE_EDITED = True\n")
+    probe_check = lib_copy / "analysis" / "probe_check.py"
+    probe_check.write_text(probe_check.read_text() + "\nPROBE_CHECK_EDITED = True\n")
     assert changed(before, step_keys()) == {"rounds/seed-1/03_mobilenetv2.ipynb", "rounds/seed-2/03_mobilenetv2.ipynb",
                                             "04_comparison.ipynb", "05_report.ipynb"}
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lib.analysis import calibration
+from lib.analysis import calibration, probe_check
 from lib.analysis.stats import mcnemar_exact, paired_difference_bootstrap, round_metrics, rounds_bootstrap
 from lib.core.paths import MODELS, PROBE_MODEL, PROBE_NAME, RoundPaths, RunPaths
 from lib.training.evaluate import confusion_table
-from lib.training.probe import check_table
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,11 @@ def with_probes(all_rounds: dict[str, dict[str, ModelResults]], paths: RunPaths)
     return {name: {**results, "probe": load_probe(paths.round(name))} for name, results in all_rounds.items()}
 
 
-def probe_checks(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFrame:
-    """Per round: the fine-tuned MobileNetV2 against its linear probe on validation (`lib.training.probe.check_table`'s
-    columns: metric, fine_tuned, probe, below_probe), from rounds that hold a ``probe`` (`with_probes`)."""
-
-    return check_table({name: results["probe"].metrics for name, results in all_rounds.items()})
+def probe_checks(all_rounds: dict[str, dict[str, ModelResults]], paths: RunPaths, seed: int) -> pd.DataFrame:
+    """Per round: the fine-tuned MobileNetV2 against its linear probe on validation, with the paired interval
+    (`lib.analysis.probe_check.check_table`), from rounds that hold a ``probe`` (`with_probes`)."""
+    return probe_check.check_table({name: (results["probe"].metrics, probe_check.read_validation(paths.round(name)))
+                                    for name, results in all_rounds.items()}, seed)
 
 
 def compared_models(table: pd.DataFrame) -> pd.DataFrame:
@@ -409,7 +408,7 @@ class Comparison:
     agreement: pd.DataFrame  # the 2 x 2 table of paired outcomes in the first round
     confusion: pd.DataFrame  # model, true, predicted: counts in the first round
     verdict: dict  # `verdict`
-    probe_check: pd.DataFrame = field(default_factory=pd.DataFrame)  # round: fine-tuned against probe on validation
+    probe_check: pd.DataFrame = field(default_factory=pd.DataFrame)  # round: fine-tuned against probe on validation, paired interval
 
     @property
     def calibration_by_model(self) -> dict[str, dict]:
@@ -451,7 +450,7 @@ def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
         pr_curves=_long({name: c["pr_curves"] for name, c in calibration.items()}),
         first_round=comparison_table(first).rename_axis("quantity"), per_class_f1=per_class_f1(first),
         agreement=agreement_table(first), confusion=_long(confusion),
-        verdict=verdict(summary, tests, difference), probe_check=probe_checks(probed),
+        verdict=verdict(summary, tests, difference), probe_check=probe_checks(probed, paths, seed),
     )
 
 

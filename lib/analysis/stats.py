@@ -35,6 +35,9 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     return {"only_a": table[0][1], "only_b": table[1][0], "p_value": float(result.pvalue)}
 
 
+HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1")  # the first entries of `round_metrics`, in order
+
+
 def round_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """[accuracy, balanced accuracy, macro-F1, F1 of class 0, ..., F1 of class n-1] from integer labels.
 

@@ -372,6 +372,16 @@ class MobileNetV2Params(_Section):
     )
 
 
+class ReportParams(_Section):
+    """The report's wording."""
+
+    subject: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)] | None = Field(
+        default=None,
+        description="What the images show, as the report's title and abstract name it (e.g. 'product photographs'); "
+        "null: 'product photographs' for the Grocery Store dataset, 'images' for a folder or manifest.",
+    )
+
+
 class Params(_Section):
     """All parameters of one run of the study."""
 
@@ -391,6 +401,7 @@ class Params(_Section):
     training: TrainingParams = TrainingParams()
     cnn: CNNParams = CNNParams()
     mobilenet_v2: MobileNetV2Params = MobileNetV2Params()
+    report: ReportParams = ReportParams()
 
     @field_validator("reports_dir")
     @classmethod

@@ -27,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # names a reader sees.
 MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
 # The sanity floor of transfer learning (`lib.training.probe`): a linear probe on MobileNetV2's frozen features, written
-# by the MobileNetV2 step into its model folder (`ModelPaths.probe_predictions`, `probe_metrics`); the
+# by the MobileNetV2 step into its model folder (`ModelPaths.probe_predictions`, `probe_metrics`, `probe_validation`); the
 # comparison shows it as a third row, outside the paired tests of the two models.
 PROBE_MODEL = "mobilenetv2"
 PROBE_NAME = "Linear probe (frozen MobileNetV2)"
@@ -174,6 +174,10 @@ class ModelPaths:
     @property
     def probe_metrics(self) -> Path:  # its test metrics, and the fine-tuned model against it on validation
         return self.root / "probe_metrics.json"
+
+    @property
+    def probe_validation(self) -> Path:  # the fine-tuned model's and the probe's predicted class of each validation image
+        return self.root / "probe_validation.csv"
 
     def method_dir(self, method: str) -> Path:  # a finished training of one minority-class method
         return self.root / "methods" / method

@@ -326,8 +326,8 @@ def curate(images: pd.DataFrame, data, audit_params) -> tuple[pd.DataFrame, pd.D
     if data.min_images_per_class is not None:
         small = small_classes(images, data.min_images_per_class)
         reasons = images["label"].map(
-            lambda label: f"class has {small[label]} usable images, fewer than data.min_images_per_class "
-            f"({data.min_images_per_class})" if label in small else ""
+            lambda label: f"class has {small[label]} usable image{'' if small[label] == 1 else 's'}, fewer than "
+            f"data.min_images_per_class ({data.min_images_per_class})" if label in small else ""
         )
         images = _leave_out(images, images["label"].isin(small.index), reasons)
     found = [table for table in warnings_found if not table.empty]

@@ -35,7 +35,7 @@ def _comparison_reads(run: RunPaths, rounds: Rounds, round_: None) -> list[Path]
             paths = run.round(r.name).model(model)
             files += [paths.metrics, paths.history, paths.predictions]
             if model == PROBE_MODEL:  # the linear probe the MobileNetV2 step trains beside it (`lib.training.probe`)
-                files += [paths.probe_metrics, paths.probe_predictions]
+                files += [paths.probe_metrics, paths.probe_predictions, paths.probe_validation]
             if r == rounds.first:
                 files += [paths.methods, paths.model]
     return files

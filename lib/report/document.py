@@ -17,6 +17,11 @@ def escape(text) -> str:
     return html.escape(visible(text))
 
 
+def preformatted(text: str) -> str:
+    """A block of lines (YAML, say) as an HTML ``<pre>``: each line escaped (`escape`), the line breaks kept."""
+    return "<pre>" + "\n".join(escape(line) for line in text.split("\n")) + "</pre>"
+
+
 # --------------------------------------------------------------------------------------
 # Numbered figures and tables
 # --------------------------------------------------------------------------------------
@@ -37,17 +42,34 @@ class Document:
         plt.close(fig)
         data = base64.b64encode(buffer.getvalue()).decode()
         return (
-            f'<figure><img src="data:image/png;base64,{data}" style="width:{width}" alt="Figure {self.figures}"/>'
+            # max-width, not width: with the style sheet's max-height, a tall figure shrinks without stretching
+            f'<figure><img src="data:image/png;base64,{data}" style="max-width:{width}" alt="Figure {self.figures}"/>'
             f"<figcaption><b>Figure {self.figures}.</b> {caption}</figcaption></figure>"
         )
 
     def table(self, table: pd.DataFrame, caption: str, float_format: str = "{:.3f}", index: bool = True) -> str:
-        """The table with "Table N." and its caption above it; cell values are escaped."""
+        """The table with "Table N." and its caption above it; cell values are escaped; the index's name heads its
+        column (`header_row_only`)."""
         self.tables += 1
+        if index:
+            table, index = header_row_only(table)
         body = table.to_html(
             escape=True, index=index, border=0, float_format=float_format.format, classes="data", na_rep="–"
         )
         return f'<div class="table"><p class="caption"><b>Table {self.tables}.</b> {caption}</p>{body}</div>'
+
+
+def header_row_only(table: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """``table`` laid out so that pandas writes one header row, and whether to write its index: pandas puts a named
+    index's name on a row of its own under the header, so a single-level name moves into the header's first cell
+    (with the columns' own name, if any, after it) and the levels of a named MultiIndex become columns."""
+    names = [name for name in table.index.names if name]
+    if not names:
+        return table, True
+    if table.index.nlevels > 1 or table.columns.nlevels > 1:
+        return table.reset_index(), False
+    corner = names[0] if not table.columns.name else f"{names[0]} \\ {table.columns.name}"
+    return table.rename_axis(index=None, columns=corner), True
 
 
 def formatted(table: pd.DataFrame, count_rows=(), decimals: int = 3) -> pd.DataFrame:

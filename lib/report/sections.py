@@ -14,86 +14,66 @@ from __future__ import annotations
 import pandas as pd
 
 from lib.analysis.compare import Comparison, ModelResults, compared_models
-from lib.core.minority import METHODS
+from lib.analysis.probe_check import abstract_words, below_probe_warning, no_warning_sentence
+from lib.core.minority import METHODS, METRIC_WORDS
 from lib.core.paths import PROBE_NAME
+from lib.report.data_prose import class_sizes_clause, is_balanced, is_imbalanced, smallest_class
 from lib.report.document import compare_words, count, escape, pct
-from lib.training.probe import above_probe_sentence, below_probe_warning
 
 # --------------------------------------------------------------------------------------
 # Words that follow the numbers
 # --------------------------------------------------------------------------------------
 
 
-# The replication's data: the original study's five classes, its 14-image class, from Grocery Store
-# (params/default.yaml). Sentences about the original study appear only in a report on this data.
-REPLICATION_DATA = {"source": "grocery_store",
-                    "grocery_store": {"label_level": "coarse", "classes": ["Apple", "Juice", "Yoghurt", "Milk", "Oat-Milk"],
-                                      "max_per_class": {"Oat-Milk": 14}}}
-
-
-def is_replication(params) -> bool:
-    """Whether the run studies the replication's data (whatever its other params)."""
-    data = params.to_dict()["data"]
-    return data["source"] == REPLICATION_DATA["source"] and data["grocery_store"] == REPLICATION_DATA["grocery_store"]
-
-
-def smallest_class(audit: dict) -> tuple[str, int]:
-    counts = audit["classes"]
-    name = min(counts, key=counts.get)
-    return name, counts[name]
-
-
 def _ranked(results: dict[str, ModelResults], key: str = "macro_f1") -> list[ModelResults]:
     return sorted(results.values(), key=lambda r: r.metrics[key], reverse=True)
 
 
-def abstract_html(audit: dict, comparison: Comparison, replication: bool, grouped: bool) -> str:
-    """The abstract: dataset, rounds, both models' mean macro-F1 with intervals, the smallest class's F1;
-    the original study's score only for the ``replication``; what ``grouped`` (near-duplicate groups kept
-    whole) did to the splits."""
-    small, small_n = smallest_class(audit)
+def abstract_html(audit: dict, comparison: Comparison, replication: bool, grouped: bool, subject: str) -> str:
+    """The abstract: what the images show (``subject``), the data, rounds, both models' mean macro-F1 with
+    intervals, the smallest class's F1 when the classes are imbalanced; the original study's score only for the
+    ``replication``; what ``grouped`` (near-duplicate groups kept whole) did to the splits; the probe check only
+    when it warns."""
+    small, _ = smallest_class(audit)
     summary = compared_models(comparison.summary)
     f1 = summary.xs("macro-F1", level="metric").sort_values("mean", ascending=False)
     (best, b), (other, o) = list(f1.iterrows())[:2]
-    rare = summary.xs(f"F1: {small}", level="metric")
     trainable = comparison.first_round.loc["trainable parameters"].astype(int)
     leaks = sum(row["test images with a training near-duplicate (used)"] for row in audit["leaks_by_round"])
     rounds = int(b["rounds"])
     over = (f"Over {count(rounds, 'evaluation round')}, each with its own split and seed," if rounds > 1
             else "In one evaluation round,")
     original = " (the original study: 0.00 for both)" if replication else ""
+    rare = ""
+    if is_imbalanced(audit):
+        f1_small = summary.xs(f"F1: {small}", level="metric")["mean"]
+        rare = (f" On the smallest class the {'mean ' if rounds > 1 else ''}F1 is {f1_small[best]:.2f} for "
+                f"{escape(best)} and {f1_small[other]:.2f} for {escape(other)}{original}.")
     remaining = f"{count(leaks, 'test image')} with a near-duplicate in training {'remains' if leaks == 1 else 'remain'}"
-    splits = (f"Splits keep near-duplicate photographs together ({remaining})" if grouped
+    splits = (f"Splits keep near-duplicate images together ({remaining})" if grouped
               else f"Near-duplicate grouping was switched off ({remaining})")
     return (
         "<p>We compare a convolutional network trained from scratch with MobileNetV2 transfer learning for "
-        f"classifying product photographs, on {count(audit['images_usable'], 'image')} in "
-        f"{count(len(audit['classes']), 'class', 'classes')} whose smallest class, <i>{escape(small)}</i>, has "
-        f"only {count(small_n, 'image')}. {over} {escape(best)} reaches a mean macro-F1 of "
-        f"{b['mean']:.3f} (95 % interval {b['low']:.3f}–{b['high']:.3f}) against {o['mean']:.3f} "
-        f"({o['low']:.3f}–{o['high']:.3f}) for {escape(other)}, while training {trainable[best]:,} parameters "
-        f"against {trainable[other]:,}. On the smallest class the mean F1 is {rare.loc[best, 'mean']:.2f} for "
-        f"{escape(best)} and {rare.loc[other, 'mean']:.2f} for {escape(other)}{original}. {splits}, and the "
-        f"test split never takes part in any choice.{probe_abstract_sentence(comparison.probe_check)}</p>"
+        f"classifying {escape(subject)}, on {count(audit['images_usable'], 'image')} in "
+        f"{count(len(audit['classes']), 'class', 'classes')} {class_sizes_clause(audit)}. {over} {escape(best)} "
+        f"reaches a {'mean ' if rounds > 1 else ''}macro-F1 of {b['mean']:.3f} (95 % interval "
+        f"{b['low']:.3f}–{b['high']:.3f}) against {o['mean']:.3f} ({o['low']:.3f}–{o['high']:.3f}) for "
+        f"{escape(other)}, while training {trainable[best]:,} parameters against {trainable[other]:,}.{rare} "
+        f"{splits}, and the test split never takes part in any choice.{probe_abstract_sentence(comparison.probe_check)}</p>"
     )
 
 
 def probe_abstract_sentence(checks: pd.DataFrame) -> str:
     """A sentence for the abstract when any round's fine-tuned MobileNetV2 is below its linear probe on
-    validation (`lib.training.probe`), else nothing."""
-    below = int(checks["below_probe"].astype(bool).sum()) if len(checks) else 0
-    if not below:
-        return ""
-    rounds = "its one round" if len(checks) == 1 else f"{below} of {count(len(checks), 'round')}"
-    return (f" <b>In {rounds}, the fine-tuned MobileNetV2 scored below a linear probe on its own frozen ImageNet "
-            "features on validation</b>: its comparison with the CNN reflects how it was trained here, not what "
-            "transfer learning can do (see the results).")
+    validation beyond the paired interval (`lib.analysis.probe_check`), else nothing."""
+    words = abstract_words(checks)
+    return f" <b>{escape(words)}</b>" if words else ""
 
 
 def probe_html(checks: pd.DataFrame, params) -> str:
     """The sanity floor of transfer learning in words: what the linear probe is, and either the warning of
-    `lib.training.probe.below_probe_warning` (any round's fine-tuned model below its probe on validation) or that
-    fine-tuning cleared the floor."""
+    `lib.analysis.probe_check.below_probe_warning` (a round's fine-tuned model below its probe on validation,
+    beyond the paired interval) or how the two compare."""
     what = (f"<p>A sanity floor for transfer learning: the linear probe (“{escape(PROBE_NAME)}” in the tables) is "
             "a logistic regression (scikit-learn, standardised features, no parameter tuned) on the pooled output of "
             "MobileNetV2's frozen ImageNet base for the un-augmented training images, trained in every round with "
@@ -101,97 +81,8 @@ def probe_html(checks: pd.DataFrame, params) -> str:
             "as well. ")
     warning = below_probe_warning(checks, params) if len(checks) else None
     if warning is None:
-        return what + escape(above_probe_sentence(checks)) + "</p>"
+        return what + escape(no_warning_sentence(checks)) + "</p>"
     return what + f'</p><p class="warning"><b>{escape(warning)}</b></p>'
-
-
-def introduction_html(params, audit: dict) -> str:
-    """The introduction: for the replication, the study it replicates and what we do differently; for any other
-    data, that data (source, classes, sizes) and the question the report answers on it."""
-    grouped = params.split.group_near_duplicates
-    how = ("on several splits that keep near-duplicate photographs together" if grouped
-           else "on several splits (near-duplicate grouping switched off)")
-    rounds = len(params.evaluation.seeds) * (params.evaluation.folds if params.evaluation.scheme == "kfold" else 1)
-    if rounds == 1:
-        how = how.replace("on several splits", "on one split")
-    if is_replication(params):
-        return (
-            "<p>Recognising products from photographs taken in shops is a small-data problem: a few hundred images "
-            "per product, and some products photographed only a handful of times. The study we replicate compared "
-            "two answers to it on 1,909 product photographs in five classes, one of which had only 14 images: a "
-            "small convolutional network (CNN) trained from scratch, and MobileNetV2 pretrained on ImageNet and "
-            "adapted by transfer learning. Its open problems were class imbalance, the small dataset and "
-            "overfitting; both of its models scored an F1 of zero on the 14-image class, and its test images leaked "
-            "into training; it also fed MobileNetV2 pixels in [0, 1], not the [−1, 1] its ImageNet weights expect. "
-            "We repeat the comparison on open data (the Grocery Store dataset, Klasson et al., 2019: "
-            f"five of its coarse classes, one sampled down to 14 images), {how}, with the minority-class method "
-            "chosen on validation data only, and report every number, interval and test from the run itself.</p>"
-        )
-    counts = audit["classes"]
-    small, large = min(counts, key=counts.get), max(counts, key=counts.get)
-    return (
-        "<p>This report compares two ways to classify product photographs on the data of this run: a small "
-        "convolutional network (CNN) trained from scratch, and MobileNetV2 pretrained on ImageNet and adapted by "
-        f"transfer learning. The data: {escape(source_description(params))}, "
-        f"{count(audit['images_usable'], 'usable image')} in {count(len(counts), 'class', 'classes')}, from "
-        f"<i>{escape(large)}</i> ({count(counts[large], 'image')}) down to <i>{escape(small)}</i> "
-        f"({count(counts[small], 'image')}). Both models are trained and tested {how}, with the minority-class "
-        "method chosen on validation data only; every number, interval and test comes from the run itself.</p>"
-    )
-
-
-def source_description(params) -> str:
-    """Where the run's images come from, in words (a folder or manifest by its name, not its whole path)."""
-    data = params.data
-    if data.source == "folder":
-        return f"the image folder “{data.directory.name}” (one sub-folder per class)"
-    if data.source == "manifest":
-        return f"the images listed in “{data.manifest.name}”, with the split it gives"
-    chosen = data.grocery_store
-    which = "all" if chosen.classes is None else "a selection"
-    return f"{which} of the {chosen.label_level} classes of the Grocery Store dataset (Klasson et al., 2019)"
-
-
-def data_html(audit: dict, image_size: tuple[int, int]) -> str:
-    small, small_n = smallest_class(audit)
-    large = max(audit["classes"], key=audit["classes"].get)
-    sizes = audit["split_sizes"]
-    excluded = audit["files_excluded"]
-    return (
-        f"<p>The audit examined {audit['files_examined']:,} files and kept {audit['images_usable']:,} images "
-        f"({excluded} excluded as unreadable or not images). The largest class, <i>{escape(large)}</i>, has "
-        f"{audit['classes'][large]:,} images and the smallest, <i>{escape(small)}</i>, {small_n}: an imbalance "
-        f"ratio of {audit['imbalance_ratio']:.1f} to 1. The first evaluation round's stratified split "
-        f"gives {sizes.get('train', 0):,} training, {sizes.get('val', 0):,} validation and "
-        f"{sizes.get('test', 0):,} test images. All images are resized to {image_size[0]} × {image_size[1]} "
-        f"pixels.</p><p>Exact duplicates (identical bytes): {count(audit['exact_duplicate_pairs'], 'pair')}, "
-        f"{audit['exact_duplicate_pairs_across_splits']} of them across splits. Near-duplicates (perceptual "
-        f"hashes within the audit's threshold): {count(audit['near_duplicate_pairs'], 'pair')}, "
-        f"{audit['near_duplicate_pairs_across_splits']} across splits; "
-        f"{count(audit['test_images_with_a_train_duplicate'], 'test image')} of the first round "
-        f"{'has' if audit['test_images_with_a_train_duplicate'] == 1 else 'have'} a near-duplicate in training.</p>"
-        + grouping_html(audit)
-    )
-
-
-def grouping_html(audit: dict) -> str:
-    """What near-duplicate grouping found, and the leaks before and after it, from the audit's summary."""
-    leaks = pd.DataFrame(audit["leaks_by_round"])
-    plain, used = (leaks[f"test images with a training near-duplicate ({kind})"] for kind in ("plain", "used"))
-    thresholds = audit["thresholds"]
-    how = (
-        "Every split keeps these groups whole" if audit["group_near_duplicates"]
-        else "Grouping is switched off (split.group_near_duplicates), so the splits ignore these groups"
-    )
-    return (
-        f"<p>Photographs of one product taken in one session look alike without being copies. Pairs of images "
-        f"whose ImageNet MobileNetV2 features have a cosine similarity of at least "
-        f"{thresholds['feature_min_similarity']} ({count(audit['feature_duplicate_pairs'], 'pair')}), or whose perceptual "
-        f"hashes differ by at most {thresholds['phash_max_distance']} bits, are joined into near-duplicate groups: "
-        f"{audit['near_duplicate_groups']:,} groups, the largest of {audit['largest_group']} images. {how}. "
-        f"Test images with a near-duplicate in training, over {'the ' + count(len(leaks), 'round') if len(leaks) > 1 else 'the one round'}: "
-        f"{int(plain.sum())} with plain stratified splits, <b>{int(used.sum())}</b> with the splits used.</p>"
-    )
 
 
 def results_html(results: dict[str, ModelResults]) -> str:
@@ -279,12 +170,17 @@ def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: 
     )
     original = " (the original study scored 0.00 with both models)" if replication else ""
     in_test = f"{support} {'is' if support == 1 else 'are'} in the round's test split"
+    heading, which = "The minority class", f"<i>{escape(small)}</i> has {count(small_n, 'image')}, of which {in_test}"
+    if is_balanced(audit):
+        heading, which = "One class", (f"The classes are balanced ({count(small_n, 'image')} each); <i>{escape(small)}"
+                                       f"</i>, for one, has {support} in the round's test split")
+    elif not is_imbalanced(audit):
+        heading = "The smallest class"
     over_rounds = ("which is why the statistical analysis gives them over every round" if rounds > 1 else
                    "and one round cannot show how much they vary: more rounds (evaluation.seeds) would")
     return (
         f"<p><b>Overfitting (first round).</b> {'; '.join(parts)}.{why}</p>"
-        f"<p><b>The minority class (first round).</b> <i>{escape(small)}</i> has {count(small_n, 'image')}, of which "
-        f"{in_test}. F1 on it: {minority}{original}. With so few test images, each one moves this class's recall "
+        f"<p><b>{heading} (first round).</b> {which}. F1 on it: {minority}{original}. With so few test images, each one moves this class's recall "
         f"by {1 / max(support, 1):.2f}: these numbers are fragile, {over_rounds}.</p>"
         f"<p><b>Cost (first round).</b> {cost} on this machine.</p>"
     )
@@ -316,9 +212,9 @@ def conclusion_html(comparison: Comparison) -> str:
             f"difference ({row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
             f"{escape(row['second'])} minus {escape(row['first'])}) both favour {escape(best)}")
     return (
-        f"<p>On this data, {finding}. Future work: more rounds (or k-fold cross-validation) so that the "
-        "smallest class is tested on more images; more photographs of the rare products; and a test set "
-        "photographed in other shops, which no near-duplicate grouping can replace.</p>"
+        f"<p>On this data, {finding}. Future work: more rounds (or k-fold cross-validation) so that every "
+        "class is tested on more images; more images of the smallest classes; and a test set collected elsewhere "
+        "(other places, other cameras), which no near-duplicate grouping can replace.</p>"
     )
 
 
@@ -389,7 +285,6 @@ def not_significant_because(verdict: dict) -> str:
     return "; ".join(reasons)
 
 
-METRIC_NAMES = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"}
 SCHEME_NAMES = {"holdout": "repeated stratified hold-out", "kfold": "stratified k-fold cross-validation"}
 
 
@@ -409,27 +304,29 @@ def method_phrase(method: str, tau_grid: list[float], replication: bool = False)
             "in the comparison: it alone is fitted to the images that rank the methods)")
 
 
-def methods_html(methods: pd.DataFrame, minority_params, replication: bool = False) -> str:
+def methods_html(methods: pd.DataFrame, minority_params, replication: bool = False, balanced: bool = False) -> str:
     """Which method each model's headline results use, and why (validation only), and how many
-    rare validation images the choice rests on."""
+    rare validation images the choice rests on; with ``balanced`` classes, that no class is rare here."""
     if methods.empty:
         return "<p>One minority-class method was configured, so none was compared.</p>"
     selection_metric = minority_params.selection_metric
     chosen = methods[methods["chosen"] & (methods["split"] == "val")]
     minority = escape(str(methods["minority_class"].iloc[0]))
+    rare = (f"a rare class (none here: the classes are balanced, <i>{minority}</i> is the first of them)" if balanced
+            else f"the rare class <i>{minority}</i>")
     parts = "; ".join(
-        f"{escape(row['model'])}: {escape(row['method'])} (validation {METRIC_NAMES[selection_metric]} "
+        f"{escape(row['model'])}: {escape(row['method'])} (validation {METRIC_WORDS[selection_metric]} "
         f"{row[selection_metric]:.3f}, minority F1 {row['minority_f1']:.2f})"
         for _, row in chosen.iterrows()
     )
     compared = list(dict.fromkeys(methods["method"]))
     described = ", ".join(escape(method_phrase(m, minority_params.tau_grid, replication)) for m in compared)
     if len(compared) == 1:
-        return (f"<p>One way to keep the rare class <i>{minority}</i> from being ignored was configured, "
+        return (f"<p>One way to keep {rare} from being ignored was configured, "
                 f"{described}, so no method was compared; its first-round validation scores: {parts}.</p>")
     count = NUMBER_WORDS.get(len(compared), str(len(compared)))
     return (
-        f"<p>{count} ways to keep the rare class <i>{minority}</i> from being ignored were trained in the first "
+        f"<p>{count} ways to keep {rare} from being ignored were trained in the first "
         f"round: {described}. "
         f"The method for all headline results is the one with the best validation score (ties broken by the "
         f"lower validation log-loss), chosen without looking at the test split: {parts}. The test rows are "
@@ -458,23 +355,25 @@ def limitations_html(audit: dict, comparison: Comparison, grouped: bool) -> str:
     """Limitations written from the run's numbers: how thin the evidence on the smallest class is, what the
     rounds are (and are not), and what near-duplicate grouping (``grouped``: on) leaves."""
     small, small_n = smallest_class(audit)
+    who = (f"Every class has {count(small_n, 'image')}; <i>{escape(small)}</i>, for one, is small" if is_balanced(audit)
+           else f"The smallest class, <i>{escape(small)}</i>, has {count(small_n, 'image')}")
     per_round = compared_models(comparison.per_round)
     supports = sorted(set(comparison.support[small].astype(int)))
     tested = f"{' or '.join(str(n) for n in supports)} {'image' if supports == [1] else 'images'}"
     rounds = per_round["round"].nunique()
     f1 = per_round[f"F1: {small}"]
     spread = (f"Over {count(rounds, 'round')} its F1 ranges from {f1.min():.2f} to {f1.max():.2f}. The rounds share "
-              f"the same {audit['images_usable']:,} photographs, so they are not independent samples"
+              f"the same {count(audit['images_usable'], 'image')}, so they are not independent samples"
               if rounds > 1 else f"In the one round its F1 is {f1.iloc[0]:.2f}; one round cannot say how much that "
               "varies with the split")
-    grouping = ("Near-duplicate grouping depends on two thresholds; photographs of one product taken in different "
-                "sessions can still be more alike than photographs of different products." if grouped else
+    grouping = ("Near-duplicate grouping depends on two thresholds; pictures of one object taken in different "
+                "sessions can still be more alike than pictures of different objects." if grouped else
                 "Near-duplicate grouping was switched off, so a test image may have a near-twin in training (the "
                 "data section counts them), which flatters both models.")
     return (
-        f"<p><b>Limitations.</b> The smallest class, <i>{escape(small)}</i>, has {count(small_n, 'image')}, so "
-        f"{'the round tests' if rounds == 1 else 'each round tests'} it on only {tested}: one image more or less "
-        f"right moves its recall by {1 / max(min(supports), 1):.2f}. {spread}, and the bootstrap intervals describe "
-        f"the test images of this dataset, not other shops or cameras. {grouping}</p>"
+        f"<p><b>Limitations.</b> {who}, so {'the round tests' if rounds == 1 else 'each round tests'} it on only "
+        f"{tested}: one image more or less right moves its recall by {1 / max(min(supports), 1):.2f}. {spread}, and "
+        f"the bootstrap intervals describe the test images of this dataset, not images taken elsewhere or with other "
+        f"cameras. {grouping}</p>"
     )
 

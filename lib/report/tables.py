@@ -8,6 +8,7 @@ import yaml
 from lib.core.backends import BACKEND_TITLES
 from lib.core.paths import MODELS
 from lib.report.document import count
+from lib.report.plots import visible
 
 PRECISION_WORDS = {
     "float32": "float32",
@@ -110,6 +111,25 @@ def methods_table(params, precision: dict[str, str] | None = None,
     return pd.DataFrame(rows, index=models).T
 
 
+PARAMETER_WORDS = {"total": "total", "trainable": "trainable", "non_trainable": "not trainable",
+                   "trainable_phase1": "trainable in phase 1", "trainable_phase2": "trainable in phase 2",
+                   "unfrozen_layers": "layers unfrozen in phase 2"}
+
+
+def parameters_table(parameters: dict[str, dict]) -> pd.DataFrame:
+    """Each model's parameter counts (``metrics["parameters"]``, by model name) in words, thousands separated; a
+    count a model does not have (the CNN has one phase) is a dash."""
+    table = pd.DataFrame(parameters).rename(index=PARAMETER_WORDS)
+    return table.apply(lambda column: column.map(lambda n: "–" if pd.isna(n) else f"{int(n):,}"))
+
+
+def mcnemar_table(mcnemar: pd.DataFrame) -> pd.DataFrame:
+    """McNemar's test per round (`lib.analysis.compare.paired_tests`) with its columns in words."""
+    first, second = mcnemar["first"].iloc[0], mcnemar["second"].iloc[0]
+    return mcnemar[["only_a", "only_b", "p_value"]].apply(pd.to_numeric).rename(columns={
+        "only_a": f"right only for {first}", "only_b": f"right only for {second}", "p_value": "p (two-sided)"})
+
+
 def most_confused_table(most_confused: pd.DataFrame, per_model: int = 5) -> pd.DataFrame:
     """Each model's ``per_model`` most-confused (true, predicted) pairs, readable column names."""
     top = most_confused.groupby("model", sort=False).head(per_model)
@@ -145,8 +165,21 @@ def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
     return table.sort_index(level="split", ascending=False, sort_remaining=False)
 
 
+class _VisibleDumper(yaml.SafeDumper):
+    """YAML that writes a string holding a control character (a tab or a newline in a class name) double-quoted,
+    where YAML itself writes it as an escape (``\\t``), rather than folding it over several lines; and a list of
+    plain values on one line (``seeds: [42, 43, 44]``)."""
+
+
+_VisibleDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if visible(value) != value else None))
+_VisibleDumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", value, flow_style=not any(isinstance(item, (list, dict)) for item in value)))
+
+
 def params_yaml(params) -> str:
-    return yaml.safe_dump(params.to_dict(), sort_keys=False, allow_unicode=True)
+    """The run's params as YAML, one field a line (the report's appendix: `lib.report.document.preformatted`)."""
+    return yaml.dump(params.to_dict(), Dumper=_VisibleDumper, sort_keys=False, allow_unicode=True)
 
 
 def epochs_cell(epoch_seconds: dict | None) -> str:
@@ -164,7 +197,7 @@ def steps_table(steps: dict) -> pd.DataFrame:
             "wall time (s)": [entry.get("seconds") for entry in steps.values()],
             "peak memory (GiB)": [entry.get("peak_rss_gib") for entry in steps.values()],
             "epochs: count, median / slowest (s)": [epochs_cell(entry.get("epoch_seconds")) for entry in steps.values()],
-            "reused": ["yes, inputs unchanged" if entry.get("reused") else "no, run" for entry in steps.values()],
+            "this run": ["reused" if entry.get("reused") else "ran" for entry in steps.values()],
         },
         index=pd.Index(list(steps), name="step"),
     )
