@@ -36,6 +36,7 @@ report); each notebook imports what it shows from the module that computes it.
 
   the run
     run               runs the notebooks in order, reusing steps whose inputs are unchanged (./run_all.sh)
+    schedule          steps side by side (--jobs N), each on its own GPUs or share of the cores
     backends          which Keras backend (TensorFlow, JAX, PyTorch) runs the study, and its determinism
     provenance        seeds, versions, machine, git commit, manifest hash
     assets            offline copies of the downloads
