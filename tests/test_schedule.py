@@ -37,20 +37,21 @@ def test_a_model_step_waits_for_the_audit_and_a_later_round_for_its_models_first
 
 
 def test_jobs_get_their_own_cores_and_gpus_and_share_what_there_is_too_little_of():
-    assert job_slots(1, cores=(0, 1)) == [Slot((0, 1))]
-    assert job_slots(2, cores=(0, 1)) == [Slot((0,)), Slot((1,))]
-    assert job_slots(3, cores=(0, 1)) == [Slot((0,)), Slot((1,)), Slot((0,))]
+    assert job_slots(1, cores=(0, 1)) == [Slot((0, 1), machine_cores=2)]
+    assert job_slots(2, cores=(0, 1)) == [Slot((0,), machine_cores=2), Slot((1,), machine_cores=2)]
+    assert job_slots(3, cores=(0, 1)) == [Slot((0,), machine_cores=2), Slot((1,), machine_cores=2),
+                                          Slot((0,), machine_cores=2)]
     assert [s.describe() for s in job_slots(2, cores=tuple(range(8)))] == ["cores 0-3", "cores 4-7"]
     four_gpus = job_slots(2, cores=tuple(range(8)), gpus=("0", "1", "2", "3"))
     assert [s.gpus for s in four_gpus] == [("0", "1"), ("2", "3")]
-    assert four_gpus[1].environment() == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert four_gpus[1].environment() == {"CUDA_VISIBLE_DEVICES": "2,3", "TF_NUM_INTRAOP_THREADS": "8"}
     assert four_gpus[1].describe() == "GPU 2,3, cores 4-7"
     one_gpu = job_slots(3, cores=tuple(range(6)), gpus=("0",))
     assert [s.gpus for s in one_gpu] == [("0",)] * 3
     assert one_gpu[0].environment() == {"CUDA_VISIBLE_DEVICES": "0", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.30",
-                                        "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+                                        "TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_NUM_INTRAOP_THREADS": "6"}
     assert one_gpu[2].describe() == "GPU 0 (shared by 3 jobs), cores 4-5"
-    assert Slot((0,)).environment() == {}, "a CPU-only machine: the kernel's environment is left as it is"
+    assert job_slots(2, cores=(0, 1))[1].environment() == {"TF_NUM_INTRAOP_THREADS": "2"}, "one job's arithmetic"
     with pytest.raises(ValueError, match="--jobs must be 1 or more, got 0"):
         job_slots(0)
 

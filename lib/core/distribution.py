@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -84,17 +85,23 @@ def coordinates(coordinator: str | None = None, processes: int | None = None, in
                                 f"and {rank!r}") from None
 
 
-def check_reachable(where: Coordinates, timeout: float = 10.0) -> None:
-    """Fail with a message naming the coordinator when a process other than 0 cannot open a connection to it."""
+def check_reachable(where: Coordinates, timeout: float = 300.0) -> None:
+    """Wait, up to ``timeout`` seconds, until a process other than 0 can open a connection to the coordinator (process
+    0 may start later); then fail with a message naming it. JAX itself would abort the process instead."""
     if where.index == 0:
         return
-    try:
-        with socket.create_connection(where.address, timeout=timeout):
-            pass
-    except OSError as error:
-        raise DistributionError(
-            f"process {where.index} of {where.processes} cannot reach the coordinator {where.coordinator} "
-            f"({error.strerror or error}): is process 0 running there, and the port open?") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(where.address, timeout=10):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise DistributionError(
+                    f"process {where.index} of {where.processes} cannot reach the coordinator {where.coordinator} "
+                    f"within {timeout:g} s ({error.strerror or error}): is process 0 running there, and the port "
+                    "open?") from None
+            time.sleep(0.5)
 
 
 def initialize(where: Coordinates, timeout_seconds: int = 300, heartbeat_seconds: int = 100) -> None:
@@ -112,7 +119,7 @@ def initialize(where: Coordinates, timeout_seconds: int = 300, heartbeat_seconds
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPUs: the collectives between processes
-    check_reachable(where)
+    check_reachable(where, timeout_seconds)
     try:
         jax.distributed.initialize(coordinator_address=where.coordinator, num_processes=where.processes,
                                    process_id=where.index, initialization_timeout=timeout_seconds,

@@ -74,13 +74,16 @@ class Slot:
     cores: tuple[int, ...]
     gpus: tuple[str, ...] = ()
     gpu_sharers: int = 1
+    machine_cores: int = 0  # all the jobs' cores together (0: this slot's)
 
     def environment(self) -> dict[str, str]:
-        """The variables the step's kernel starts with: its GPUs and, on a shared GPU, its share of the memory
-        (JAX preallocates 75 % of a GPU, TensorFlow all of it, unless told otherwise)."""
+        """The variables the step's kernel starts with: TensorFlow's thread count of the whole machine (its reductions
+        split by thread count: with fewer threads the last digits of the predictions differ from one job's), its
+        GPUs and, on a shared GPU, its share of the memory (JAX preallocates 75 % of a GPU, TensorFlow all of it)."""
+        variables = {"TF_NUM_INTRAOP_THREADS": str(self.machine_cores or len(self.cores))}
         if not self.gpus:
-            return {}
-        variables = {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus)}
+            return variables
+        variables |= {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus)}
         if self.gpu_sharers > 1:
             variables |= {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / self.gpu_sharers:.2f}",
                           "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
@@ -127,9 +130,9 @@ def job_slots(jobs: int, cores: tuple[int, ...] | None = None, gpus: tuple[str, 
     gpus = visible_gpus() if gpus is None else tuple(gpus)
     core_shares = _shares(cores, jobs)
     if not gpus:
-        return [Slot(share) for share in core_shares]
+        return [Slot(share, machine_cores=len(cores)) for share in core_shares]
     sharers = -(-jobs // len(gpus))  # ceil: how many jobs each GPU carries
-    return [Slot(share, gpu_share, sharers if len(gpus) < jobs else 1)
+    return [Slot(share, gpu_share, sharers if len(gpus) < jobs else 1, len(cores))
             for share, gpu_share in zip(core_shares, _shares(gpus, jobs))]
 
 
