@@ -33,8 +33,9 @@ from lib.core.config import ParamsError, load_params
 from lib.core.overrides import dotted_overrides, override_words
 from lib.core.paths import RunPaths, copy_run, run_paths
 from lib.data.assets import seed_keras_cache
-from lib.pipeline.execute import ChildrenMemoryPeak, StepFailed, StepInterrupted, execute_step
+from lib.pipeline.execute import StepFailed, execute_step
 from lib.pipeline.keys import data_source_listing, step_key
+from lib.pipeline.schedule import run_steps
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.report import render as rendering
 
@@ -70,12 +71,13 @@ def remove_unplanned_rounds(run: RunPaths, plan: list[PlannedStep]) -> list[str]
 
 
 def run_study(params_file: str | Path, force: bool = False, render: bool = True,
-              overrides: dict | list[str] | None = None) -> dict[str, dict]:
+              overrides: dict | list[str] | None = None, jobs: int = 1) -> dict[str, dict]:
     """Validate the params (with ``overrides``: `lib.core.config.load_params`), run (or reuse) every step in a
     staging folder, render, publish.
 
     Returns ``steps.json``'s content: for each step, its wall time, its input key and
-    whether it was reused from the previous run.
+    whether it was reused from the previous run. ``jobs``: how many steps may run at once
+    (`lib.pipeline.schedule`).
     """
     # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -107,30 +109,34 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         print(f"round {name} is not in this run's evaluation params: its folder is left out", flush=True)
 
     record: dict[str, dict] = {}
-    for number, planned in enumerate(plan, start=1):
+    running: set[str] = set()  # recorded with no key in the progress file, so that a resumed run reruns them
+
+    def save_progress() -> None:
+        progress.write_text(json.dumps(previous | record | {label: {"key": None} for label in running}, indent=2) + "\n")
+
+    def begin(planned: PlannedStep, number: int) -> tuple[str, dict | None]:
         key = step_key(planned, params, staging, data_listing, backend)
         before = previous.get(planned.label, {})
         unchanged = before.get("key") == key and planned.executed_copy(staging).is_file()
         if unchanged and not (force or planned.step.always):
             print(f"[{number}/{len(plan)}] {planned.title}: inputs unchanged, reused", flush=True)
-            record[planned.label] = {"key": key, "seconds": before.get("seconds"), "reused": True,
-                                     "peak_rss_gib": before.get("peak_rss_gib"),
-                                     "epoch_seconds": planned.epoch_seconds(staging)}
-        else:
-            print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}", flush=True)
-            progress.write_text(json.dumps(previous | record | {planned.label: {"key": None}}, indent=2) + "\n")
-            start = time.perf_counter()
-            try:
-                with ChildrenMemoryPeak() as memory:
-                    execute_step(planned, params_path, staging, key, backend, overrides)
-            except KeyboardInterrupt:
-                raise StepInterrupted(
-                    f"in {planned.label}; its executed copy so far is {planned.executed_copy(staging)}"
-                ) from None
-            record[planned.label] = {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False,
-                                     "peak_rss_gib": memory.gib, "epoch_seconds": planned.epoch_seconds(staging)}
-        progress.write_text(json.dumps(previous | record, indent=2) + "\n")
+            return key, {"key": key, "seconds": before.get("seconds"), "reused": True,
+                         "peak_rss_gib": before.get("peak_rss_gib"), "epoch_seconds": planned.epoch_seconds(staging)}
+        print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}", flush=True)
+        running.add(planned.label)
+        save_progress()
+        return key, None
+
+    def finish(planned: PlannedStep, entry: dict) -> None:
+        running.discard(planned.label)
+        record[planned.label] = entry | {"epoch_seconds": planned.epoch_seconds(staging)}
+        save_progress()
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
+
+    run_steps(plan, staging, jobs, begin,
+              lambda planned, key: execute_step(planned, params_path, staging, key, backend, overrides), finish)
+    record = {planned.label: record[planned.label] for planned in plan}  # in the plan's order, however they ran
+    staging.steps.write_text(json.dumps(record, indent=2) + "\n")
 
     if render:
         print("Rendering the report (HTML + PDF)", flush=True)
@@ -164,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         help="change one param by its dotted name, e.g. --set mobilenet_v2.dropout=0.4 (repeatable; the value "
         "is read as YAML: 0.4, true, null, [42, 43]); validated with the params file, recorded in overrides.json",
     )
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run up to N steps whose inputs are ready at once, each on its own GPUs or share of the "
+                        "CPU cores (default 1: one after another)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
         if args.assets:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
-        record = run_study(args.params_file, force=args.force, overrides=args.overrides)
+        record = run_study(args.params_file, force=args.force, overrides=args.overrides, jobs=args.jobs)
     except (ParamsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

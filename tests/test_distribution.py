@@ -110,3 +110,122 @@ def test_training_over_two_devices_runs_distributed_and_gives_a_valid_reproducib
         images = decode_images(predictions["path"], (32, 32)).astype("float32")
         np.testing.assert_allclose(model.predict(images, verbose=0), predictions.filter(like="p_").to_numpy(),
                                    atol=1e-5)
+
+
+# Across processes (`lib.core.distribution`): each process one CPU device, JAX's collectives through gloo on localhost.
+TRAIN_ACROSS_PROCESSES = """
+import json, os, sys
+import numpy as np
+from lib.core import distribution
+where = distribution.coordinates()  # from KERAS_DISTRIBUTION_*; None: one process
+if where is not None:
+    distribution.initialize(where, timeout_seconds=int(sys.argv[1]), heartbeat_seconds=int(sys.argv[1]))
+    if where.index == int(sys.argv[2]):
+        os._exit(9)  # this process dies once it has joined
+import keras
+from lib.core.config import AugmentationParams
+from lib.core.devices import data_parallel, visible_devices
+from lib.data import inputs
+from lib.training.minority import METHODS
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, size=(32, 16, 16, 3), dtype=np.uint8)
+data = inputs.SplitData(images, np.arange(32) % 3, None)
+augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+shard = (0, 1) if where is None else (where.index, where.processes)
+keras.utils.set_random_seed(7)
+devices = visible_devices()
+with data_parallel(devices, 8):
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    model.fit(inputs.training_stream(data, 3, 8, METHODS["class_weight"], 1, augmenter, shard=shard), epochs=3, verbose=0)
+alone = keras.models.clone_model(model)  # the trained weights (replicated on every process), on one device
+alone.set_weights(model.get_weights())
+print("REPORT " + json.dumps({"devices": devices.count, "predictions": alone.predict(images.astype("float32"), verbose=0).tolist()}))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def _start(index: int | None, port: int, timeout: int = 120, dies: int = -1, processes: int = 2):
+    """One training process (index None: alone, on two host devices), its output piped."""
+    import os
+
+    environment = os.environ | {"KERAS_BACKEND": "jax", "PYTHONPATH": str(PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if index is None:
+        environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    else:
+        environment |= {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"localhost:{port}",
+                        "KERAS_DISTRIBUTION_NUM_PROCESSES": str(processes), "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+    return subprocess.Popen([sys.executable, "-c", TRAIN_ACROSS_PROCESSES, str(timeout), str(dies)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=PROJECT_ROOT)
+
+
+def _report(process) -> dict:
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.split("REPORT ", 1)[1])
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_two_devices_in_one_process_do():
+    port = _free_port()
+    alone, first, second = _start(None, port), _start(0, port), _start(1, port)
+    expected = _report(alone)
+    assert expected["devices"] == 2
+    for process in (first, second):
+        seen = _report(process)
+        assert seen["devices"] == 2, "DataParallel spans both processes' devices"
+        np.testing.assert_array_equal(np.array(seen["predictions"]), np.array(expected["predictions"]))
+
+
+@pytest.mark.slow
+def test_a_process_that_dies_ends_the_others_with_a_message_naming_it():
+    port = _free_port()
+    first, second = _start(0, port, timeout=10, dies=1), _start(1, port, timeout=10, dies=1)
+    assert second.wait(timeout=300) == 9
+    _, stderr = first.communicate(timeout=300)  # JAX's coordination service: heartbeats missed, the run ends
+    assert first.returncode != 0
+    assert "another task died" in stderr and "stopped sending heartbeats" in stderr
+
+
+@pytest.mark.slow
+def test_an_unreachable_coordinator_or_a_missing_process_is_named():
+    port = _free_port()
+    alone_second = _start(1, port, timeout=5)  # no process 0 serves the coordinator
+    _, stderr = alone_second.communicate(timeout=300)
+    assert alone_second.returncode == 1
+    assert f"process 1 of 2 cannot reach the coordinator localhost:{port} within 5 s" in stderr
+    alone_first = _start(0, port, timeout=5)  # process 1 never comes: JAX ends process 0, in its own words
+    _, stderr = alone_first.communicate(timeout=300)
+    assert alone_first.returncode != 0
+    assert "Terminating process because the JAX distributed service detected fatal errors" in stderr
+    assert "RegisterTask" in stderr
+
+
+def test_coordinates_come_from_arguments_or_keras_variables_and_must_be_complete():
+    from lib.core.distribution import Coordinates, DistributionError, coordinates
+
+    assert coordinates(environ={}) is None, "no coordinates: one process"
+    keras_variables = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "node0:1234,node1:2345",
+                       "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "1"}
+    assert coordinates(environ=keras_variables) == Coordinates("node0:1234", 2, 1)
+    assert coordinates("node9:99", 4, 3, environ=keras_variables) == Coordinates("node9:99", 4, 3)
+    assert Coordinates("node0:1234", 2, 1).environment() == {
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": "node0:1234", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+        "KERAS_DISTRIBUTION_PROCESS_ID": "1"}
+    with pytest.raises(DistributionError, match="missing: --process-id / KERAS_DISTRIBUTION_PROCESS_ID"):
+        coordinates("node0:1234", 2, environ={})
+    with pytest.raises(DistributionError, match="must be HOST:PORT"):
+        coordinates("node0", 2, 0, environ={})
+    with pytest.raises(DistributionError, match="must be 0 .. 1 for 2 processes, got 2"):
+        coordinates("node0:1", 2, 2, environ={})
+    with pytest.raises(DistributionError, match="must be integers"):
+        coordinates(environ=keras_variables | {"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"})

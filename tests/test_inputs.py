@@ -265,3 +265,30 @@ def test_the_augmented_pixels_are_the_same_with_any_number_of_opencv_threads():
     finally:
         cv2.setNumThreads(before)
     np.testing.assert_array_equal(warped[0], warped[1])
+
+
+@pytest.mark.parametrize("method", ["class_weight", "oversample"])
+def test_each_process_serves_its_share_of_the_global_batch_with_the_same_order_and_draws(method):
+    """Across processes (`lib.core.distribution`): process 0's and process 1's shares, side by side, are the batch
+    one process serves, augmented alike, epoch after epoch."""
+    data = _split_data(n=24, size=16)
+    augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+    whole = _epochs(inputs.training_stream(data, 3, 8, METHODS[method], 1, augmenter), 3)
+    shares = [_epochs(inputs.training_stream(data, 3, 8, METHODS[method], 1, augmenter, shard=(index, 2)), 3)
+              for index in (0, 1)]
+    for epoch, (x, y) in enumerate(whole):
+        (x0, y0), (x1, y1) = shares[0][epoch], shares[1][epoch]
+        assert len(x0) == len(x1) == len(x) // 2
+        for batch in range(3):  # batch b: rows 8b .. 8b + 7 of the epoch, 4 from each process
+            rows = slice(8 * batch, 8 * batch + 8)
+            halves = slice(4 * batch, 4 * batch + 4)
+            np.testing.assert_array_equal(np.concatenate([x0[halves], x1[halves]]), x[rows])
+            np.testing.assert_array_equal(np.concatenate([y0[halves], y1[halves]]), y[rows])
+
+
+def test_a_short_batch_cannot_be_shared_between_processes():
+    from lib.core.distribution import process_share
+
+    assert process_share(slice(8, 16), 1, 2) == slice(12, 16)
+    with pytest.raises(ValueError, match="a batch of 7 rows does not split evenly over 2 processes"):
+        process_share(slice(0, 7), 0, 2)

@@ -163,7 +163,9 @@ def data_parallel(devices: Devices, batch_size: int) -> Iterator[int]:
             f"({devices.describe()}): choose a multiple of {replicas}, e.g. {batch_size - batch_size % replicas or replicas}"
         )
     if devices.backend == "jax":
-        scope = EvenSplitDataParallel(devices=keras.distribution.list_devices()).scope()
+        # Across processes each one's `lib.data.inputs.Batches` already serves its share (Keras' auto-sharding
+        # is tf.data's)
+        scope = EvenSplitDataParallel(devices=keras.distribution.list_devices(), auto_shard_dataset=False).scope()
     else:
         import tensorflow as tf
 

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from lib.core.config import AugmentationParams
 from lib.core.devices import batch_rows
+from lib.core.distribution import process_share
 from lib.data.images import load_rgb
 from lib.data.sources import SPLITS
 
@@ -283,17 +284,22 @@ class Batches(keras.utils.PyDataset):
     enqueuer keeps batches prefetched before ``on_epoch_end`` and serves them in the next epoch,
     and starts prefetching before ``on_epoch_begin`` has drawn the epoch, so that which epoch's
     order a batch follows depends on timing (benchmarks/RESULTS.md).
+
+    ``shard`` (process index, process count): in a run across processes (`lib.core.distribution`), each
+    training batch is served as this process's share of the global batch (`process_share`), augmented
+    with the global batch's draws for those rows: the processes' shares together are the batch one
+    process serves.
     """
 
     def __init__(self, inputs: np.ndarray, labels: np.ndarray | None, n_classes: int, batch_size: int,
                  method=None, seed: int | None = None, augment: Augmentation | None = None, threads: int = 0,
-                 epoch: int = 0):
+                 epoch: int = 0, shard: tuple[int, int] = (0, 1)):
         super().__init__()  # workers=1: no Keras enqueuer (see above); our own threads prefetch
         if seed is not None and method is None:
             raise ValueError("a seeded (training) stream needs the minority-class method that orders its epochs")
         self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
         self.n_classes, self.method, self.seed, self.augment = n_classes, method, seed, augment
-        self.threads, self.first_epoch = threads, epoch
+        self.threads, self.first_epoch, self.shard = threads, epoch, shard
         self.targets = None if labels is None else np.eye(n_classes, dtype="float32")[labels]
         self._epochs_begun = 0
         self._epoch = self._draw(epoch)
@@ -321,11 +327,12 @@ class Batches(keras.utils.PyDataset):
 
     def _batch(self, epoch: _Epoch, index: int):
         """Batch ``index`` of ``epoch``: reads nothing that changes between epochs (any thread may run it)."""
-        batch = self._batches()[index]
+        whole = self._batches()[index]
+        batch = process_share(whole, *self.shard) if self.seed is not None else whole
         rows = epoch.rows[batch]
         inputs = self.inputs[epoch.views[batch], rows].astype("float32", copy=False)
         if self.augment is not None:
-            inputs = self.augment(inputs, epoch.number, index)
+            inputs = self.augment(inputs, epoch.number, index, draws=(batch.start - whole.start, whole.stop - whole.start))
         if self.targets is None:
             return inputs
         if self.seed is None:
@@ -361,9 +368,11 @@ class Batches(keras.utils.PyDataset):
 
 
 def training_stream(data: SplitData, n_classes: int, batch_size: int, method, seed: int,
-                    augmenter: Augmentation | None, threads: int = 0) -> Batches:
-    """The augmented training batches of one split under a minority-class method, epoch after epoch."""
-    return Batches(OneView(data.images), data.labels, n_classes, batch_size, method, seed, augmenter, threads)
+                    augmenter: Augmentation | None, threads: int = 0, shard: tuple[int, int] = (0, 1)) -> Batches:
+    """The augmented training batches of one split under a minority-class method, epoch after epoch (this process's
+    ``shard`` of each)."""
+    return Batches(OneView(data.images), data.labels, n_classes, batch_size, method, seed, augmenter, threads,
+                   shard=shard)
 
 
 def evaluation_stream(data: SplitData, n_classes: int, batch_size: int, threads: int = 0) -> Batches:
@@ -430,11 +439,16 @@ class Augmentation:
         )
         return maps[:, :2]
 
-    def __call__(self, images: np.ndarray, epoch: int, batch: int) -> np.ndarray:
-        """A batch (N, H, W, C), transformed: float32, each image by its own map, drawn for this epoch and batch."""
+    def __call__(self, images: np.ndarray, epoch: int, batch: int, draws: tuple[int, int] | None = None) -> np.ndarray:
+        """A batch (N, H, W, C), transformed: float32, each image by its own map, drawn for this epoch and batch.
+
+        ``draws`` (first, total): the images are rows first .. first + N of a batch of ``total`` (a process's share,
+        `Batches`), and get those rows' maps of the whole batch's draws.
+        """
         images = np.asarray(images, dtype=np.float32)
         count, height, width = images.shape[:3]
-        maps = self.inverse_maps(np.random.default_rng([self.seed, epoch, batch]), count, height, width)
+        first, total = draws or (0, count)
+        maps = self.inverse_maps(np.random.default_rng([self.seed, epoch, batch]), total, height, width)[first:first + count]
         out = np.empty_like(images)
         for image, inverse_map, result in zip(images, maps, out):
             result[:] = cv2.warpAffine(image, inverse_map, (width, height),

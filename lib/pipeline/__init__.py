@@ -3,5 +3,6 @@
     steps        the study's steps: each notebook, the params it uses, the artefacts it reads; a run's plan
     keys         each step's key: its notebook, lib code, packages, backend, params, data and inputs, hashed
     execute      one step run by papermill in its own kernel, with its memory peak
+    schedule     the steps in order or side by side (--jobs N): which are ready, each job's GPUs or CPU cores
     interactive  a notebook opened by hand: reuse the published step, or compute into a scratch run
 """
