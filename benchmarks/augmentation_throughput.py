@@ -8,7 +8,7 @@ Random uint8 images in memory, batch 32, the default ``augmentation`` params:
   RandomFlip, fill_mode nearest; what ``lib.data.inputs`` used until commit b40301c), called on
   each float32 batch, under TensorFlow and under JAX (each in a fresh process, since the
   backend is chosen at import);
-- the host augmentation (`lib.data.inputs.Augmentation`: one composed affine warp per image, OpenCV),
+- the host augmentation (`lib.data.augmentation.Augmentation`: one composed affine warp per image, OpenCV),
   called on each batch in one thread;
 - the training stream (`lib.data.inputs.training_stream`: rows gathered, converted to float32,
   augmented) read batch after batch, with 0, 1, 2 ... worker threads, alone and with the
@@ -84,7 +84,9 @@ def measure_keras_layers(image_size: int, seconds: float) -> float:
 def measure_host(image_size: int, seconds: float, step_ms: float) -> dict[str, float]:
     from lib.core.config import AugmentationParams
     from lib.core.minority import METHODS
-    from lib.data.inputs import Augmentation, SplitData, training_stream
+    from lib.data.augmentation import Augmentation
+    from lib.data.inputs import training_stream
+    from lib.data.pixels import SplitData
 
     augment = Augmentation(AugmentationParams(), seed=0)
     batch = random_images(BATCH, image_size)

@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python benchmarks/cnn_epochs.py [--epochs 4] [--train-images 1306] [--only TEXT ...]
 
 A same-size stand-in of a default round (random uint8 images at 224 px: 1,306 training images,
-augmented on the host by ``lib.data.inputs.Augmentation``, and 263 validation images), the default
+augmented on the host by ``lib.data.augmentation.Augmentation``, and 263 validation images), the default
 CNN, ``training.precision: auto`` and op determinism as the study trains it (compiled as
 ``fit_phase`` compiles it; no early stopping, so every epoch runs). Each setting runs in a fresh
 process (TensorFlow fixes its thread pools at start-up, OpenMP reads its variables once). For every
@@ -86,7 +86,9 @@ def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> t
     from lib.core.config import parse_params
     from lib.core.minority import METHODS
     from lib.core.provenance import set_seed
-    from lib.data.inputs import SplitData, build_augmentation, data_workers, evaluation_stream, training_stream
+    from lib.data.augmentation import build_augmentation
+    from lib.data.inputs import data_workers, evaluation_stream, training_stream
+    from lib.data.pixels import SplitData
     from lib.training.models import build_cnn, set_precision
     from lib.training.train import optimizer
 

@@ -101,7 +101,7 @@ def test_training_over_two_devices_runs_distributed_and_gives_a_valid_reproducib
         assert len(history) == seen["history_rows"]
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["runtime"]["replicas"] == 2
-    from lib.data.inputs import decode_images
+    from lib.data.pixels import decode_images
 
     cnn = round_dir / "cnn"
     predictions = pd.read_csv(cnn / "predictions.csv")
@@ -125,12 +125,12 @@ if where is not None:
 import keras
 from lib.core.config import AugmentationParams
 from lib.core.devices import data_parallel, visible_devices
-from lib.data import inputs
-from lib.training.minority import METHODS
+from lib.data import augmentation, inputs, pixels
+from lib.core.minority import METHODS
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, size=(32, 16, 16, 3), dtype=np.uint8)
-data = inputs.SplitData(images, np.arange(32) % 3, None)
-augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+data = pixels.SplitData(images, np.arange(32) % 3, None)
+augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
 shard = (0, 1) if where is None else (where.index, where.processes)
 keras.utils.set_random_seed(7)
 devices = visible_devices()

@@ -9,14 +9,14 @@ from PIL import Image
 
 from lib.core.config import AugmentationParams, load_params
 from lib.core.minority import METHODS
-from lib.data import inputs, sources
+from lib.data import augmentation, inputs, pixels, sources
 from lib.training import experiment
 
 
 def _split_data(n=10, size=8, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
-    return inputs.SplitData(images, np.arange(n) % 3, pd.DataFrame({"path": [f"{i}.jpg" for i in range(n)]}))
+    return pixels.SplitData(images, np.arange(n) % 3, pd.DataFrame({"path": [f"{i}.jpg" for i in range(n)]}))
 
 
 def _batches(dataset):
@@ -46,7 +46,7 @@ def test_shuffling_reorders_but_keeps_every_image_once():
 def test_augmentation_changes_training_pixels_only_when_asked():
     params = load_params("params/default.yaml")
     data = _split_data(size=32)
-    augmenter = inputs.build_augmentation(params.augmentation, seed=0)
+    augmenter = augmentation.build_augmentation(params.augmentation, seed=0)
     x, _ = _batches(inputs.training_stream(data, 3, 4, METHODS["class_weight"], seed=1, augmenter=augmenter))
     assert x.shape == (10, 32, 32, 3)
     assert not np.allclose(np.sort(x, axis=0), np.sort(data.images.astype(np.float32), axis=0))
@@ -59,7 +59,7 @@ def test_a_class_missing_from_training_is_an_error():
         {"path": ["a", "b", "c"], "label": ["x", "x", "y"], "split": ["train", "val", "test"]}
     )
     with pytest.raises(ValueError, match=r"class\(es\) \['y'\] appear in validation/test but not in training"):
-        inputs.load_study_data(manifest, (8, 8))
+        pixels.load_study_data(manifest, (8, 8))
 
 
 @pytest.fixture
@@ -92,31 +92,31 @@ def test_augmentation_can_be_switched_off_entirely():
     off = params.augmentation.model_copy(
         update={"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0, "horizontal_flip": False}
     )
-    assert inputs.build_augmentation(off, seed=0) is None
+    assert augmentation.build_augmentation(off, seed=0) is None
     image = np.zeros((8, 8, 3), dtype=np.uint8)
-    assert all(np.array_equal(view, image) for view in inputs.augmented_views(image, None, 3))
+    assert all(np.array_equal(view, image) for view in augmentation.augmented_views(image, None, 3))
 
 
 def test_decoded_pixels_are_cached_by_file_list_and_size(tmp_path, image_folder, monkeypatch):
     paths = sorted(str(p) for p in image_folder.rglob("*.jpg"))
     cache = tmp_path / "interim"
-    first = inputs.cached_pixels(paths, (16, 16), cache)
+    first = pixels.cached_pixels(paths, (16, 16), cache)
     assert len(list(cache.glob("pixels-16x16-*.npy"))) == 1
 
     def no_decoding(*args):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(inputs, "decode_images", no_decoding)
-    np.testing.assert_array_equal(inputs.cached_pixels(paths, (16, 16), cache), first)
+    monkeypatch.setattr(pixels, "decode_images", no_decoding)
+    np.testing.assert_array_equal(pixels.cached_pixels(paths, (16, 16), cache), first)
     monkeypatch.undo()
 
     # another size, or a changed file, is another key; the stale entry is replaced
-    assert inputs.cached_pixels(paths, (8, 8), cache).shape == (len(paths), 8, 8, 3)
+    assert pixels.cached_pixels(paths, (8, 8), cache).shape == (len(paths), 8, 8, 3)
     assert [p.name.split("-")[1] for p in cache.glob("pixels-*.npy")] == ["8x8"]
-    key = inputs.pixel_cache_key(paths, (8, 8))
+    key = pixels.pixel_cache_key(paths, (8, 8))
     Image.new("RGB", (10, 10), (255, 255, 255)).save(paths[0])
-    assert inputs.pixel_cache_key(paths, (8, 8)) != key
-    assert inputs.cached_pixels(paths, (8, 8), cache)[0].min() == 255
+    assert pixels.pixel_cache_key(paths, (8, 8)) != key
+    assert pixels.cached_pixels(paths, (8, 8), cache)[0].min() == 255
     assert (image_folder / "alpha").is_dir()
 
 
@@ -129,9 +129,9 @@ def test_a_split_reads_its_rows_from_the_pixel_cache_as_the_in_memory_path_decod
             Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(folder / label / f"{number}.png")
     records = sources.scan_class_folders(folder)
     manifest = records.assign(split=["train", "val", "train", "test", "train"] * 2).sample(frac=1, random_state=1)
-    in_memory = inputs.load_study_data(manifest, (8, 8))
-    from_cache = inputs.load_study_data(manifest, (8, 8), cache_dir=tmp_path / "interim")
-    assert isinstance(from_cache.train.images, inputs.PixelRows)
+    in_memory = pixels.load_study_data(manifest, (8, 8))
+    from_cache = pixels.load_study_data(manifest, (8, 8), cache_dir=tmp_path / "interim")
+    assert isinstance(from_cache.train.images, pixels.PixelRows)
     for split in ("train", "val", "test"):
         expected, lazy = getattr(in_memory, split).images, getattr(from_cache, split).images
         np.testing.assert_array_equal(np.asarray(lazy), expected)
@@ -142,10 +142,10 @@ def test_a_split_reads_its_rows_from_the_pixel_cache_as_the_in_memory_path_decod
                                   in_memory.train.images.astype("float32"))
 
 
-def _augmentation(**ranges) -> inputs.Augmentation:
+def _augmentation(**ranges) -> augmentation.Augmentation:
     """An `Augmentation` with every transform off except ``ranges``."""
     off = {"rotation_degrees": 0, "width_shift": 0, "height_shift": 0, "shear": 0, "zoom": 0, "horizontal_flip": False}
-    return inputs.Augmentation(AugmentationParams(**(off | ranges)), seed=7)
+    return augmentation.Augmentation(AugmentationParams(**(off | ranges)), seed=7)
 
 
 def test_zero_augmentation_is_the_identity_and_a_flip_an_exact_mirror():
@@ -160,14 +160,14 @@ def test_zero_augmentation_is_the_identity_and_a_flip_an_exact_mirror():
 
 def test_augmentation_draws_depend_on_seed_epoch_and_batch_only():
     images = _split_data(n=6, size=24).images
-    study = inputs.Augmentation(load_params("params/default.yaml").augmentation, seed=3)
+    study = augmentation.Augmentation(load_params("params/default.yaml").augmentation, seed=3)
     first = study(images, epoch=2, batch=5)
     assert first.dtype == np.float32 and first.shape == images.shape
     assert first.min() >= 0 and first.max() <= 255
     np.testing.assert_array_equal(study(images, epoch=2, batch=5), first)
     assert not np.array_equal(study(images, epoch=3, batch=5), first), "another epoch, other transforms"
     assert not np.array_equal(study(images, epoch=2, batch=6), first), "another batch, other transforms"
-    other_seed = inputs.Augmentation(study.params, seed=4)
+    other_seed = augmentation.Augmentation(study.params, seed=4)
     assert not np.array_equal(other_seed(images, epoch=2, batch=5), first)
 
 
@@ -184,7 +184,7 @@ def test_the_fill_extends_the_edges_so_no_black_corners_appear():
 
 def test_preview_views_are_uint8_images_transformed_differently():
     image = _split_data(n=1, size=24).images[0]
-    views = inputs.augmented_views(image, inputs.build_augmentation(AugmentationParams(), seed=0), count=3)
+    views = augmentation.augmented_views(image, augmentation.build_augmentation(AugmentationParams(), seed=0), count=3)
     assert all(view.dtype == np.uint8 and view.shape == image.shape for view in views)
     assert not np.array_equal(views[0], views[1]) and not np.array_equal(views[0], image)
 
@@ -203,7 +203,7 @@ def _epochs(stream, count):
 @pytest.mark.parametrize("method", ["class_weight", "oversample"])
 def test_worker_threads_serve_the_same_batches_as_the_training_loop_alone(method):
     data = _split_data(n=23, size=16)
-    augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+    augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
     alone = _epochs(inputs.training_stream(data, 3, 4, METHODS[method], 1, augmenter, threads=0), 3)
     for threads in (1, 3):
         threaded = _epochs(inputs.training_stream(data, 3, 4, METHODS[method], 1, augmenter, threads=threads), 3)
@@ -217,7 +217,7 @@ def test_fitting_with_worker_threads_gives_the_same_model_as_without():
     import keras
 
     data = _split_data(n=40, size=8)
-    augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+    augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
 
     def fitted_predictions(threads):
         keras.utils.set_random_seed(0)
@@ -245,9 +245,9 @@ def test_opencv_warps_on_one_thread_unless_its_own_setting_says_otherwise():
     before = cv2.getNumThreads()
     try:
         cv2.setNumThreads(3)
-        inputs.one_opencv_thread_per_warp(environ={"OPENCV_FOR_THREADS_NUM": "3"})
+        augmentation.one_opencv_thread_per_warp(environ={"OPENCV_FOR_THREADS_NUM": "3"})
         assert cv2.getNumThreads() == 3, "a user's OPENCV_FOR_THREADS_NUM wins"
-        inputs.one_opencv_thread_per_warp(environ={})
+        augmentation.one_opencv_thread_per_warp(environ={})
         assert cv2.getNumThreads() == 1
     finally:
         cv2.setNumThreads(before)
@@ -255,7 +255,7 @@ def test_opencv_warps_on_one_thread_unless_its_own_setting_says_otherwise():
 
 def test_the_augmented_pixels_are_the_same_with_any_number_of_opencv_threads():
     images = np.random.default_rng(0).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
-    augment = inputs.Augmentation(AugmentationParams(), seed=3)
+    augment = augmentation.Augmentation(AugmentationParams(), seed=3)
     before = cv2.getNumThreads()
     try:
         warped = []
@@ -272,7 +272,7 @@ def test_each_process_serves_its_share_of_the_global_batch_with_the_same_order_a
     """Across processes (`lib.core.distribution`): process 0's and process 1's shares, side by side, are the batch
     one process serves, augmented alike, epoch after epoch."""
     data = _split_data(n=24, size=16)
-    augmenter = inputs.build_augmentation(AugmentationParams(), seed=0)
+    augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
     whole = _epochs(inputs.training_stream(data, 3, 8, METHODS[method], 1, augmenter), 3)
     shares = [_epochs(inputs.training_stream(data, 3, 8, METHODS[method], 1, augmenter, shard=(index, 2)), 3)
               for index in (0, 1)]

@@ -24,7 +24,7 @@ from lib.core.config import load_params
 from lib.core.minority import Postprocessing
 from lib.core.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
 from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME
-from lib.data.inputs import decode_images
+from lib.data.pixels import decode_images
 from lib.data.split import MANIFEST_COLUMNS
 from lib.training.models import load_trained_model
 

@@ -25,7 +25,7 @@ import pandas as pd
 from lib.analysis.stats import HEADLINE_KEYS, paired_difference_bootstrap, round_metrics
 from lib.core.minority import METRIC_WORDS
 from lib.core.paths import MODELS, PROBE_MODEL, RoundPaths
-from lib.data.inputs import build_augmentation
+from lib.data.augmentation import build_augmentation
 
 CONFIDENCE = 0.95  # of the paired interval, as the comparison's other intervals
 COLUMNS = ["metric", "images", "fine_tuned", "probe", "probe_minus_fine_tuned", "low", "high", "below_probe"]

@@ -7,5 +7,7 @@
     groups       near-duplicate groups from pairs, and the group-aware split
     split        stratified splits, split manifests, class weights
     rounds       the evaluation rounds (which exist, which is first, each one's seed) and their splits
-    inputs       decoding (cached), augmentation, the training and validation batches
+    pixels       decoding each image once, the pixel cache, a split's arrays
+    augmentation the training images' random affine transforms, on the host (OpenCV)
+    inputs       the training and validation batches (worker threads, a minority method's epoch order)
 """

@@ -1,197 +1,28 @@
-"""The models' inputs: split manifest -> decoded arrays -> batches, augmenting training batches only.
+"""The models' input streams: a split's arrays served as batches, training batches augmented.
 
-Each image is decoded once, with PIL (upright, RGB, resized to the study's input size), and
-the decoded array is kept on disk (`cached_pixels`), so that later notebooks and re-runs
-read it instead of decoding again. `training_stream` then serves one epoch after another in
-the order the minority-class method asks for (`lib.core.minority.MinorityMethod.epoch_rows`),
-augmented; `Batches` serves any array (pixels or `lib.training.activation_cache`'s cached
-activations) in that order, converting a batch at a time, on any Keras backend (no tf.data),
-preparing the next batches in worker threads while the model trains.
-
-The augmentation (`Augmentation`) runs on the host, as the original study's Keras
-``ImageDataGenerator`` did: one composed affine transform per image (rotation, shifts,
-shear, zoom, flip), applied by OpenCV in one resampling. Keras 3's preprocessing layers,
-which did this before, resample once per transform and are far slower (at 224 px on the
-project's CPU, 13-15x under TensorFlow, ~80x under JAX; benchmarks/RESULTS.md, "where the
-augmentation runs"). Its random draws depend only on the seed, the epoch and
-the batch, never on which thread computes a batch or when. Validation and test data never
-pass through it, and nothing from those splits ever reaches training.
+`training_stream` serves one epoch after another in the order the minority-class method asks for
+(`lib.core.minority.MinorityMethod.epoch_rows`), augmented (`lib.data.augmentation`); `Batches` serves any
+array (decoded pixels, `lib.data.pixels`, or `lib.training.activation_cache`'s cached activations) in that
+order, converting a batch at a time, on any Keras backend (no tf.data), preparing the next batches in
+worker threads while the model trains. Validation and test data are never augmented, and nothing from
+those splits ever reaches training.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
-import pandas as pd
-from tqdm.auto import tqdm
 
-from lib.core.config import AugmentationParams
 from lib.core.devices import batch_rows
 from lib.core.distribution import process_share
-from lib.data.images import load_rgb
-from lib.data.sources import SPLITS
-
-
-@dataclass(frozen=True)
-class SplitData:
-    """One split, decoded: uint8 images (N, H, W, 3; an array, or `PixelRows` read from the pixel cache on
-    demand), integer labels (N,), and its manifest rows."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    rows: pd.DataFrame
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class StudyData:
-    """The three splits and the class names (sorted; a label's index is its position)."""
-
-    class_names: list[str]
-    train: SplitData
-    val: SplitData
-    test: SplitData
-
-
-def decode_images(paths, image_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """Decode and resize every image once (in parallel, with a progress bar): uint8 (N, H, W, 3), written into
-    ``out`` when given (e.g. a memory-mapped file)."""
-    def decode(path):
-        return np.asarray(load_rgb(path, image_size), dtype=np.uint8)
-
-    paths = list(paths)
-    if out is None:
-        out = np.empty((len(paths), *image_size, 3), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for index, array in enumerate(
-            tqdm(pool.map(decode, paths), total=len(paths), desc="Decoding images", unit="img")
-        ):
-            out[index] = array
-    return out
-
-
-def pixel_cache_key(paths, image_size: tuple[int, int]) -> str:
-    """Names the decoded array of these files at this size: their paths in order, sizes and modification times."""
-    digest = hashlib.sha256(f"{image_size[0]}x{image_size[1]}".encode())
-    for path in paths:
-        stat = os.stat(path)
-        digest.update(f"\n{path}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
-def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None, write: bool = True) -> np.ndarray:
-    """`decode_images`, read from ``cache_dir`` when these files were decoded at this size before.
-
-    The cache is one ``.npy`` file per (file list, size) key, decoded straight into the file (so
-    that the decoded set is never in memory all at once) and put in place atomically; it is
-    returned memory-mapped. Older entries in ``cache_dir`` are removed when a new one is
-    written. None: no cache. ``write`` False: read the cache when it holds these files, never write
-    it (a published run, read by a notebook opened by hand).
-    """
-    paths = list(paths)
-    if cache_dir is None:
-        return decode_images(paths, image_size)
-    cache_dir = Path(cache_dir)
-    file = cache_dir / f"pixels-{image_size[0]}x{image_size[1]}-{pixel_cache_key(paths, image_size)}.npy"
-    if file.is_file():
-        return np.load(file, mmap_mode="r")
-    if not write:
-        return decode_images(paths, image_size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob("pixels-*.npy"):
-        stale.unlink()
-    partial = file.with_suffix(".partial")
-    pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_size, 3))
-    decode_images(paths, image_size, out=pixels)
-    pixels.flush()
-    del pixels
-    os.replace(partial, file)
-    return np.load(file, mmap_mode="r")
-
-
-class PixelRows:
-    """Some rows of the pixel cache file, read from disk when indexed: a split's decoded images without holding
-    them in this process's memory (the operating system's page cache keeps the file). Indexes like an array
-    (an int, a slice or an array of positions) and converts to one (``np.asarray``)."""
-
-    def __init__(self, file: Path, rows: np.ndarray):
-        with open(file, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran_order, self.dtype = read_header(handle)
-            self.offset = handle.tell()
-        if fortran_order:
-            raise ValueError(f"{file}: a Fortran-ordered array cannot be read by rows")
-        self.file, self.rows, self.row_shape = Path(file), np.asarray(rows, dtype=np.int64), tuple(shape[1:])
-        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.row_shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index) -> np.ndarray:
-        picked = self.rows[index]
-        out = np.empty((np.size(picked), *self.row_shape), dtype=self.dtype)
-        with open(self.file, "rb") as handle:
-            for position, row in enumerate(np.atleast_1d(picked)):
-                handle.seek(self.offset + int(row) * self.row_bytes)
-                handle.readinto(out[position])
-        return out[0] if np.ndim(picked) == 0 else out
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return self[:] if dtype is None else self[:].astype(dtype)
-
-    def astype(self, dtype) -> np.ndarray:
-        return self[:].astype(dtype)
-
-
-def load_study_data(manifest: pd.DataFrame, image_size: tuple[int, int], cache_dir: Path | None = None,
-                    write_cache: bool = True) -> StudyData:
-    """The manifest's images, decoded once (or read from ``cache_dir``), split by split.
-
-    The cache holds the files in path order, whatever the manifest's order, so that every
-    evaluation round (each its own split of the same images) reads the same cache; each split
-    reads its rows from it when a batch needs them (`PixelRows`), so the decoded dataset is
-    never held in memory. Without ``cache_dir``, the images are decoded into memory; with ``write_cache``
-    False, the cache is read when it holds them and never written (`cached_pixels`).
-    """
-    class_names = sorted(manifest.loc[manifest["split"] == "train", "label"].unique())
-    index_of = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(manifest["label"]) - set(class_names))
-    if unknown:
-        raise ValueError(f"class(es) {unknown} appear in validation/test but not in training")
-    paths = manifest["path"].to_numpy(dtype=str)
-    in_path_order = np.argsort(paths, kind="stable")
-    cache = cached_pixels(paths[in_path_order], image_size, cache_dir, write_cache)
-    cache_row = np.empty(len(paths), dtype=np.int64)  # the cache row of each manifest row
-    cache_row[in_path_order] = np.arange(len(paths))
-    splits = {}
-    for split in SPLITS:
-        in_split = (manifest["split"] == split).to_numpy()
-        rows = manifest[in_split].reset_index(drop=True)
-        labels = rows["label"].map(index_of).to_numpy(dtype=np.int64)
-        images = (PixelRows(Path(cache.filename), cache_row[in_split]) if isinstance(cache, np.memmap)
-                  else cache[cache_row[in_split]])
-        splits[split] = SplitData(images, labels, rows)
-    return StudyData(class_names, splits["train"], splits["val"], splits["test"])
+from lib.data.augmentation import Augmentation, one_opencv_thread_per_warp
+from lib.data.pixels import SplitData
 
 
 class OneView:
@@ -222,18 +53,6 @@ class _Epoch:
     number: int
     rows: np.ndarray
     views: np.ndarray
-
-
-def one_opencv_thread_per_warp(environ=os.environ) -> None:
-    """Run each OpenCV warp on the thread that calls it, unless ``OPENCV_FOR_THREADS_NUM`` (OpenCV's own setting,
-    read at import) chooses otherwise.
-
-    The batch workers already warp several batches at once; OpenCV's pool would split every warp over
-    all CPUs again (workers x CPUs threads, beside TensorFlow's pool where the CPU trains the model).
-    A warp's pixels are the same with any number of threads. OpenCV's setting is process-wide.
-    """
-    if "OPENCV_FOR_THREADS_NUM" not in environ:
-        cv2.setNumThreads(1)
 
 
 @functools.cache
@@ -384,90 +203,3 @@ def image_batches(images: np.ndarray, batch_size: int, augmenter: Augmentation |
                   view: int = 0, threads: int = 0) -> Batches:
     """Images only, in order, for ``predict`` (augmented by ``augmenter`` if given: its draws for ``view``)."""
     return Batches(OneView(images), None, 1, batch_size, augment=augmenter, threads=threads, epoch=view)
-
-
-def _affine(a, b, c, d, e, f) -> np.ndarray:
-    """Stacked 3 x 3 affine matrices ``[[a, b, c], [d, e, f], [0, 0, 1]]`` (each argument a scalar or one
-    value per image)."""
-    a, b, c, d, e, f = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c, d, e, f)))
-    zero, one = np.zeros_like(a), np.ones_like(a)
-    return np.stack([np.stack([a, b, c], -1), np.stack([d, e, f], -1), np.stack([zero, zero, one], -1)], -2)
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """The study's random transforms, from a `lib.core.config.AugmentationParams`: one affine map per image
-    composed of a rotation, shifts, a shear, a zoom and a horizontal flip, resampled once (bilinear)
-    by OpenCV on the host, edges extended by their nearest pixel (``fill_mode="nearest"``,
-    ImageDataGenerator's default, so edges look as they did).
-
-    Each transform draws as ImageDataGenerator and Keras' preprocessing layers did: an angle
-    uniform in ±``rotation_degrees``; shifts uniform in ±``width_shift`` of the width and
-    ±``height_shift`` of the height; zoom factors uniform in [1 - ``zoom``, 1 + ``zoom``], one
-    per axis (above 1 zooms out); a mirror image half the time. One difference, stated in the
-    report: ImageDataGenerator reads ``shear_range=0.1`` as 0.1 *degrees*; here, as in Keras 3's
-    RandomShear, 0.1 is a shear of up to 10 % of the image: x and y shear factors uniform in
-    [0, ``shear``], with one random sign, a visible transform, which is what the study's
-    authors evidently intended. All maps are about the image's centre.
-
-    A batch's draws come from ``default_rng([seed, epoch, batch])``: the same epoch and batch
-    give the same images, whichever thread computes them.
-    """
-
-    params: AugmentationParams
-    seed: int
-
-    def inverse_maps(self, rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
-        """``count`` random maps (count, 2, 3) from output pixel (x, y) to the input pixel it reads."""
-        p = self.params
-        angle = np.deg2rad(rng.uniform(-p.rotation_degrees, p.rotation_degrees, count))
-        shift_x = rng.uniform(-p.width_shift, p.width_shift, count) * width
-        shift_y = rng.uniform(-p.height_shift, p.height_shift, count) * height
-        shear_sign = np.where(rng.random(count) < 0.5, -1.0, 1.0)
-        shear_x, shear_y = rng.uniform(0, p.shear, (2, count)) * shear_sign
-        zoom_x, zoom_y = rng.uniform(1 - p.zoom, 1 + p.zoom, (2, count))
-        mirror = np.where(p.horizontal_flip & (rng.random(count) < 0.5), -1.0, 1.0)
-        centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
-        maps = (
-            _affine(1, 0, centre_x, 0, 1, centre_y)                                   # back from the centre
-            @ _affine(np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0)  # rotation
-            @ _affine(1, 0, shift_x, 0, 1, shift_y)                                   # shifts
-            @ _affine(1, shear_x, 0, shear_y, 1, 0)                                   # shear
-            @ _affine(zoom_x, 0, 0, 0, zoom_y, 0)                                     # zoom
-            @ _affine(mirror, 0, 0, 0, 1, 0)                                          # flip
-            @ _affine(1, 0, -centre_x, 0, 1, -centre_y)                               # to the centre
-        )
-        return maps[:, :2]
-
-    def __call__(self, images: np.ndarray, epoch: int, batch: int, draws: tuple[int, int] | None = None) -> np.ndarray:
-        """A batch (N, H, W, C), transformed: float32, each image by its own map, drawn for this epoch and batch.
-
-        ``draws`` (first, total): the images are rows first .. first + N of a batch of ``total`` (a process's share,
-        `Batches`), and get those rows' maps of the whole batch's draws.
-        """
-        images = np.asarray(images, dtype=np.float32)
-        count, height, width = images.shape[:3]
-        first, total = draws or (0, count)
-        maps = self.inverse_maps(np.random.default_rng([self.seed, epoch, batch]), total, height, width)[first:first + count]
-        out = np.empty_like(images)
-        for image, inverse_map, result in zip(images, maps, out):
-            result[:] = cv2.warpAffine(image, inverse_map, (width, height),
-                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                       borderMode=cv2.BORDER_REPLICATE).reshape(result.shape)
-        return out
-
-
-def build_augmentation(augmentation: AugmentationParams, seed: int) -> Augmentation | None:
-    """The study's random transforms, from a `lib.core.config.AugmentationParams` (None when all are off)."""
-    a = augmentation
-    if not (a.rotation_degrees or a.width_shift or a.height_shift or a.shear or a.zoom or a.horizontal_flip):
-        return None
-    return Augmentation(augmentation, seed)
-
-
-def augmented_views(image, augmenter: Augmentation | None, count: int) -> list:
-    """``count`` random augmentations of one image (uint8 array, H x W x 3), for a preview."""
-    if augmenter is None:
-        return [np.asarray(image, dtype=np.uint8)] * count
-    views = augmenter(np.repeat(np.asarray(image)[None], count, axis=0), epoch=0, batch=0)
-    return [np.clip(np.rint(view), 0, 255).astype("uint8") for view in views]

@@ -31,7 +31,9 @@ import keras
 import numpy as np
 
 from lib.core.config import MobileNetV2Params
-from lib.data.inputs import Augmentation, Batches, SplitData, image_batches
+from lib.data.augmentation import Augmentation
+from lib.data.inputs import Batches, image_batches
+from lib.data.pixels import SplitData
 
 
 @dataclass(frozen=True)

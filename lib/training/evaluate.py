@@ -34,6 +34,23 @@ def predict(model, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, flo
     return probabilities, (time.perf_counter() - start) / max(1, len(images))
 
 
+def test_metrics(model: str, round_, class_names: list[str], labels: np.ndarray, probabilities: np.ndarray,
+                 method: str, postprocessing) -> dict:
+    """What every ``metrics.json`` of a round opens with (a model's, the linear probe's): which model, round and
+    seed, the classes and test images, `classification_metrics` of the test probabilities (after the method's
+    post-processing), and the minority-class method with its post-processing."""
+    return {
+        "model": model,
+        "round": round_.name,
+        "seed": round_.seed,
+        "class_names": class_names,
+        "test_images": len(labels),
+        **classification_metrics(labels, probabilities, class_names),
+        "minority_method": method,
+        "postprocessing": postprocessing.to_dict(),
+    }
+
+
 def classification_metrics(
     y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]
 ) -> dict:

@@ -25,14 +25,9 @@ from lib.core.config import Params, load_params
 from lib.core.devices import Devices, data_parallel, visible_devices
 from lib.core.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.core.provenance import set_seed
-from lib.data.inputs import (
-    StudyData,
-    build_augmentation,
-    data_workers,
-    evaluation_stream,
-    load_study_data,
-    training_stream,
-)
+from lib.data.augmentation import build_augmentation
+from lib.data.inputs import data_workers, evaluation_stream, training_stream
+from lib.data.pixels import StudyData, load_study_data
 from lib.data.rounds import Round, Rounds, evaluation_rounds
 from lib.data.sources import SPLITS
 from lib.data.split import read_split, split_table
@@ -313,14 +308,8 @@ def evaluate_and_save(
     trained.history.to_csv(files.history, index=False)
     predictions.to_csv(files.predictions, index=False)
     metrics = {
-        "model": experiment.model_name,
-        "round": experiment.round.name,
-        "seed": experiment.round.seed,
-        "class_names": names,
-        "test_images": len(test),
-        **evaluate.classification_metrics(test.labels, probabilities, names),
-        "minority_method": trained.method,
-        "postprocessing": trained.postprocessing.to_dict(),
+        **evaluate.test_metrics(experiment.model_name, experiment.round, names, test.labels, probabilities,
+                                trained.method, trained.postprocessing),
         "parameters": trained.parameters,
         "model_file_bytes": files.model.stat().st_size,
         **training_summary(trained.history),

@@ -31,10 +31,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lib.core import minority
+from lib.core.config import Params
 from lib.core.paths import PROBE_MODEL, PROBE_NAME
 from lib.core.provenance import set_seed
 from lib.data.inputs import image_batches
+from lib.data.pixels import StudyData
 from lib.training import evaluate
+from lib.training.experiment import Experiment, TrainedModel
 from lib.training.features import feature_extractor
 
 # LogisticRegression as scikit-learn sets it up, but for the iteration cap:
@@ -78,25 +81,24 @@ def probabilities(probe: Pipeline, features: np.ndarray, n_classes: int) -> np.n
 # --------------------------------------------------------------------------------------
 
 
-def frozen_features(experiment, inputs=None) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The frozen base's pooled output (float32) of every un-augmented training, validation and test image,
-    by split; and the splits taken from ``inputs``' cache (`lib.training.activation_cache.ActivationCache.clean_pooled`:
-    validation, and training when it is not augmented), which are not computed again."""
-    cached = inputs.clean_pooled() if inputs is not None else {}
+def frozen_features(data: StudyData, params: Params, seed: int,
+                    cached: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The frozen base's pooled output (float32) of every un-augmented training, validation and test image of
+    ``data``, by split. ``cached``: splits whose features the activation cache already holds
+    (`lib.training.activation_cache.ActivationCache.clean_pooled`), not computed again. ``seed``: the round's."""
     features, extractor = {}, None
     for name in ("train", "val", "test"):
-        if name in cached:
+        if name in (cached or {}):
             features[name] = np.asarray(cached[name], dtype=np.float32)
             continue
         if extractor is None:  # built only when some split is not cached
             # With random weights (mobilenet_v2.weights: null) the round's seed is set first, so the base
             # starts as the first trained model's did (`lib.training.experiment.train_each_method` sets it before each).
-            set_seed(experiment.round.seed, deterministic=experiment.params.training.deterministic)
-            extractor = feature_extractor(experiment.params.data.image_size, experiment.params.mobilenet_v2.weights)
-        split = getattr(experiment.data, name)
-        batches = image_batches(split.images, experiment.params.training.batch_size)
+            set_seed(seed, deterministic=params.training.deterministic)
+            extractor = feature_extractor(params.data.image_size, params.mobilenet_v2.weights)
+        batches = image_batches(getattr(data, name).images, params.training.batch_size)
         features[name] = np.asarray(extractor.predict(batches, verbose=0), dtype=np.float32)
-    return features, sorted(cached)
+    return features
 
 
 # --------------------------------------------------------------------------------------
@@ -129,14 +131,14 @@ def validation_scores(probabilities_: np.ndarray, labels: np.ndarray, class_name
 
 
 def validation_table(split, fine_tuned: np.ndarray, probe: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """Per validation image (``split``: `lib.data.inputs.SplitData`): its relpath, true class, and the class the
+    """Per validation image (``split``: `lib.data.pixels.SplitData`): its relpath, true class, and the class the
     fine-tuned model and the probe predict (arg-max of their post-processed probabilities)."""
     names = np.asarray(class_names, dtype=object)
     return pd.DataFrame({"relpath": split.rows["relpath"].to_numpy(), "true_label": names[split.labels],
                          "fine_tuned": names[fine_tuned.argmax(axis=1)], "probe": names[probe.argmax(axis=1)]})
 
 
-def fit_and_save(experiment, chosen, inputs=None) -> ProbeResult:
+def fit_and_save(experiment: Experiment, chosen: TrainedModel, inputs=None) -> ProbeResult:
     """Train the probe of this round with the chosen model's minority-class method, score it on the test
     split, compare it with the chosen (fine-tuned) model on validation, and write its files
     (`lib.core.paths.ModelPaths.probe_predictions`, ``probe_metrics``, ``probe_validation``).
@@ -147,7 +149,8 @@ def fit_and_save(experiment, chosen, inputs=None) -> ProbeResult:
     data, names, params = experiment.data, experiment.data.class_names, experiment.params
     method = minority.METHODS[chosen.method]
     start = time.perf_counter()
-    features, from_cache = frozen_features(experiment, inputs)
+    cached = inputs.clean_pooled() if inputs is not None else {}
+    features, from_cache = frozen_features(data, params, experiment.round.seed, cached), sorted(cached)
     feature_seconds = time.perf_counter() - start
     start = time.perf_counter()
     probe = fit_probe(features["train"], data.train.labels, method)
@@ -165,14 +168,7 @@ def fit_and_save(experiment, chosen, inputs=None) -> ProbeResult:
     probe_val = validation_scores(val, data.val.labels, names, rare)
     predictions = evaluate.predictions_table(data.test.rows, data.test.labels, test, names)
     metrics = {
-        "model": PROBE_NAME,
-        "round": experiment.round.name,
-        "seed": experiment.round.seed,
-        "class_names": names,
-        "test_images": len(data.test),
-        **evaluate.classification_metrics(data.test.labels, test, names),
-        "minority_method": method.name,
-        "postprocessing": post.to_dict(),
+        **evaluate.test_metrics(PROBE_NAME, experiment.round, names, data.test.labels, test, method.name, post),
         "classifier": {"C": PROBE_C, "max_iter": PROBE_MAX_ITER, "class_weight": class_weight(method),
                        "iterations": int(probe[-1].n_iter_.max()), "features": int(features["train"].shape[1])},
         "features_from_cache": from_cache,
@@ -189,7 +185,7 @@ def fit_and_save(experiment, chosen, inputs=None) -> ProbeResult:
     return ProbeResult(metrics, predictions, validation)
 
 
-def saved_result(experiment) -> ProbeResult:
+def saved_result(experiment: Experiment) -> ProbeResult:
     """What `fit_and_save` returned when the step ran, read from the files it wrote."""
     files = experiment.round_paths.model(PROBE_MODEL)
     return ProbeResult(json.loads(files.probe_metrics.read_text()), pd.read_csv(files.probe_predictions),
