@@ -38,35 +38,16 @@ PROTOCOLS = ("original", "strong")
 REPORTED_METRICS = ("accuracy", "macro-F1")
 
 
-def set_field(values: dict, dotted: str, value) -> dict:
-    """``values`` with the field ``dotted`` (e.g. ``data.image_size``) set to ``value``, sections created as needed."""
-    *sections, field = dotted.split(".")
-    node = values
-    for section in sections:
-        node = node.setdefault(section, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {dotted}: {section} is not a section of the params")
-    node[field] = value
-    return values
-
-
 def protocol_params(params_file: Path, protocol: str, settings: list[str], folder: Path) -> Path:
-    """A copy of ``params_file`` with both models under ``protocol``, the ``--set`` settings applied, and its own
-    run name and reports folder."""
-    values = yaml.safe_load(params_file.read_text()) or {}
-    for setting in settings:
-        dotted, _, text = setting.partition("=")
-        if not text:
-            raise ValueError(f"--set {setting!r}: expected NAME=VALUE, e.g. data.image_size=[112,112]")
-        set_field(values, dotted.strip(), yaml.safe_load(text))
-    for section in ("cnn", "mobilenet_v2"):
-        set_field(values, f"{section}.protocol", protocol)
-    name = f"{values.get('run_name', params_file.stem)}-{protocol}"
+    """A copy of ``params_file`` with both models under ``protocol``, the ``--set`` settings applied (validated as
+    `./run_all.sh --set` validates them: a bad one stops here, naming the field), and its own run name and
+    reports folder."""
+    params = load_params(params_file, [*settings, f"cnn.protocol={protocol}", f"mobilenet_v2.protocol={protocol}"])
+    name = f"{(yaml.safe_load(params_file.read_text()) or {}).get('run_name', params_file.stem)}-{protocol}"
     folder.mkdir(parents=True, exist_ok=True)
-    values |= {"run_name": name, "reports_dir": str(folder / "reports")}
     path = folder / f"{name}.yaml"
+    values = params.study_values() | {"run_name": name, "reports_dir": str(folder / "reports")}
     path.write_text(yaml.safe_dump(values, sort_keys=False))
-    load_params(path)  # a bad --set stops here, naming the field, before anything runs
     return path
 
 
