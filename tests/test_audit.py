@@ -208,3 +208,19 @@ def test_feature_pairs_groups_and_leaks_by_round():
         "pairs across splits (plain)": 2, "test images with a training near-duplicate (plain)": 2,
         "pairs across splits (used)": 0, "test images with a training near-duplicate (used)": 0,
     }
+
+
+def test_a_truncated_file_is_refused_even_after_weasyprint_turned_pil_lenient(tmp_path):
+    """WeasyPrint's import sets PIL's process-wide LOAD_TRUNCATED_IMAGES (the report's PDF imports it)."""
+    from PIL import ImageFile
+
+    path = tmp_path / "half.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        assert audit.inspect_image(str(path), 10**8)["error"].startswith("not a readable image")
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the switch is restored for whoever set it"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lib.core.provenance import manifest_sha256
 from lib.data.groups import chained_groups, near_duplicate_groups, similar_feature_pairs
-from lib.data.images import to_rgb
+from lib.data.images import to_rgb, truncated_files_refused
 from lib.data.split import write_split_manifest
 
 PAIR_COLUMNS = ["a", "b", "distance", "kind"]
@@ -43,7 +43,7 @@ def inspect_image(path: str, max_pixels: int) -> dict:
         result["error"] = "empty file (0 bytes)"
         return result
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), truncated_files_refused():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size

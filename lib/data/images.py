@@ -6,8 +6,24 @@ the figures), so that they all see the same pixels.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
+
+
+@contextlib.contextmanager
+def truncated_files_refused() -> Iterator[None]:
+    """PIL refuses a truncated file while the block runs, as it does by default. The switch is process-wide
+    and another library may turn it on (WeasyPrint does when imported, for the report's PDF), which would
+    let a half-written photo through the audit."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
