@@ -224,6 +224,8 @@ def run_steps(plan: list[PlannedStep], run: RunPaths, jobs: int, begin: Begin, e
                         print(f"    {planned.label} failed: waiting for the {len(running)} step(s) running beside it",
                               flush=True)
             start_ready_steps()
+    except StepInterrupted:  # a step run in this process (one job) already named itself
+        raise
     except KeyboardInterrupt:  # Ctrl-C reached every job too (one process group): each ends its kernel
         labels = [entry[0].label for entry in running.values()]
         for entry in running.values():
