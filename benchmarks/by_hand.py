@@ -37,17 +37,16 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def run_by_hand(notebook: str, params_file: Path, out: Path) -> tuple[float, str]:
-    """(wall seconds, everything the notebook printed)."""
+def run_by_hand(notebook: str, params_file: Path, out: Path, **parameters) -> tuple[float, str]:
+    """Execute a source notebook as a person would (the params file and only the ``parameters`` a person sets),
+    in the project's own Python; returns (wall seconds, everything it printed)."""
     import papermill
 
-    executed = out / notebook
+    executed = out / f"by-hand-{len(list(out.glob('by-hand-*')))}-{notebook}"
     start = time.perf_counter()
     papermill.execute_notebook(NOTEBOOKS_DIR / notebook, executed, kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
-                               parameters={"params_file": str(params_file)}, progress_bar=False)
+                               parameters={"params_file": str(params_file), **parameters}, progress_bar=False)
     seconds = time.perf_counter() - start
-
-
     cells = json.loads(executed.read_text())["cells"]
     printed = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"])
     return seconds, printed

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import copy_of_the_study, tree_digest, write_params
+from helpers import copy_of_the_study, load_script, tree_digest, write_params
 
 from lib import run
 from lib.core.config import ParamsError, load_params
 from lib.core.overrides import changed_fields, dotted_overrides, nested_overrides, override_words
-from lib.core.paths import NOTEBOOKS_DIR
 from lib.pipeline import interactive
 
 # ---------------------------------------------------------------------------------------------
@@ -90,15 +89,8 @@ def test_run_all_set_reaches_every_notebook_and_is_recorded(tiny_params_file, mo
 
 
 def run_by_hand(notebook: str, params_file: Path, out: Path, **parameters) -> str:
-    """Execute a source notebook as a person would (only the parameters a person sets), in the project's own
-    Python; returns everything it printed."""
-    import papermill
-
-    executed = out / f"by-hand-{len(list(out.glob('by-hand-*')))}-{notebook}"
-    papermill.execute_notebook(NOTEBOOKS_DIR / notebook, executed, kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
-                               parameters={"params_file": str(params_file), **parameters}, progress_bar=False)
-    cells = json.loads(executed.read_text())["cells"]
-    return "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"])
+    """Everything a source notebook prints, executed as a person would (`benchmarks/by_hand.py`)."""
+    return load_script("benchmarks/by_hand.py").run_by_hand(notebook, params_file, out, **parameters)[1]
 
 
 TRAINING_LINE = "--- "  # `lib.training.experiment.train_each_method` prints one before each training
