@@ -32,11 +32,15 @@ CPUS = len(os.sched_getaffinity(0))
 # What each setting changes from the project's defaults: environment variables set before the process starts
 # (OPENCV_FOR_THREADS_NUM: OpenCV's pool, which lib.data.inputs otherwise sets to 1 thread per warp), the batch
 # workers (``training.data_workers``; each keeps one batch ahead, so this is also the prefetch depth) and
-# TensorFlow's inter-op pool (None: TensorFlow's default, one thread per CPU, as its intra-op pool).
+# TensorFlow's inter-op pool (None: TensorFlow's default, one thread per CPU, as its intra-op pool); and whether the
+# streams reach ``fit`` by Keras' PyDataset path (what the study did before `lib.data.inputs.keras_input`: under
+# TensorFlow, tf.data with its autotuning, and the batch order shuffled again by Keras) or through ``keras_input``
+# (no autotuning, the batches in the order the stream drew).
 SETTINGS = {
-    "before (main): min(8, CPUs) batch workers, OpenCV on every CPU": {
-        "data_workers": min(8, CPUS), "env": {"OPENCV_FOR_THREADS_NUM": str(CPUS)}},
-    "project defaults: 1 batch worker, OpenCV 1 thread per warp": {},
+    "issue 27 filed: min(8, CPUs) batch workers, OpenCV on every CPU, PyDataset path": {
+        "data_workers": min(8, CPUS), "env": {"OPENCV_FOR_THREADS_NUM": str(CPUS)}, "keras_pydataset": True},
+    "3d6ead4: 1 batch worker, OpenCV 1 thread per warp, PyDataset path": {"keras_pydataset": True},
+    "project defaults: 1 batch worker, OpenCV 1 thread per warp, keras_input": {},
     "0 batch workers (augmentation in the training loop)": {"data_workers": 0},
     "min(8, CPUs) batch workers, OpenCV 1 thread": {"data_workers": min(8, CPUS)},
     "4 batch workers (4 batches ahead), OpenCV 1 thread": {"data_workers": 4},
@@ -87,7 +91,7 @@ def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> t
     from lib.core.minority import METHODS
     from lib.core.provenance import set_seed
     from lib.data.augmentation import build_augmentation
-    from lib.data.inputs import data_workers, evaluation_stream, training_stream
+    from lib.data.inputs import data_workers, evaluation_stream, keras_input, training_stream
     from lib.data.pixels import SplitData
     from lib.training.models import build_cnn, set_precision
     from lib.training.train import optimizer
@@ -133,7 +137,11 @@ def measure(setting: dict, epochs: int, train_images: int, val_images: int) -> t
     # compiled as lib.training.train.fit_phase compiles the CNN's phase (no early stopping: every epoch runs)
     model.compile(optimizer(params.cnn.training, len(train_ds)), keras.losses.CategoricalCrossentropy(),
                   metrics=["accuracy"])
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[EpochProbe()], verbose=0)
+    if setting.get("keras_pydataset"):  # as the study fitted before: Keras' PyDataset path, its batch order shuffled
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[EpochProbe()], verbose=0)
+    else:  # as lib.training.train.fit_phase fits now
+        model.fit(keras_input(train_ds), validation_data=keras_input(val_ds), epochs=epochs, callbacks=[EpochProbe()],
+                  verbose=0, shuffle=False)
     return records, {"tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                      "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                      "opencv": cv2.getNumThreads(), "data_workers": workers,

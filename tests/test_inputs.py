@@ -233,6 +233,55 @@ def test_fitting_with_worker_threads_gives_the_same_model_as_without():
     np.testing.assert_array_equal(fitted_predictions(4), alone)
 
 
+def test_keras_input_serves_the_same_epochs_as_the_stream_itself():
+    import keras
+
+    data = _split_data(n=23, size=16)
+    augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
+
+    def stream():
+        return inputs.training_stream(data, 3, 4, METHODS["oversample"], 1, augmenter, threads=1)
+
+    served = inputs.keras_input(stream())
+    if keras.backend.backend() != "tensorflow":
+        assert isinstance(served, inputs.Batches), "other backends take the stream as it is"
+        return
+    import tensorflow as tf
+
+    assert isinstance(served, tf.data.Dataset) and served.cardinality() == len(stream())
+    assert served.options().autotune.enabled is False, "the cause of issue 27's waiting epochs"
+    expected = _epochs(stream(), 3)
+    for epoch, (x_expected, y_expected) in enumerate(expected):  # each pass over the dataset is the next epoch
+        x, y = zip(*[(np.asarray(x), np.asarray(y)) for x, y in served])
+        np.testing.assert_array_equal(np.concatenate(x), x_expected, err_msg=f"epoch {epoch}")
+        np.testing.assert_array_equal(np.concatenate(y), y_expected, err_msg=f"epoch {epoch}")
+    assert inputs.keras_input(data.images) is data.images, "anything but a stream is passed on as it is"
+
+
+def test_fitting_through_keras_input_gives_the_model_keras_own_pydataset_path_gives():
+    """As `lib.training.train.fit_phase` fits: the batches in the stream's own order (``shuffle=False``)."""
+    import keras
+
+    data = _split_data(n=40, size=8)
+    augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
+
+    def fitted(served):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                                  keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        stream = inputs.training_stream(data, 3, 4, METHODS["class_weight"], 1, augmenter, threads=1)
+        validation = inputs.evaluation_stream(data, 3, 4)
+        history = model.fit(served(stream), validation_data=served(validation), epochs=3, verbose=0, shuffle=False,
+                            class_weight={0: 1.0, 1: 2.0, 2: 0.5})
+        return model.predict(data.images.astype(np.float32), verbose=0), history.history
+
+    predictions, history = fitted(inputs.keras_input)
+    expected_predictions, expected_history = fitted(lambda stream: stream)
+    np.testing.assert_array_equal(predictions, expected_predictions)
+    assert history == expected_history
+
+
 def test_data_workers_auto_is_one_where_the_cpu_trains_and_one_per_cpu_up_to_eight_beside_an_accelerator():
     assert inputs.data_workers("auto", accelerator=False) == 1
     assert inputs.data_workers("auto", accelerator=True) == min(8, len(os.sched_getaffinity(0)))

@@ -3,9 +3,10 @@
 `training_stream` serves one epoch after another in the order the minority-class method asks for
 (`lib.core.minority.MinorityMethod.epoch_rows`), augmented (`lib.data.augmentation`); `Batches` serves any
 array (decoded pixels, `lib.data.pixels`, or `lib.training.activation_cache`'s cached activations) in that
-order, converting a batch at a time, on any Keras backend (no tf.data), preparing the next batches in
+order, converting a batch at a time, on any Keras backend, preparing the next batches in
 worker threads while the model trains. Validation and test data are never augmented, and nothing from
-those splits ever reaches training.
+those splits ever reaches training. `keras_input` hands a stream to ``fit`` (under TensorFlow through
+tf.data without its autotuning, which made epochs wait).
 """
 
 from __future__ import annotations
@@ -197,6 +198,34 @@ def training_stream(data: SplitData, n_classes: int, batch_size: int, method, se
 def evaluation_stream(data: SplitData, n_classes: int, batch_size: int, threads: int = 0) -> Batches:
     """Every image of a split once, in order, not augmented (validation)."""
     return Batches(OneView(data.images), data.labels, n_classes, batch_size, threads=threads)
+
+
+def keras_input(stream):
+    """``stream`` as ``keras.Model.fit`` should take it: under TensorFlow, a `Batches` as a tf.data pipeline without
+    tf.data's autotuning; on other backends, and anything but a `Batches`, ``stream`` itself.
+
+    Why: Keras serves a ``PyDataset`` under TensorFlow through ``tf.data`` with ``prefetch(AUTOTUNE)``, and every
+    epoch (training and validation) replaces the previous epoch's iterator. Destroying an iterator waits for a
+    ``tf.data`` thread that sleeps between its autotuning rounds, for seconds at a time with no CPU in use: on
+    two cores the default CNN's epochs took either about 11 s or about 20 s at random (`benchmarks/cnn_epochs.py`,
+    benchmarks/RESULTS.md, 2026-12-04). The same batches, in the same order (the epoch is drawn when the
+    iterator first asks for a batch, as Keras' ``on_epoch_begin`` draws it), one batch buffered: our own worker
+    threads already prepare the next ones.
+    """
+    if not isinstance(stream, Batches) or keras.backend.backend() != "tensorflow":
+        return stream
+    import tensorflow as tf
+
+    def one_epoch():
+        stream.on_epoch_begin()
+        for index in range(len(stream)):
+            yield stream[index]
+
+    signature = tf.nest.map_structure(lambda part: tf.TensorSpec((None, *part.shape[1:]), part.dtype), stream[0])
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(stream))).prefetch(1).with_options(options)
 
 
 def image_batches(images: np.ndarray, batch_size: int, augmenter: Augmentation | None = None,

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from lib.data.inputs import keras_input
+
 
 class EpochTimer(keras.callbacks.Callback):
     """Wall time of every epoch, validation included."""
@@ -82,12 +84,15 @@ def fit_phase(
         timer,
     ]
     fitted = model.fit(
-        train_ds,
-        validation_data=val_ds,
+        keras_input(train_ds),
+        validation_data=keras_input(val_ds),
         epochs=phase.epochs,
         class_weight=class_weight,
         callbacks=callbacks,
         verbose=verbose,
+        # The streams draw each epoch's order themselves (`lib.data.inputs.Batches`); Keras' shuffle of a PyDataset's
+        # batch order would shuffle again, and serve the batches out of the order the worker threads prepare them in
+        shuffle=False,
     )
     history = pd.DataFrame(fitted.history)
     history.insert(0, "phase", name)
