@@ -30,6 +30,7 @@ from pathlib import Path
 
 from lib.core.backends import resolve_backend
 from lib.core.config import ParamsError, load_params
+from lib.core.distribution import Coordinates, DistributionError, check_backend, coordinates
 from lib.core.overrides import dotted_overrides, override_words
 from lib.core.paths import RunPaths, copy_run, run_paths
 from lib.data.assets import seed_keras_cache
@@ -40,14 +41,17 @@ from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.report import render as rendering
 
 
-def publish(staging: RunPaths, final: RunPaths, reports_dir: Path) -> None:
-    """Swap the finished staging folder in for the previous run, then publish its report."""
+def publish(staging: RunPaths, final: RunPaths, reports_dir: Path | None) -> None:
+    """Swap the finished staging folder in for the previous run, then publish its report (``reports_dir`` None:
+    a run folder that is not published, as a second process's)."""
     previous = final.root.with_name(f".previous-{final.root.name}")
     shutil.rmtree(previous, ignore_errors=True)
     if final.root.exists():
         final.root.rename(previous)
     staging.root.rename(final.root)
     shutil.rmtree(previous, ignore_errors=True)
+    if reports_dir is None:
+        return
     for source, name in ((final.report_html, "report.html"), (final.report_pdf, "report.pdf")):
         if not source.is_file():  # no PDF where WeasyPrint cannot print (`lib.report.sections.render`): none of another run
             (reports_dir / name).unlink(missing_ok=True)
@@ -70,14 +74,28 @@ def remove_unplanned_rounds(run: RunPaths, plan: list[PlannedStep]) -> list[str]
     return [folder.name for folder in stale]
 
 
+def process_run(params, index: int) -> RunPaths:
+    """Where process ``index`` (> 0) of a run across processes keeps its own copy of the run: under
+    ``reports/.processes/``, never published. It is what that process reuses next time, as process 0 reuses the
+    published run, so that every process reuses the same steps."""
+    return run_paths(params, params.reports_dir / ".processes" / f"{params.run_name}-{index}")
+
+
 def run_study(params_file: str | Path, force: bool = False, render: bool = True,
-              overrides: dict | list[str] | None = None, jobs: int = 1) -> dict[str, dict]:
+              overrides: dict | list[str] | None = None, jobs: int = 1,
+              where: Coordinates | None = None) -> dict[str, dict]:
     """Validate the params (with ``overrides``: `lib.core.config.load_params`), run (or reuse) every step in a
     staging folder, render, publish.
 
     Returns ``steps.json``'s content: for each step, its wall time, its input key and
     whether it was reused from the previous run. ``jobs``: how many steps may run at once
     (`lib.pipeline.schedule`).
+
+    ``where``: this process's place in a run across processes (`lib.core.distribution`; None: one process).
+    Every process runs this with the same params; each model step's kernel joins the others' and trains over
+    every process's devices, each process feeding its share of every batch. Process 0 writes the run and
+    publishes it; another process runs the audit and the model steps (which their training needs) in its own
+    folder (`process_run`) and publishes nothing.
     """
     # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,9 +103,17 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
     overrides = dotted_overrides(overrides)  # as each notebook's parameters cell takes them
     backend = resolve_backend(params.training.backend)  # once: every kernel runs Keras on it
     print(f"Keras backend: {backend} (training.backend: {params.training.backend})", flush=True)
+    across = where is not None and where.processes > 1
+    if across:
+        check_backend(backend, where)
+        if jobs != 1:
+            raise DistributionError("--jobs runs steps side by side on one machine; a run across processes runs "
+                                    "one step at a time, each over every process's devices (leave --jobs at 1)")
+        print(f"process {where.index} of {where.processes} (coordinator {where.coordinator})", flush=True)
+    writes_the_run = not across or where.index == 0
     params_path = Path(params_file).resolve()
-    final = run_paths(params)
-    staging = run_paths(params, final.root.with_name(f".staging-{params.run_name}"))
+    final = run_paths(params) if writes_the_run else process_run(params, where.index)
+    staging = run_paths(params, final.root.with_name(f".staging-{final.root.name}"))
     previous = json.loads(final.steps.read_text()) if final.steps.is_file() else {}
     progress = staging.root / "progress.json"  # what an unfinished run had done; removed on success
     if progress.is_file():
@@ -105,6 +131,8 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
     data_listing = data_source_listing(params)
 
     plan = planned_steps(params)
+    if not writes_the_run:  # the comparison and the report train nothing: process 0 alone runs them
+        plan = [planned for planned in plan if planned.step is STEPS[0] or planned.step.per_round]
     for name in remove_unplanned_rounds(staging, plan):
         print(f"round {name} is not in this run's evaluation params: its folder is left out", flush=True)
 
@@ -115,7 +143,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         progress.write_text(json.dumps(previous | record | {label: {"key": None} for label in running}, indent=2) + "\n")
 
     def begin(planned: PlannedStep, number: int) -> tuple[str, dict | None]:
-        key = step_key(planned, params, staging, data_listing, backend)
+        key = step_key(planned, params, staging, data_listing, backend, where.processes if across else 1)
         before = previous.get(planned.label, {})
         unchanged = before.get("key") == key and planned.executed_copy(staging).is_file()
         if unchanged and not (force or planned.step.always):
@@ -133,12 +161,16 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         save_progress()
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
 
-    run_steps(plan, staging, jobs, begin,
-              lambda planned, key: execute_step(planned, params_path, staging, key, backend, overrides), finish)
+    def execute(planned: PlannedStep, key: str) -> None:
+        # a model step's kernel joins the other processes' with the run's coordinates
+        joins = across and planned.step.per_round
+        execute_step(planned, params_path, staging, key, backend, overrides, where.environment() if joins else None)
+
+    run_steps(plan, staging, jobs, begin, execute, finish)
     record = {planned.label: record[planned.label] for planned in plan}  # in the plan's order, however they ran
     staging.steps.write_text(json.dumps(record, indent=2) + "\n")
 
-    if render:
+    if render and writes_the_run:
         print("Rendering the report (HTML + PDF)", flush=True)
         start = time.perf_counter()
         pages = rendering.render(staging.notebooks_dir / STEPS[-1].notebook, staging.report_html, staging.report_pdf,
@@ -147,7 +179,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")
         staging.report_info.write_text(json.dumps({"pdf_pages": pages}) + "\n")
     progress.unlink()
-    publish(staging, final, params.reports_dir)
+    publish(staging, final, params.reports_dir if writes_the_run else None)
     return record
 
 
@@ -173,14 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="run up to N steps whose inputs are ready at once, each on its own GPUs or share of the "
                         "CPU cores (default 1: one after another)")
+    across = parser.add_argument_group(
+        "across processes and hosts (JAX): start the same command on every process; each may instead take its "
+        "coordinates from KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID")
+    across.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 serves the run's coordination")
+    across.add_argument("--num-processes", type=int, metavar="N", help="how many processes train together")
+    across.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 .. N-1 (0 publishes)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
+        where = coordinates(args.coordinator, args.num_processes, args.process_id)
         if args.assets:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
-        record = run_study(args.params_file, force=args.force, overrides=args.overrides, jobs=args.jobs)
-    except (ParamsError, FileNotFoundError, ValueError) as error:
+        record = run_study(args.params_file, force=args.force, overrides=args.overrides, jobs=args.jobs, where=where)
+    except (ParamsError, FileNotFoundError, ValueError, DistributionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except StepFailed as error:
@@ -196,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         memory = f"{entry['peak_rss_gib']:6.2f} GiB" if entry.get("peak_rss_gib") is not None else " " * 10
         print(f"  {step:<40} {entry['seconds'] or 0:8.1f} s {memory}{note}")
     print(f"  {'total':<40} {time.perf_counter() - started:8.1f} s")
+    if where is not None and where.index > 0:
+        return 0  # process 0 publishes the report
     params = load_params(args.params_file, args.overrides)
     pages = json.loads(run_paths(params).report_info.read_text())["pdf_pages"]
     pdf = f"and report.pdf ({pages} pages)" if pages else "(no PDF: WeasyPrint cannot print on this machine)"

@@ -8,6 +8,8 @@ devices, when they start.
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -229,3 +231,109 @@ def test_coordinates_come_from_arguments_or_keras_variables_and_must_be_complete
         coordinates("node0:1", 2, 2, environ={})
     with pytest.raises(DistributionError, match="must be integers"):
         coordinates(environ=keras_variables | {"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"})
+
+
+# The whole study across processes (`lib.run --coordinator ... --num-processes ... --process-id ...`), on JAX.
+def _study(params_file, environment: dict, *arguments: str):
+    """``python -m lib.run params_file arguments`` in its own process, its output piped."""
+    import os
+
+    variables = {name: value for name, value in os.environ.items() if not name.startswith(("XLA_", "KERAS_"))}
+    return subprocess.Popen([sys.executable, "-m", "lib.run", str(params_file), *arguments], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT,
+                            env=variables | {"PYTHONPATH": str(PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"} | environment)
+
+
+def _finished(process, timeout: int = 1500) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.mark.slow
+def test_the_study_across_two_processes_gives_the_predictions_of_two_devices_in_one_process(tmp_path, tiny_params):
+    values = tiny_params | {"evaluation": {"seeds": [42]},
+                            "training": {"backend": "jax", "batch_size": 8, "precision": "float32"},
+                            "minority": {"methods": ["class_weight", "mixup"]},
+                            "cnn": {"training": {"epochs": 2}},
+                            "mobilenet_v2": {"head": {"epochs": 1}, "fine_tune": {"epochs": 1}}}
+    alone = write_params(tmp_path / "alone.yaml", values | {"reports_dir": str(tmp_path / "alone")})
+    together = write_params(tmp_path / "together.yaml", values | {"reports_dir": str(tmp_path / "together")})
+    port = _free_port()
+    coordinates = ["--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    first = _study(together, {}, *coordinates, "--process-id", "0")
+    second = _study(together, {}, *coordinates, "--process-id", "1")
+    _finished(_study(alone, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
+    assert "process 1 of 2" in _finished(second)
+    assert "process 0 of 2" in _finished(first)
+
+    published, reference = tmp_path / "together" / "tiny", tmp_path / "alone" / "tiny"
+    for model in ("cnn", "mobilenetv2"):
+        folder = published / "rounds" / "seed-42" / model
+        runtime = json.loads((folder / "metrics.json").read_text())["runtime"]
+        assert runtime["replicas"] == 2 and runtime["backend"] == "jax", "trained over both processes' devices"
+        for name in ("predictions.csv", "methods.csv") + (("probe_predictions.csv",) if model == "mobilenetv2" else ()):
+            pd.testing.assert_frame_equal(pd.read_csv(folder / name),
+                                          pd.read_csv(reference / "rounds" / "seed-42" / model / name))
+    assert (tmp_path / "together" / "report.html").is_file(), "process 0 publishes"
+    # Process 1 ran the audit and the model steps (what their training reads) in its own folder, published nothing
+    own = tmp_path / "together" / ".processes" / "tiny-1"
+    assert list(json.loads((own / "steps.json").read_text())) == [
+        "01_data_audit.ipynb", "rounds/seed-42/02_cnn.ipynb", "rounds/seed-42/03_mobilenetv2.ipynb"]
+    assert not (own / "comparison").exists() and not (own / "report.html").exists()
+    assert sorted(p.name for p in (tmp_path / "together").iterdir()) == [".processes", "report.html", "report.pdf",
+                                                                          "tiny"]
+
+
+def test_a_run_across_processes_needs_jax_and_one_step_at_a_time(tmp_path, tiny_params, capsys):
+    from lib import run
+
+    coordinates = ["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "0"]
+    tensorflow = write_params(tmp_path / "tf.yaml", tiny_params | {"training": {"backend": "tensorflow"}})
+    assert run.main([str(tensorflow), *coordinates]) == 2
+    assert "training across 2 processes runs on JAX here; Keras runs 'tensorflow'" in capsys.readouterr().err
+    jax = write_params(tmp_path / "jax.yaml", tiny_params | {"training": {"backend": "jax"}})
+    assert run.main([str(jax), *coordinates, "--jobs", "2"]) == 2
+    assert "--jobs runs steps side by side on one machine" in capsys.readouterr().err
+    assert run.main([str(jax), "--coordinator", "localhost:1", "--num-processes", "2"]) == 2
+    assert "missing: --process-id / KERAS_DISTRIBUTION_PROCESS_ID" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists(), "nothing ran"
+
+
+@pytest.mark.slow
+def test_a_killed_second_process_stops_the_run_and_the_last_report_survives(tmp_path, tiny_params):
+    import psutil
+
+    values = tiny_params | {"evaluation": {"seeds": [42]}, "minority": {"methods": ["class_weight"]},
+                            "training": {"backend": "jax", "batch_size": 8, "precision": "float32"},
+                            "cnn": {"training": {"epochs": 1000, "patience": 1000}}}
+    params_file = write_params(tmp_path / "params.yaml", values)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "report.html").write_text("the last good report")
+    coordinates = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+    first = _study(params_file, {}, *coordinates, "--process-id", "0")
+    second = _study(params_file, {}, *coordinates, "--process-id", "1")
+    first_output = []  # read as it comes, so that process 0 never waits on a full pipe
+    reader = threading.Thread(target=lambda: first_output.extend(first.stdout), daemon=True)
+    reader.start()
+    threading.Thread(target=second.communicate, daemon=True).start()
+    # Once both kernels train together (process 0's executed copy, which papermill saves as it runs, shows the
+    # second epoch), process 1 and its kernel are killed
+    executed = reports / ".staging-tiny" / "rounds" / "seed-42" / "notebooks" / "02_cnn.ipynb"
+    deadline = time.monotonic() + 600
+    while not (executed.is_file() and "Epoch 2/" in executed.read_text()):
+        assert time.monotonic() < deadline and first.poll() is None, "".join(first_output)[-3000:]
+        time.sleep(1)
+    for process in [*psutil.Process(second.pid).children(recursive=True), psutil.Process(second.pid)]:
+        process.kill()  # its kernel included (Jupyter starts kernels in their own session)
+    second.wait()
+    first.wait(timeout=900)
+    reader.join(timeout=60)
+    output = "".join(first_output)
+    assert first.returncode == 1, output[-3000:]
+    # the collective whose peer is gone fails at once (gloo: "Connection closed by peer"), naming the step
+    assert "error: rounds/seed-42/02_cnn.ipynb failed in cell" in output, output[-3000:]
+    assert "Connection closed by peer" in output and "The previous report and artefacts are unchanged" in output
+    assert (reports / "report.html").read_text() == "the last good report"
+    assert not (reports / "tiny").exists(), "nothing published"

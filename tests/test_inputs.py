@@ -316,10 +316,11 @@ def test_the_augmented_pixels_are_the_same_with_any_number_of_opencv_threads():
     np.testing.assert_array_equal(warped[0], warped[1])
 
 
-@pytest.mark.parametrize("method", ["class_weight", "oversample"])
+@pytest.mark.parametrize("method", ["class_weight", "oversample", "mixup"])
 def test_each_process_serves_its_share_of_the_global_batch_with_the_same_order_and_draws(method):
     """Across processes (`lib.core.distribution`): process 0's and process 1's shares, side by side, are the batch
-    one process serves, augmented alike, epoch after epoch."""
+    one process serves, augmented alike, epoch after epoch; mixup's blends are the whole batch's (a row's partner
+    may be in the other share)."""
     data = _split_data(n=24, size=16)
     augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
     whole = _epochs(inputs.training_stream(data, 3, 8, METHODS[method], 1, augmenter), 3)

@@ -36,14 +36,16 @@ def step_keys(tmp_path):
     sharing one dataset folder and one reports folder."""
     folder = make_class_folders(tmp_path / "images", {"alpha": 12, "beta": 10, "gamma": 8})
 
-    def keys_for(backend: str = "tensorflow", **changes) -> dict[str, str]:
-        """``backend``: what `lib.core.backends.resolve_backend` made of ``training.backend``."""
+    def keys_for(backend: str = "tensorflow", processes: int = 1, **changes) -> dict[str, str]:
+        """``backend``: what `lib.core.backends.resolve_backend` made of ``training.backend``; ``processes``: how
+        many train together (`lib.core.distribution`)."""
         values = {**BASE, **changes, "reports_dir": str(tmp_path / "reports")}
         values["data"] = {**BASE["data"], "directory": str(folder), **changes.get("data", {})}
         params = load_params(write_params(tmp_path / "params.yaml", values))
         write_round_splits(params)
         paths, listing = run_paths(params), keys.data_source_listing(params)
-        return {p.label: keys.step_key(p, params, paths, listing, backend) for p in steps.planned_steps(params)}
+        return {p.label: keys.step_key(p, params, paths, listing, backend, processes)
+                for p in steps.planned_steps(params)}
 
     keys_for.folder = folder
     return keys_for
@@ -93,6 +95,13 @@ def test_another_backend_reruns_every_step_and_auto_is_the_backend_it_resolves_t
     assert changed(before, step_keys(backend="jax")) == set(before)
     assert changed(before, step_keys(training={"backend": "tensorflow"})) == set()
     assert changed(step_keys(backend="jax"), step_keys(backend="jax", training={"backend": "jax"})) == set()
+
+
+def test_training_across_processes_reruns_the_model_steps_only(step_keys):
+    before = step_keys(backend="jax")
+    across = step_keys(backend="jax", processes=2)
+    assert changed(before, across) == {label for label in before if label.startswith("rounds/")}
+    assert changed(across, step_keys(backend="jax", processes=3)) == changed(before, across)
 
 
 def test_a_changed_image_reruns_the_audit_and_every_training(step_keys):

@@ -11,6 +11,8 @@ Keras' PyTorch backend has no such API: it trains on one device.
 
 Both engines need every training batch to split evenly over the devices; `batch_rows` (used by
 `lib.data.inputs.Batches`) shapes the batches for that while a `data_parallel` block is open.
+Across processes (`lib.core.distribution`), a model's variables span every process's devices:
+`on_this_process` gives each process its own copy to predict with.
 """
 
 from __future__ import annotations
@@ -199,3 +201,31 @@ def batch_rows(count: int, batch_size: int, training: bool, replicas: int | None
     if replicas > 1 and not training and count % batch_size:
         starts = [0, *range(count % batch_size, count, batch_size)]
     return [slice(start, end) for start, end in zip(starts, [*starts[1:], count])]
+
+
+def across_processes() -> bool:
+    """Whether this process trains together with others (`lib.core.distribution`; JAX only)."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
+@contextlib.contextmanager
+def on_this_process(model: keras.Model) -> Iterator[keras.Model]:
+    """``model`` where this process alone can compute with it: itself, except across processes, where its
+    variables span every process's devices and Keras' ``predict`` cannot gather outputs that live on another
+    host's devices. There the block runs outside the distribution, on a copy with the same weights on this
+    process's devices (every process holds the same replicated weights, so every copy is the same)."""
+    if not across_processes():
+        yield model
+        return
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        local = keras.models.clone_model(model)
+        local.set_weights(model.get_weights())
+        yield local
+    finally:
+        keras.distribution.set_distribution(distribution)

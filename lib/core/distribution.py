@@ -104,6 +104,18 @@ def check_reachable(where: Coordinates, timeout: float = 300.0) -> None:
             time.sleep(0.5)
 
 
+_joined: Coordinates | None = None  # the run this process joined (`initialize`)
+
+
+def check_backend(backend: str, where: Coordinates) -> None:
+    """Stop, with what to do, when Keras' ``backend`` cannot train across the processes of ``where``."""
+    if backend != "jax":
+        raise DistributionError(
+            f"training across {where.processes} processes runs on JAX here; Keras runs {backend!r} (set "
+            "training.backend: jax). TensorFlow's MultiWorkerMirroredStrategy (TF_CONFIG) and PyTorch are not wired "
+            "into the study")
+
+
 def initialize(where: Coordinates, timeout_seconds: int = 300, heartbeat_seconds: int = 100) -> None:
     """Join the multi-process run before anything computes: what ``keras.distribution.initialize`` does under JAX
     (``jax.distributed.initialize``), called here directly because Keras' call takes no timeouts; on CPUs, JAX's
@@ -111,11 +123,12 @@ def initialize(where: Coordinates, timeout_seconds: int = 300, heartbeat_seconds
     process silent for ``heartbeat_seconds`` later ends the others (JAX's coordination service)."""
     import keras
 
-    backend = keras.backend.backend()
-    if backend != "jax":
-        raise DistributionError(
-            f"training across processes runs on JAX here; Keras runs {backend!r} (set training.backend: jax). "
-            "TensorFlow's MultiWorkerMirroredStrategy (TF_CONFIG) and PyTorch are not wired into the study")
+    global _joined
+    if _joined is not None:  # a notebook's second `lib.training.experiment.prepare`: this process has joined
+        if _joined != where:
+            raise DistributionError(f"this process joined {_joined}, not {where}")
+        return
+    check_backend(keras.backend.backend(), where)
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPUs: the collectives between processes
@@ -129,6 +142,17 @@ def initialize(where: Coordinates, timeout_seconds: int = 300, heartbeat_seconds
             f"process {where.index} of {where.processes} could not join the run coordinated by {where.coordinator} "
             f"within {timeout_seconds} s: {str(error).splitlines()[0]} (did every process start, with the same "
             f"coordinates?)") from None
+    _joined = where
+
+
+def join_from_environment(timeout_seconds: int = 300) -> Coordinates | None:
+    """In a notebook kernel of a run across processes (the runner sets ``KERAS_DISTRIBUTION_*``): join the run
+    (once per process) and return its coordinates; None where one process computes alone."""
+    where = coordinates()
+    if where is None or where.processes == 1:
+        return None
+    initialize(where, timeout_seconds)
+    return where
 
 
 def process_share(batch: slice, index: int, processes: int) -> slice:

@@ -148,7 +148,10 @@ class Batches(keras.utils.PyDataset):
     def _batch(self, epoch: _Epoch, index: int):
         """Batch ``index`` of ``epoch``: reads nothing that changes between epochs (any thread may run it)."""
         whole = self._batches()[index]
-        batch = process_share(whole, *self.shard) if self.seed is not None else whole
+        mixes = self.seed is not None and bool(self.method.mix_alpha)
+        # This process's share of a training batch; a batch that mixup blends is made whole first (a row's partner
+        # may be in another process's share), and shared out once blended
+        batch = process_share(whole, *self.shard) if self.seed is not None and not mixes else whole
         rows = epoch.rows[batch]
         inputs = self.inputs[epoch.views[batch], rows].astype("float32", copy=False)
         if self.augment is not None:
@@ -158,8 +161,10 @@ class Batches(keras.utils.PyDataset):
         if self.seed is None:
             return inputs, self.targets[rows]
         # A training batch as the method trains on it (mixup blends it), its draws a function of epoch and batch
-        return self.method.mix_batch(inputs, self.targets[rows], np.random.default_rng([self.seed, epoch.number, index,
-                                                                                         MIX_DRAWS]))
+        inputs, targets = self.method.mix_batch(inputs, self.targets[rows],
+                                                np.random.default_rng([self.seed, epoch.number, index, MIX_DRAWS]))
+        share = process_share(slice(0, len(inputs)), *self.shard) if mixes else slice(None)
+        return inputs[share], targets[share]
 
     def __getitem__(self, index: int):
         if not self.threads:

@@ -71,7 +71,8 @@ class ChildrenMemoryPeak:
 
 
 def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None,
-                 backend: str | None = None, overrides: dict | None = None) -> Path:
+                 backend: str | None = None, overrides: dict | None = None,
+                 environment: dict[str, str] | None = None) -> Path:
     """Execute one notebook with papermill into the run (or round) folder's notebooks/; return the executed copy.
 
     A per-round step also gets its input ``key``, under which it keeps each finished training.
@@ -79,7 +80,8 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
     lays over the params file as the runner did. Its kernel is this Python's own ("python3": the
     project's environment, whatever kernels a user registered) and runs Keras on ``backend`` (None:
     resolved from the params), deterministically when ``training.deterministic``
-    (`lib.core.backends.kernel_environment`).
+    (`lib.core.backends.kernel_environment`). ``environment``: more variables for the kernel (in a run across
+    processes, its coordinates: `lib.core.distribution.Coordinates.environment`).
     """
     import papermill
     from nbclient.exceptions import DeadKernelError
@@ -87,7 +89,7 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
 
     params = load_params(params_file, overrides)
     backend = backend or resolve_backend(params.training.backend)
-    kernel_variables = kernel_environment(backend, params.training.deterministic)
+    kernel_variables = kernel_environment(backend, params.training.deterministic) | dict(environment or {})
     step = planned.step
     executed = planned.executed_copy(run)
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +109,12 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
                 # machine (a nice'd benchmark beside other work) that wait is longer, and the results are fine.
                 iopub_timeout=IOPUB_TIMEOUT_SECONDS,
             )
-    except DeadKernelError as error:  # killed from outside, or out of memory
-        raise StepFailed(f"{planned.label}: its kernel died ({error}). Out of memory? The step's peak is in "
-                         f"steps.json of the last good run. The executed copy so far is {executed}") from None
+    except DeadKernelError as error:  # killed from outside, out of memory, or ended by JAX's coordination service
+        why = ("Another process of the run may have stopped: across processes, JAX ends every kernel of the run "
+               "when one of them dies" if "KERAS_DISTRIBUTION_PROCESS_ID" in (environment or {}) else
+               "Out of memory? The step's peak is in steps.json of the last good run")
+        raise StepFailed(f"{planned.label}: its kernel died ({error}). {why}. The executed copy so far is "
+                         f"{executed}") from None
     except PapermillExecutionError as error:
         raise StepFailed(
             f"{planned.label} failed in cell {error.cell_index} (execution count {error.exec_count}): "

@@ -154,14 +154,17 @@ def with_backend(params, backend: str):
     return params.model_copy(update={"training": params.training.model_copy(update={"backend": backend})})
 
 
-def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str, backend: str | None = None) -> str:
+def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str, backend: str | None = None,
+             processes: int = 1) -> str:
     """Everything a step's results depend on, hashed: same key, same results, so the step can be reused.
 
     Its notebook and the ``lib`` code it imports, the package versions, the Keras backend
     (``backend``: the name `lib.core.backends.resolve_backend` gave, None resolves it) and its
     version, the params it uses, the round it runs for (and which round is first), the
     artefacts it reads, and for the audit the raw data's listing. Every step runs Keras (the
-    audit its near-duplicate features, the comparison Grad-CAM), so the backend is in every key.
+    audit its near-duplicate features, the comparison Grad-CAM), so the backend is in every key. A model step
+    trained across ``processes`` (`lib.core.distribution`) adds their number: the gradients are summed over
+    other devices, so the last bits of the numbers differ from one process's.
     """
     step = planned.step
     backend = backend or resolve_backend(params.training.backend)
@@ -172,6 +175,8 @@ def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str, bac
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
     digest.update(json.dumps(backend_identity(backend), sort_keys=True).encode())
     digest.update(json.dumps(used_params(with_backend(params, backend), step.uses), sort_keys=True).encode())
+    if step.per_round and processes > 1:
+        digest.update(f"trained across {processes} processes".encode())
     if step.reads_raw_data:
         digest.update(data_listing.encode())
     _digest_paths(planned.reads(run), digest, relative_to=run.root)

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from lib.core.config import MobileNetV2Params
+from lib.core.devices import on_this_process
 from lib.data.augmentation import Augmentation
 from lib.data.inputs import Batches, image_batches
 from lib.data.pixels import SplitData
@@ -51,6 +52,7 @@ class RoundInputs:
     threads: int  # worker threads that prepare batches
     pixel_stream: Callable[[object], Batches]  # the augmented training batches in a minority method's order
     val_stream: Batches
+    shard: tuple[int, int] = (0, 1)  # (this process, processes): the share of each training batch it feeds
 
 
 def _flat(tensors) -> list:
@@ -207,7 +209,7 @@ class ActivationCache:
         return PhaseInputs(
             model,
             Batches(self.train[key], self.train["labels"], data.n_classes, data.batch_size, method, data.seed,
-                    threads=data.threads),
+                    threads=data.threads, shard=data.shard),
             Batches(self.val[key], self.val["labels"], data.n_classes, data.batch_size, threads=data.threads),
         )
 
@@ -251,9 +253,13 @@ class ActivationCache:
 def phase_inputs(data: RoundInputs, mobilenet: MobileNetV2Params, model: keras.Model,
                  base: keras.Model) -> ActivationCache | PixelInputs:
     """The inputs of both phases as the params ask: cached activations (default) or pixels."""
-    if mobilenet.activation_cache:
-        return ActivationCache(data, mobilenet, model, base)
-    return PixelInputs(data, model)
+    if not mobilenet.activation_cache:
+        return PixelInputs(data, model)
+    # Across processes the frozen layers run on this process's copy (its outputs stay here), then the cache is
+    # bound to the model that trains over every process's devices
+    with on_this_process(model) as local:
+        cache = ActivationCache(data, mobilenet, local, local.get_layer(base.name))
+    return cache if local is model else cache.bind(model, base)
 
 
 class ReusedInputs:

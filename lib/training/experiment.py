@@ -22,7 +22,8 @@ import pandas as pd
 from lib.core import minority
 from lib.core.backends import check_active_backend
 from lib.core.config import Params, load_params
-from lib.core.devices import Devices, data_parallel, visible_devices
+from lib.core.devices import Devices, data_parallel, on_this_process, visible_devices
+from lib.core.distribution import join_from_environment
 from lib.core.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.core.provenance import set_seed
 from lib.data.augmentation import build_augmentation
@@ -53,6 +54,7 @@ class Experiment:
     val_ds: object
     step_key: str | None = None  # set by ./run_all.sh: finished trainings with this key are reused
     devices: Devices = field(default_factory=visible_devices)  # what Keras' backend trains on
+    shard: tuple[int, int] = (0, 1)  # (this process, processes): across processes, each feeds its share of a batch
 
     @property
     def round_paths(self) -> RoundPaths:
@@ -95,13 +97,13 @@ class Experiment:
     def training_stream(self, method: minority.MinorityMethod):
         """The augmented training batches, each epoch ordered as ``method`` asks (oversampled or shuffled)."""
         return training_stream(self.data.train, self.n_classes, self.params.training.batch_size, method,
-                               self.round.seed, self.augmenter(), self.data_workers)
+                               self.round.seed, self.augmenter(), self.data_workers, self.shard)
 
     def round_inputs(self) -> RoundInputs:
         """This round's data as MobileNetV2's phases train on it (`lib.training.activation_cache`)."""
         return RoundInputs(self.data.train, self.data.val, self.n_classes, self.params.data.image_size,
                            self.params.training.batch_size, self.round.seed, self.augmenter(), self.data_workers,
-                           self.training_stream, self.val_ds)
+                           self.training_stream, self.val_ds, self.shard)
 
     def class_weight(self, method: minority.MinorityMethod) -> dict[int, float] | None:
         """Keras' ``class_weight`` under ``method``: 'balanced' weights if it weights the loss, else None."""
@@ -140,7 +142,9 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
     check_active_backend(params.training.backend, f"{params_file}: training.backend")
     rounds = evaluation_rounds(params.evaluation)
     round_ = rounds.named(round_name)
-    devices = visible_devices()
+    # A kernel of a run across processes joins the others before anything computes (`lib.run.run_study`)
+    where = join_from_environment() if writes else None
+    devices = visible_devices()  # across processes: every process's devices
     set_seed(round_.seed, deterministic=params.training.deterministic)
     set_precision(params.training.precision, devices)
     paths = run_paths(params, run_dir)
@@ -157,6 +161,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
                                  data_workers(params.training.data_workers, devices.platform != "cpu")),
         step_key=step_key,
         devices=devices,
+        shard=(0, 1) if where is None else (where.index, where.processes),
     )
     if writes:
         experiment.model_paths.root.mkdir(parents=True, exist_ok=True)
@@ -183,9 +188,13 @@ class TrainedModel:
 
 def validate(experiment: Experiment, method: str, model: keras.Model, history: pd.DataFrame,
              parameters: dict[str, int]) -> TrainedModel:
-    """Predict the validation split and fit the method's post-processing there (logit adjustment's tau)."""
+    """Predict the validation split and fit the method's post-processing there (logit adjustment's tau).
+
+    Trained across processes, the model kept (predicted with, saved, evaluated) is this process's copy of it
+    (`lib.core.devices.on_this_process`)."""
     data = experiment.data
-    probabilities, _ = evaluate.predict(model, data.val.images, experiment.params.training.batch_size)
+    with on_this_process(model) as model:
+        probabilities, _ = evaluate.predict(model, data.val.images, experiment.params.training.batch_size)
     post = minority.fit_postprocessing(method, probabilities, data.val.labels, data.train.labels,
                                        experiment.n_classes, experiment.params.minority)
     return TrainedModel(method, model, history, parameters, post, probabilities)
