@@ -67,7 +67,7 @@ def test_run_all_set_reaches_every_notebook_and_is_recorded(tiny_params_file, mo
 
     received = []
 
-    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None, environment=None):
         received.append(overrides)
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")

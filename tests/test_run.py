@@ -404,7 +404,7 @@ def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny
 
     executed = []
 
-    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None, environment=None):
         executed.append(planned.label)
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")
@@ -475,7 +475,7 @@ def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlie
 
     from lib.report import render as report
 
-    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None, environment=None):
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")
 

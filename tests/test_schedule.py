@@ -83,7 +83,7 @@ def test_two_jobs_run_ready_steps_side_by_side_each_on_its_own_cores(tiny_params
     two model steps each wait, bounded, until the other has started, which they can only do side by side."""
     meeting = {_model("seed-42", "cnn"): "cnn", _model("seed-42", "mobilenetv2"): "mobilenetv2"}
 
-    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None, environment=None):
         import os
 
         if planned.label in meeting:
@@ -121,7 +121,7 @@ def test_a_step_failing_beside_another_ends_the_run_after_it_and_the_next_run_re
 
     failing, beside = _model("seed-42", "mobilenetv2"), _model("seed-42", "cnn")
 
-    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None):
+    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None, environment=None):
         if planned.label in (failing, beside):
             _meet(tmp_path / planned.step.model, tmp_path / ({"cnn": "mobilenetv2", "mobilenetv2": "cnn"}[planned.step.model]))
         if planned.label == failing:
