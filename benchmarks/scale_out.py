@@ -54,6 +54,7 @@ def run_setting(values: dict, backend: str, jobs: int, processes: int, root: Pat
     """One run on a fresh reports folder; its wall time and what its steps.json says."""
     values = values | {"reports_dir": str(root / "reports"),
                        "training": values.get("training", {}) | {"backend": backend}}
+    root.mkdir(parents=True)
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(values))
     environment = {name: value for name, value in os.environ.items() if not name.startswith(("XLA_", "KERAS_"))}

@@ -213,20 +213,28 @@ def test_worker_threads_serve_the_same_batches_as_the_training_loop_alone(method
     assert not np.array_equal(alone[0][0], alone[1][0]), "each epoch draws afresh"
 
 
-def test_fitting_with_worker_threads_gives_the_same_model_as_without():
+def _fitted(stream, validation=None, served=inputs.keras_input, **fit_arguments):
+    """A small model fitted on ``stream`` (and ``validation``) for 3 epochs from seed 0, as
+    `lib.training.train.fit_phase` fits (through ``served``, batches in the stream's own order): its predictions
+    of the training images and its history."""
     import keras
 
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(stream.inputs.shape[2:]), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(served(stream), validation_data=None if validation is None else served(validation),
+                        epochs=3, verbose=0, shuffle=False, **fit_arguments)
+    images = np.asarray(stream.inputs[0, np.arange(stream.inputs.shape[1])], dtype=np.float32)
+    return model.predict(images, verbose=0), history.history
+
+
+def test_fitting_with_worker_threads_gives_the_same_model_as_without():
     data = _split_data(n=40, size=8)
     augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
 
     def fitted_predictions(threads):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-                                  keras.layers.Dense(3, activation="softmax")])
-        model.compile(optimizer="adam", loss="categorical_crossentropy")
-        stream = inputs.training_stream(data, 3, 4, METHODS["oversample"], 1, augmenter, threads=threads)
-        model.fit(stream, epochs=3, verbose=0)
-        return model.predict(data.images.astype(np.float32), verbose=0)
+        return _fitted(inputs.training_stream(data, 3, 4, METHODS["oversample"], 1, augmenter, threads=threads))[0]
 
     alone = fitted_predictions(0)
     np.testing.assert_array_equal(fitted_predictions(4), alone)
@@ -260,21 +268,12 @@ def test_keras_input_serves_the_same_epochs_as_the_stream_itself():
 
 def test_fitting_through_keras_input_gives_the_model_keras_own_pydataset_path_gives():
     """As `lib.training.train.fit_phase` fits: the batches in the stream's own order (``shuffle=False``)."""
-    import keras
-
     data = _split_data(n=40, size=8)
     augmenter = augmentation.build_augmentation(AugmentationParams(), seed=0)
 
     def fitted(served):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-                                  keras.layers.Dense(3, activation="softmax")])
-        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-        stream = inputs.training_stream(data, 3, 4, METHODS["class_weight"], 1, augmenter, threads=1)
-        validation = inputs.evaluation_stream(data, 3, 4)
-        history = model.fit(served(stream), validation_data=served(validation), epochs=3, verbose=0, shuffle=False,
-                            class_weight={0: 1.0, 1: 2.0, 2: 0.5})
-        return model.predict(data.images.astype(np.float32), verbose=0), history.history
+        return _fitted(inputs.training_stream(data, 3, 4, METHODS["class_weight"], 1, augmenter, threads=1),
+                       inputs.evaluation_stream(data, 3, 4), served, class_weight={0: 1.0, 1: 2.0, 2: 0.5})
 
     predictions, history = fitted(inputs.keras_input)
     expected_predictions, expected_history = fitted(lambda stream: stream)

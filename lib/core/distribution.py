@@ -141,7 +141,8 @@ def initialize(where: Coordinates, timeout_seconds: int = 300, heartbeat_seconds
         raise DistributionError(
             f"process {where.index} of {where.processes} could not join the run coordinated by {where.coordinator} "
             f"within {timeout_seconds} s: {str(error).splitlines()[0]} (did every process start, with the same "
-            f"coordinates?)") from None
+            "coordinates? In a study, every process must run this step: one that reused it from its own earlier run "
+            "never comes; --force on every process reruns them all)") from None
     _joined = where
 
 
