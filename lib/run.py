@@ -164,8 +164,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
     def execute(planned: PlannedStep, key: str) -> None:
         # a model step's kernel joins the other processes' with the run's coordinates
         joins = across and planned.step.per_round
-        execute_step(planned, params_path, staging, key, backend, overrides,
-                     environment=where.environment() if joins else None)
+        execute_step(planned, params_path, staging, key, backend, overrides, where.environment() if joins else None)
 
     run_steps(plan, staging, jobs, begin, execute, finish)
     record = {planned.label: record[planned.label] for planned in plan}  # in the plan's order, however they ran

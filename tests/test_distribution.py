@@ -332,8 +332,10 @@ def test_a_killed_second_process_stops_the_run_and_the_last_report_survives(tmp_
     reader.join(timeout=60)
     output = "".join(first_output)
     assert first.returncode == 1, output[-3000:]
-    # the collective whose peer is gone fails at once (gloo: "Connection closed by peer"), naming the step
-    assert "error: rounds/seed-42/02_cnn.ipynb failed in cell" in output, output[-3000:]
-    assert "Connection closed by peer" in output and "The previous report and artefacts are unchanged" in output
+    # the collective whose peer is gone fails (gloo: "Connection closed by peer", or another of its words), or JAX
+    # ends the kernel; either way the step is named, with what it means
+    assert "error: rounds/seed-42/02_cnn.ipynb" in output, output[-3000:]
+    assert "another process of the run may have stopped" in output, output[-3000:]
+    assert "The previous report and artefacts are unchanged" in output
     assert (reports / "report.html").read_text() == "the last good report"
     assert not (reports / "tiny").exists(), "nothing published"

@@ -13,6 +13,9 @@ from lib.core.paths import NOTEBOOKS_DIR, RunPaths
 from lib.pipeline.steps import PlannedStep
 
 IOPUB_TIMEOUT_SECONDS = 120
+# What a failure in a kernel that trains with other processes most likely means, whatever JAX or gloo called it
+ACROSS_PROCESSES_HINT = ("This step trains across processes: another process of the run may have stopped (JAX ends "
+                         "the run's other kernels, and their collectives fail, when one of them dies)")
 
 
 class StepFailed(RuntimeError):
@@ -90,6 +93,7 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
     params = load_params(params_file, overrides)
     backend = backend or resolve_backend(params.training.backend)
     kernel_variables = kernel_environment(backend, params.training.deterministic) | dict(environment or {})
+    across = "KERAS_DISTRIBUTION_PROCESS_ID" in kernel_variables  # this kernel trains with other processes
     step = planned.step
     executed = planned.executed_copy(run)
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -110,15 +114,14 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
                 iopub_timeout=IOPUB_TIMEOUT_SECONDS,
             )
     except DeadKernelError as error:  # killed from outside, out of memory, or ended by JAX's coordination service
-        why = ("Another process of the run may have stopped: across processes, JAX ends every kernel of the run "
-               "when one of them dies" if "KERAS_DISTRIBUTION_PROCESS_ID" in (environment or {}) else
-               "Out of memory? The step's peak is in steps.json of the last good run")
+        why = (ACROSS_PROCESSES_HINT if across
+               else "Out of memory? The step's peak is in steps.json of the last good run")
         raise StepFailed(f"{planned.label}: its kernel died ({error}). {why}. The executed copy so far is "
                          f"{executed}") from None
     except PapermillExecutionError as error:
         raise StepFailed(
             f"{planned.label} failed in cell {error.cell_index} (execution count {error.exec_count}): "
-            f"{error.ename}: {error.evalue}\n"
+            f"{error.ename}: {error.evalue}\n" + (f"{ACROSS_PROCESSES_HINT}.\n" if across else "") +
             f"The executed copy, with the full traceback, is {executed}"
         ) from None
     return executed
