@@ -1,64 +1,49 @@
 """Run the whole study: ``python -m lib.run [PARAMS_FILE]`` (what ``./run_all.sh`` calls).
 
 1. The params file is validated before anything runs.
-2. The notebooks run in order with papermill (the model notebooks once per evaluation
-   round), each with the params file and a staging folder (``reports/.staging-<run_name>``,
-   a copy of the previous run) as parameters;
-   their executed copies and artefacts go there. A step whose inputs (its notebook, the
-   ``lib`` modules it imports, package versions, the params it uses, the raw data's listing and the
-   artefacts it reads) are unchanged since the previous run is reused instead
-   (``--force`` redoes everything); ``steps.json`` records which.
-3. The executed report notebook is rendered to HTML and PDF.
-4. Only then is the staging folder moved into place as ``reports/<run_name>``, and its
+2. The run's lock is taken (`lib.pipeline.store`): one process writes a run at a time; a second one stops at once
+   naming the first, or waits behind it (``--wait``).
+3. The notebooks run in order with papermill (the model notebooks once per evaluation round), each with the params
+   file and a staging folder (``reports/.staging-<run_name>``, a copy of the published run) as parameters; their
+   executed copies and artefacts go there. A step whose inputs (its notebook's code, the ``lib`` modules it imports,
+   package versions, backend, hardware and precision, the params it uses, the raw data's listing and the artefacts
+   it reads: `lib.pipeline.keys`) are unchanged since the previous run is reused instead (``--force`` redoes
+   everything); ``steps.json`` records which.
+4. The executed report notebook is rendered to HTML and PDF.
+5. Only then is the run published: one atomic switch of ``reports/<run_name>`` to the finished folder, and its
    report copied to ``reports/report.html`` and ``reports/report.pdf``.
 
-A failure or an interruption at any step leaves the previous report and artefacts as they
-were, exits non-zero, and names the notebook and the cell that failed. The next run resumes:
-the steps the unfinished run completed (kept in its staging folder) are reused when their
-inputs are unchanged.
+A failure or an interruption at any step leaves the previous report and artefacts as they were, exits non-zero,
+and names the notebook and the cell that failed. The next run resumes: the steps the unfinished run completed
+(kept in its staging folder) are reused when their inputs are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
+import functools
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from lib.core import store
 from lib.core.backends import resolve_backend
 from lib.core.config import ParamsError, load_params
 from lib.core.distribution import Coordinates, DistributionError, check_backend, coordinates
 from lib.core.overrides import dotted_overrides, override_words
-from lib.core.paths import RunPaths, copy_run, run_paths
+from lib.core.paths import RunPaths, run_paths
 from lib.data.assets import seed_keras_cache
-from lib.pipeline.execute import StepFailed, execute_step
-from lib.pipeline.keys import data_source_listing, step_key
+from lib.pipeline import store as run_store
+from lib.pipeline.execute import StepFailed
+from lib.pipeline.job import step_request
+from lib.pipeline.keys import RunInputs, run_inputs, step_key
 from lib.pipeline.schedule import run_steps
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
+from lib.pipeline.interactive import remove_scratch_runs
 from lib.report import render as rendering
-
-
-def publish(staging: RunPaths, final: RunPaths, reports_dir: Path | None) -> None:
-    """Swap the finished staging folder in for the previous run, then publish its report (``reports_dir`` None:
-    a run folder that is not published, as a second process's)."""
-    previous = final.root.with_name(f".previous-{final.root.name}")
-    shutil.rmtree(previous, ignore_errors=True)
-    if final.root.exists():
-        final.root.rename(previous)
-    staging.root.rename(final.root)
-    shutil.rmtree(previous, ignore_errors=True)
-    if reports_dir is None:
-        return
-    for source, name in ((final.report_html, "report.html"), (final.report_pdf, "report.pdf")):
-        if not source.is_file():  # no PDF where WeasyPrint cannot print (`lib.report.sections.render`): none of another run
-            (reports_dir / name).unlink(missing_ok=True)
-            continue
-        partial = reports_dir / f".{name}.partial"
-        shutil.copyfile(source, partial)
-        os.replace(partial, reports_dir / name)  # atomic: a reader never sees half a report
 
 
 def remove_unplanned_rounds(run: RunPaths, plan: list[PlannedStep]) -> list[str]:
@@ -81,15 +66,104 @@ def process_run(params, index: int) -> RunPaths:
     return run_paths(params, params.reports_dir / ".processes" / f"{params.run_name}-{index}")
 
 
+class StepBook:
+    """What the staging folder records of its steps while the run goes on: ``progress.json`` (the steps finished,
+    with their keys, and those running, with none, so that a resumed run reruns them) and ``steps.json``. Each is
+    written whole (`lib.core.store.write_json`) after every change."""
+
+    def __init__(self, staging: RunPaths, previous: dict, plan: list[PlannedStep], params, inputs: RunInputs,
+                 force: bool):
+        self.staging, self.previous, self.plan, self.params, self.inputs = staging, previous, plan, params, inputs
+        self.force = force
+        self.record: dict[str, dict] = {}
+        self.running: set[str] = set()
+
+    def save(self) -> None:
+        store.write_json(run_store.progress_of(self.staging.root),
+                         self.previous | self.record | {label: {"key": None} for label in self.running})
+        store.write_json(self.staging.steps, self.in_plan_order())  # the report quotes these
+
+    def in_plan_order(self) -> dict[str, dict]:
+        return {p.label: self.record[p.label] for p in self.plan if p.label in self.record}
+
+    def begin(self, planned: PlannedStep, number: int) -> tuple[str, dict | None]:
+        """The step's key, and its entry when it is reused (None: it runs, and is recorded as running)."""
+        key = step_key(planned, self.params, self.staging, self.inputs)
+        before = self.previous.get(planned.label, {})
+        unchanged = before.get("key") == key and planned.executed_copy(self.staging).is_file()
+        if unchanged and not (self.force or planned.step.always):
+            print(f"[{number}/{len(self.plan)}] {planned.title}: inputs unchanged, reused", flush=True)
+            return key, {"key": key, "seconds": before.get("seconds"), "reused": True,
+                         "peak_rss_gib": before.get("peak_rss_gib"),
+                         "epoch_seconds": planned.epoch_seconds(self.staging)}
+        print(f"[{number}/{len(self.plan)}] {planned.title}: {planned.label}", flush=True)
+        self.running.add(planned.label)
+        self.save()
+        return key, None
+
+    def finish(self, planned: PlannedStep, entry: dict) -> None:
+        self.running.discard(planned.label)
+        self.record[planned.label] = entry | {"epoch_seconds": planned.epoch_seconds(self.staging)}
+        self.save()
+
+
+def study_plan(params, staging: RunPaths, writes_the_run: bool) -> list[PlannedStep]:
+    """The steps this process runs: all of them, or (a second process of a run across processes) the audit and
+    the model steps, which their training needs; the comparison and the report train nothing."""
+    plan = planned_steps(params)
+    if not writes_the_run:
+        plan = [planned for planned in plan if planned.step is STEPS[0] or planned.step.per_round]
+    for name in remove_unplanned_rounds(staging, plan):
+        print(f"round {name} is not in this run's evaluation params: its folder is left out", flush=True)
+    return plan
+
+
+def render_report(params, staging: RunPaths, record: dict) -> None:
+    print("Rendering the report (HTML + PDF)", flush=True)
+    start = time.perf_counter()
+    pages = rendering.render(staging.notebooks_dir / STEPS[-1].notebook, staging.report_html, staging.report_pdf,
+                             title=f"Product image classification: {params.run_name}")
+    record[REPORT_STEP] = {"seconds": round(time.perf_counter() - start, 1), "reused": False}
+    store.write_json(staging.steps, record)
+    store.write_json(staging.report_info, {"pdf_pages": pages})
+
+
+def check_where(backend: str, where: Coordinates | None, jobs: int) -> bool:
+    """Whether this run spans several processes (checked: JAX, one job at a time)."""
+    across = where is not None and where.processes > 1
+    if across:
+        check_backend(backend, where)
+        if jobs != 1:
+            raise DistributionError("--jobs runs steps side by side on one machine; a run across processes runs "
+                                    "one step at a time, each over every process's devices (leave --jobs at 1)")
+        print(f"process {where.index} of {where.processes} (coordinator {where.coordinator})", flush=True)
+    return across
+
+
+def job_request(planned: PlannedStep, key: str, *, params_path: Path, staging: RunPaths, backend: str,
+                overrides: dict, where: Coordinates | None) -> dict:
+    """What the step's job runs (`lib.pipeline.job`); in a run across processes, a model step's kernel joins the
+    other processes' with the run's coordinates."""
+    joins = where is not None and where.processes > 1 and planned.step.per_round
+    return step_request(planned, params_path, staging, key, backend, overrides, where.environment() if joins else None)
+
+
 def run_study(params_file: str | Path, force: bool = False, render: bool = True,
               overrides: dict | list[str] | None = None, jobs: int = 1,
-              where: Coordinates | None = None) -> dict[str, dict]:
-    """Validate the params (with ``overrides``: `lib.core.config.load_params`), run (or reuse) every step in a
-    staging folder, render, publish.
+              where: Coordinates | None = None, wait: bool = False) -> dict[str, dict]:
+    """Validate the params (with ``overrides``: `lib.core.config.load_params`), then `run_validated`."""
+    return run_validated(load_params(params_file, overrides), params_file, overrides, force, render, jobs, where, wait)
 
-    Returns ``steps.json``'s content: for each step, its wall time, its input key and
-    whether it was reused from the previous run. ``jobs``: how many steps may run at once
-    (`lib.pipeline.schedule`).
+
+def run_validated(params, params_file: str | Path, overrides: dict | list[str] | None = None, force: bool = False,
+                  render: bool = True, jobs: int = 1, where: Coordinates | None = None,
+                  wait: bool = False) -> dict[str, dict]:
+    """Holding the run's lock, run (or reuse) every step of ``params`` (loaded from ``params_file`` with
+    ``overrides``) in a staging folder, render, publish.
+
+    Returns ``steps.json``'s content: for each step, its wall time, its input key and whether it was reused from
+    the previous run. ``jobs``: how many steps may run at once (`lib.pipeline.schedule`). ``wait``: when another
+    process is writing this run, wait for it (else `lib.core.store.LockHeld`).
 
     ``where``: this process's place in a run across processes (`lib.core.distribution`; None: one process).
     Every process runs this with the same params; each model step's kernel joins the others' and trains over
@@ -99,91 +173,36 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
     """
     # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    params = load_params(params_file, overrides)
     overrides = dotted_overrides(overrides)  # as each notebook's parameters cell takes them
     backend = resolve_backend(params.training.backend)  # once: every kernel runs Keras on it
     print(f"Keras backend: {backend} (training.backend: {params.training.backend})", flush=True)
-    across = where is not None and where.processes > 1
-    if across:
-        check_backend(backend, where)
-        if jobs != 1:
-            raise DistributionError("--jobs runs steps side by side on one machine; a run across processes runs "
-                                    "one step at a time, each over every process's devices (leave --jobs at 1)")
-        print(f"process {where.index} of {where.processes} (coordinator {where.coordinator})", flush=True)
+    across = check_where(backend, where, jobs)
     writes_the_run = not across or where.index == 0
-    params_path = Path(params_file).resolve()
-    final = run_paths(params) if writes_the_run else process_run(params, where.index)
-    staging = run_paths(params, final.root.with_name(f".staging-{final.root.name}"))
-    previous = json.loads(final.steps.read_text()) if final.steps.is_file() else {}
-    progress = staging.root / "progress.json"  # what an unfinished run had done; removed on success
-    if progress.is_file():
-        # An earlier run stopped part-way: the steps it finished are in staging, valid for
-        # their recorded keys; the one it was running is recorded with no key, so it reruns.
-        print(f"resuming the unfinished run in {staging.root}", flush=True)
-        previous |= json.loads(progress.read_text())
-    else:
-        shutil.rmtree(staging.root, ignore_errors=True)
-        if final.root.is_dir():
-            copy_run(final.root, staging.root)  # what unchanged steps reuse
-    staging.root.mkdir(parents=True, exist_ok=True)
-    staging.params_used.write_text(json.dumps(params.study_values(), indent=2) + "\n")
-    staging.overrides.write_text(json.dumps(override_words(overrides), indent=2) + "\n")
-    data_listing = data_source_listing(params)
-
-    plan = planned_steps(params)
-    if not writes_the_run:  # the comparison and the report train nothing: process 0 alone runs them
-        plan = [planned for planned in plan if planned.step is STEPS[0] or planned.step.per_round]
-    for name in remove_unplanned_rounds(staging, plan):
-        print(f"round {name} is not in this run's evaluation params: its folder is left out", flush=True)
-
-    record: dict[str, dict] = {}
-    running: set[str] = set()  # recorded with no key in the progress file, so that a resumed run reruns them
-
-    def save_progress() -> None:
-        progress.write_text(json.dumps(previous | record | {label: {"key": None} for label in running}, indent=2) + "\n")
-
-    def begin(planned: PlannedStep, number: int) -> tuple[str, dict | None]:
-        key = step_key(planned, params, staging, data_listing, backend, where.processes if across else 1)
-        before = previous.get(planned.label, {})
-        unchanged = before.get("key") == key and planned.executed_copy(staging).is_file()
-        if unchanged and not (force or planned.step.always):
-            print(f"[{number}/{len(plan)}] {planned.title}: inputs unchanged, reused", flush=True)
-            return key, {"key": key, "seconds": before.get("seconds"), "reused": True,
-                         "peak_rss_gib": before.get("peak_rss_gib"), "epoch_seconds": planned.epoch_seconds(staging)}
-        print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}", flush=True)
-        running.add(planned.label)
-        save_progress()
-        return key, None
-
-    def finish(planned: PlannedStep, entry: dict) -> None:
-        running.discard(planned.label)
-        record[planned.label] = entry | {"epoch_seconds": planned.epoch_seconds(staging)}
-        save_progress()
-        staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
-
-    def execute(planned: PlannedStep, key: str) -> None:
-        # a model step's kernel joins the other processes' with the run's coordinates
-        joins = across and planned.step.per_round
-        execute_step(planned, params_path, staging, key, backend, overrides, where.environment() if joins else None)
-
-    run_steps(plan, staging, jobs, begin, execute, finish)
-    record = {planned.label: record[planned.label] for planned in plan}  # in the plan's order, however they ran
-    staging.steps.write_text(json.dumps(record, indent=2) + "\n")
-
-    if render and writes_the_run:
-        print("Rendering the report (HTML + PDF)", flush=True)
-        start = time.perf_counter()
-        pages = rendering.render(staging.notebooks_dir / STEPS[-1].notebook, staging.report_html, staging.report_pdf,
-                              title=f"Product image classification: {params.run_name}")
-        record[REPORT_STEP] = {"seconds": round(time.perf_counter() - start, 1), "reused": False}
-        staging.steps.write_text(json.dumps(record, indent=2) + "\n")
-        staging.report_info.write_text(json.dumps({"pdf_pages": pages}) + "\n")
-    progress.unlink()
-    publish(staging, final, params.reports_dir if writes_the_run else None)
+    link = (run_paths(params) if writes_the_run else process_run(params, where.index)).root
+    link.parent.mkdir(parents=True, exist_ok=True)
+    with run_store.run_lock(link, wait, on_wait=lambda message: print(message, flush=True)):
+        run_store.recover(link)
+        staging, unfinished = run_store.stage(link)
+        previous = store.read_json(RunPaths(link).steps, "delete it: every step of the run is then computed again",
+                                   default={}) | unfinished
+        store.write_json(staging.params_used, params.study_values())
+        store.write_json(staging.overrides, override_words(overrides))
+        plan = study_plan(params, staging, writes_the_run)
+        book = StepBook(staging, previous, plan, params, run_inputs(params, backend, where.processes if across else 1),
+                        force)
+        request = functools.partial(job_request, params_path=Path(params_file).resolve(), staging=staging,
+                                    backend=backend, overrides=overrides, where=where)
+        run_steps(plan, staging, jobs, book.begin, request, book.finish)
+        record = book.in_plan_order()
+        store.write_json(staging.steps, record)
+        if render and writes_the_run:
+            render_report(params, staging, record)
+        run_store.publish(staging, link, params.reports_dir if writes_the_run else None)
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """``./run_all.sh``'s command line."""
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
     parser.add_argument("params_file", nargs="?", default="params/default.yaml", help="YAML params file")
     parser.add_argument("--force", action="store_true", help="redo every step, even those whose inputs did not change")
@@ -205,43 +224,77 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="run up to N steps whose inputs are ready at once, each on its own GPUs or share of the "
                         "CPU cores (default 1: one after another)")
+    parser.add_argument("--wait", action="store_true",
+                        help="when another process is writing this run, wait for it to finish (default: stop at once)")
+    parser.add_argument("--clean", action="store_true",
+                        help="remove every scratch run (reports/.scratch/: what notebooks computed by hand) and exit")
     across = parser.add_argument_group(
         "across processes and hosts (JAX): start the same command on every process; each may instead take its "
         "coordinates from KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID")
     across.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 serves the run's coordination")
     across.add_argument("--num-processes", type=int, metavar="N", help="how many processes train together")
     across.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 .. N-1 (0 publishes)")
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    try:
-        where = coordinates(args.coordinator, args.num_processes, args.process_id)
-        if args.assets:
-            for path in seed_keras_cache(args.assets).values():
-                print(f"offline copy in Keras' cache: {path}")
-        record = run_study(args.params_file, force=args.force, overrides=args.overrides, jobs=args.jobs, where=where)
-    except (ParamsError, FileNotFoundError, ValueError, DistributionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except StepFailed as error:
-        print(f"error: {error}\nThe previous report and artefacts are unchanged.", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as interruption:
-        where = f" {interruption}" if str(interruption) else ""
-        print(f"\ninterrupted{where}\nThe previous report and artefacts are unchanged.", file=sys.stderr)
-        return 130
+    return parser
+
+
+def print_summary(record: dict, params, started: float, publishes: bool) -> None:
+    """Each step's wall time and peak memory, then where the report is."""
     print("\nWall time and peak memory per step:")
     for step, entry in record.items():
         note = "  (reused: inputs unchanged)" if entry["reused"] else ""
         memory = f"{entry['peak_rss_gib']:6.2f} GiB" if entry.get("peak_rss_gib") is not None else " " * 10
         print(f"  {step:<40} {entry['seconds'] or 0:8.1f} s {memory}{note}")
     print(f"  {'total':<40} {time.perf_counter() - started:8.1f} s")
-    if where is not None and where.index > 0:
-        return 0  # process 0 publishes the report
-    params = load_params(args.params_file, args.overrides)
-    pages = json.loads(run_paths(params).report_info.read_text())["pdf_pages"]
-    pdf = f"and report.pdf ({pages} pages)" if pages else "(no PDF: WeasyPrint cannot print on this machine)"
-    print(f"\nReport: {params.reports_dir / 'report.html'} {pdf}")
+    if publishes:
+        info = store.read_json(run_paths(params).report_info, "the report's page count is unknown", default={})
+        pages = info.get("pdf_pages")
+        pdf = f"and report.pdf ({pages} pages)" if pages else "(no PDF: WeasyPrint cannot print on this machine)"
+        print(f"\nReport: {params.reports_dir / 'report.html'} {pdf}")
+
+
+UNCHANGED = "The previous report and artefacts are unchanged."
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        params = load_params(args.params_file, args.overrides)
+        if args.clean:
+            for line in remove_scratch_runs(params.reports_dir):
+                print(line)
+            return 0
+        where = coordinates(args.coordinator, args.num_processes, args.process_id)
+        if args.assets:
+            for path in seed_keras_cache(args.assets).values():
+                print(f"offline copy in Keras' cache: {path}")
+        record = run_validated(params, args.params_file, args.overrides, force=args.force, jobs=args.jobs,
+                               where=where, wait=args.wait)
+    except (ParamsError, FileNotFoundError, ValueError, DistributionError, store.LockHeld) as error:
+        hint = " (or run with --wait to start when it has finished)" if isinstance(error, store.LockHeld) else ""
+        print(f"error: {error}{hint}", file=sys.stderr)
+        return 2
+    except (StepFailed, store.StateFileError) as error:
+        print(f"error: {error}\n{UNCHANGED}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a read-only or full reports folder, a file that vanished: said in one line
+        print(f"error: {error.strerror or error} ({error.filename or 'a file of the run'}){hint_for(error)}\n"
+              f"{UNCHANGED}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as interruption:
+        where = f" {interruption}" if str(interruption) else ""
+        print(f"\ninterrupted{where}\n{UNCHANGED}", file=sys.stderr)
+        return 130
+    print_summary(record, params, started, publishes=where is None or where.index == 0)
     return 0
+
+
+def hint_for(error: OSError) -> str:
+    """What to do about a filesystem error, where it is clear."""
+    return {errno.ENOSPC: ": the disk is full; free some space and run again (finished steps are reused)",
+            errno.EACCES: ": this folder cannot be written; make it writable or set reports_dir elsewhere",
+            errno.EROFS: ": this filesystem is read-only; set reports_dir to a writable folder",
+            errno.EDQUOT: ": the disk quota is used up; free some space and run again"}.get(error.errno, "")
 
 
 if __name__ == "__main__":

@@ -110,13 +110,15 @@ def test_decoded_pixels_are_cached_by_file_list_and_size(tmp_path, image_folder,
     np.testing.assert_array_equal(pixels.cached_pixels(paths, (16, 16), cache), first)
     monkeypatch.undo()
 
-    # another size, or a changed file, is another key; the stale entry is replaced
+    # another size is another entry, kept beside the first (two steps may use both); a changed file is another
+    # key, whose entry replaces the stale one of that size
     assert pixels.cached_pixels(paths, (8, 8), cache).shape == (len(paths), 8, 8, 3)
-    assert [p.name.split("-")[1] for p in cache.glob("pixels-*.npy")] == ["8x8"]
+    assert sorted(p.name.split("-")[1] for p in cache.glob("pixels-*.npy")) == ["16x16", "8x8"]
     key = pixels.pixel_cache_key(paths, (8, 8))
     Image.new("RGB", (10, 10), (255, 255, 255)).save(paths[0])
     assert pixels.pixel_cache_key(paths, (8, 8)) != key
     assert pixels.cached_pixels(paths, (8, 8), cache)[0].min() == 255
+    assert sorted(p.name.split("-")[1] for p in cache.glob("pixels-*.npy")) == ["16x16", "8x8"]
     assert (image_folder / "alpha").is_dir()
 
 

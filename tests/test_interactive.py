@@ -9,6 +9,7 @@ import yaml
 from helpers import copy_of_the_study, load_script, tree_digest, write_params
 
 from lib import run
+from lib.pipeline import job
 from lib.core.config import ParamsError, load_params
 from lib.core.overrides import changed_fields, dotted_overrides, nested_overrides, override_words
 from lib.pipeline import interactive
@@ -72,7 +73,7 @@ def test_run_all_set_reaches_every_notebook_and_is_recorded(tiny_params_file, mo
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")
 
-    monkeypatch.setattr(run, "execute_step", stand_in)
+    monkeypatch.setattr(job, "execute_step", stand_in)
     monkeypatch.setattr(report_render, "render", lambda notebook, html, pdf, title: html.write_text("<html/>") or 1)
     assert run.main([str(tiny_params_file), "--set", "mobilenet_v2.dropout=0.4"]) == 0
     assert received and all(overrides == {"mobilenet_v2.dropout": 0.4} for overrides in received)

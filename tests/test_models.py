@@ -105,13 +105,25 @@ def test_models_load_in_safe_mode_even_where_unsafe_loading_was_switched_on(tmp_
         global_state.set_global_attribute("safe_mode_saving", before)
 
 
-def test_a_damaged_weights_file_says_so(tmp_path, monkeypatch):
+def test_a_damaged_or_truncated_weights_file_is_fetched_again(tmp_path, monkeypatch, capsys):
+    """A captive portal's page, or a download cut short, in Keras' cache: deleted and downloaded again (which
+    fails here, offline, saying where the file goes)."""
+    import h5py
+
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    damaged = tmp_path / "models" / MOBILENET_V2_WEIGHTS_NAME
-    damaged.parent.mkdir()
-    damaged.write_bytes(b"<html>captive portal</html>")
-    with pytest.raises(models.WeightsUnavailableError, match="is damaged \\(not an HDF5 file\\): delete it"):
-        models.mobilenet_v2_base((96, 96), "imagenet")
+    cached = tmp_path / "models" / MOBILENET_V2_WEIGHTS_NAME
+    cached.parent.mkdir()
+    whole = tmp_path / "whole.h5"
+    with h5py.File(whole, "w") as file:
+        file["kernel"] = np.arange(4096, dtype=np.float32)
+    assert models.readable_hdf5(whole)
+    for damaged in (b"<html>captive portal</html>", whole.read_bytes()[: whole.stat().st_size // 2]):
+        cached.write_bytes(damaged)
+        assert not models.readable_hdf5(cached)
+        with pytest.raises(models.WeightsUnavailableError, match="(?s)could not be downloaded.*Put the file"):
+            models.mobilenet_v2_base((96, 96), "imagenet")
+        assert not cached.exists(), "the damaged copy is gone"
+        assert "is not a complete HDF5 file" in capsys.readouterr().out
 
 
 def gpus(capability: float, count: int = 1) -> Devices:

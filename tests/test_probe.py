@@ -255,6 +255,7 @@ def test_a_fine_tuning_that_clears_its_probe_gets_no_warning(tmp_path):
     from lib import run
     from lib.core.config import load_params
     from lib.core.paths import run_paths
+    from lib.pipeline import job
     from lib.data.rounds import evaluation_rounds
 
     healthy = {"head": {"learning_rate": 1e-3, "epochs": 10, "patience": 3},
@@ -264,7 +265,7 @@ def test_a_fine_tuning_that_clears_its_probe_gets_no_warning(tmp_path):
     write_first_round_split(params)
     rounds = evaluation_rounds(params.evaluation)
     planned = run.PlannedStep(next(s for s in run.STEPS if s.model == "mobilenetv2"), rounds, rounds.first)
-    executed = run.execute_step(planned, tmp_path / "healthy.yaml", run_paths(params))
+    executed = job.execute_step(planned, tmp_path / "healthy.yaml", run_paths(params))
 
     check = json.loads(run_paths(params).round(rounds.first.name).model("mobilenetv2").probe_metrics.read_text())
     assert check["validation"]["fine_tuned"] >= check["validation"]["probe"]

@@ -20,6 +20,7 @@ from helpers import (
 )
 
 from lib import run
+from lib.pipeline import job
 from lib.core.config import load_params
 from lib.core.minority import Postprocessing
 from lib.core.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
@@ -182,7 +183,7 @@ def test_same_params_and_seed_give_identical_predictions(tiny_study, tmp_path):
         shutil.rmtree(again.round("seed-1").model(name).root)
     for planned in run.planned_steps(load_params(params_file)):
         if planned.round_name == "seed-1":
-            run.execute_step(planned, params_file, again)
+            job.execute_step(planned, params_file, again)
     for name in ("cnn", "mobilenetv2"):
         for table in ("predictions.csv", "methods.csv",
                       *(("probe_predictions.csv", "probe_validation.csv") if name == "mobilenetv2" else ())):
@@ -333,8 +334,8 @@ def test_a_mobilenet_v2_change_reruns_mobilenet_v2_the_comparison_and_the_report
                                                                                      monkeypatch):
     reports, values = copy_of_the_study(tiny_study, tmp_path)
     values["mobilenet_v2"]["dropout"] = 0.3
-    real_execute, executed = run.execute_step, []
-    monkeypatch.setattr(run, "execute_step", lambda planned, *args: executed.append(planned.label) or real_execute(planned, *args))
+    real_execute, executed = job.execute_step, []
+    monkeypatch.setattr(job, "execute_step", lambda planned, *args: executed.append(planned.label) or real_execute(planned, *args))
     record = run.run_study(write_params(tmp_path / "dropout.yaml", values))
     assert executed == ["rounds/seed-1/03_mobilenetv2.ipynb", "rounds/seed-2/03_mobilenetv2.ipynb",
                         "04_comparison.ipynb", "05_report.ipynb"]
@@ -363,7 +364,7 @@ def test_an_interrupted_run_changes_nothing_and_the_next_one_resumes_rerunning_o
     values["cnn"]["training"]["epochs"] = 2
     more_cnn_epochs = write_params(tmp_path / "more_cnn_epochs.yaml", values)
     before = _published(reports)
-    real_execute = run.execute_step
+    real_execute = job.execute_step
     executed = []
 
     def interrupted_in_the_second_round(planned, *args):
@@ -372,7 +373,7 @@ def test_an_interrupted_run_changes_nothing_and_the_next_one_resumes_rerunning_o
         executed.append(planned.label)
         return real_execute(planned, *args)
 
-    monkeypatch.setattr(run, "execute_step", interrupted_in_the_second_round)
+    monkeypatch.setattr(job, "execute_step", interrupted_in_the_second_round)
     assert run.main([str(more_cnn_epochs)]) == 130
     error = capsys.readouterr().err
     assert "interrupted in rounds/seed-2/02_cnn.ipynb" in error
@@ -382,7 +383,7 @@ def test_an_interrupted_run_changes_nothing_and_the_next_one_resumes_rerunning_o
 
     # the next run resumes: what the interrupted run finished is reused, the rest runs
     executed.clear()
-    monkeypatch.setattr(run, "execute_step", lambda planned, *args: executed.append(planned.label) or real_execute(planned, *args))
+    monkeypatch.setattr(job, "execute_step", lambda planned, *args: executed.append(planned.label) or real_execute(planned, *args))
     assert run.main([str(more_cnn_epochs)]) == 0
     assert "resuming the unfinished run" in capsys.readouterr().out
     assert executed == ["rounds/seed-2/02_cnn.ipynb", "04_comparison.ipynb", "05_report.ipynb"]
@@ -414,7 +415,7 @@ def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny
         pdf.write_bytes(b"%PDF-1.7")
         return 1
 
-    monkeypatch.setattr(run, "execute_step", stand_in)
+    monkeypatch.setattr(job, "execute_step", stand_in)
     monkeypatch.setattr(report_render, "render", render)
     labels = [planned.label for planned in run.planned_steps(load_params(tiny_params_file))]
     run.run_study(tiny_params_file)
@@ -460,7 +461,7 @@ def test_the_study_runs_on_jax_names_it_in_the_report_and_a_rerun_gives_identica
         shutil.rmtree(again.round("seed-1").model(name).root)
     for planned in run.planned_steps(load_params(params_file)):
         if planned.round_name == "seed-1":
-            run.execute_step(planned, params_file, again)
+            job.execute_step(planned, params_file, again)
     for name in ("cnn", "mobilenetv2"):
         for table in ("predictions.csv", "methods.csv"):
             pd.testing.assert_frame_equal(pd.read_csv(root / "rounds" / "seed-1" / name / table),
@@ -479,7 +480,7 @@ def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlie
         planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
         planned.executed_copy(run_paths).write_text("{}")
 
-    monkeypatch.setattr(run, "execute_step", stand_in)
+    monkeypatch.setattr(job, "execute_step", stand_in)
     monkeypatch.setattr(report, "render_html", lambda notebook, title: f"<html>{title}</html>")
     monkeypatch.setattr(report, "render_pdf", lambda html, pdf: pdf.write_bytes(b"%PDF-1.7") or 3)
     monkeypatch.setitem(sys.modules, "weasyprint", sys.modules.get("weasyprint") or object())

@@ -2,7 +2,7 @@
 and the runner with stand-ins for the notebooks (tests/test_run.py runs the real ones)."""
 
 import json
-import time
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +10,7 @@ import pytest
 from helpers import copy_of_the_study, write_params
 
 from lib import run
+from lib.pipeline import job
 from lib.core.config import load_params
 from lib.core.paths import RunPaths
 from lib.pipeline.schedule import Slot, job_slots, prerequisites
@@ -67,34 +68,22 @@ def _stand_in_rendering(monkeypatch) -> None:
     monkeypatch.setattr(report_render, "render", render)
 
 
-def _meet(marker: Path, other: Path, seconds: float = 120) -> None:
-    """Leave ``marker`` and wait for ``other``: only two steps running at the same time both get past this."""
-    marker.write_text("here")
-    deadline = time.monotonic() + seconds
-    while not other.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{other.name} never came: the steps did not run side by side")
-        time.sleep(0.05)
+def _stand_in_jobs(monkeypatch, tmp_path, scenario: str) -> None:
+    """Each job runs `stand_in_jobs` (tests/stand_in_jobs.py) in place of its notebook."""
+    from lib.pipeline import schedule
+
+    monkeypatch.setattr(schedule, "JOB_MODULE", "stand_in_jobs")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("STAND_IN_DIR", str(tmp_path))
+    monkeypatch.setenv("STAND_IN", scenario)
 
 
 @pytest.mark.slow
 def test_two_jobs_run_ready_steps_side_by_side_each_on_its_own_cores(tiny_params_file, tmp_path, monkeypatch):
-    """Stand-ins for the notebooks (forked with the runner, so the patch holds in each job): the first round's
-    two model steps each wait, bounded, until the other has started, which they can only do side by side."""
+    """Stand-ins for the notebooks (`stand_in_jobs`): the first round's two model steps each wait, bounded, until
+    the other has started, which they can only do side by side."""
     meeting = {_model("seed-42", "cnn"): "cnn", _model("seed-42", "mobilenetv2"): "mobilenetv2"}
-
-    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None, environment=None):
-        import os
-
-        if planned.label in meeting:
-            me = meeting[planned.label]
-            other = next(name for name in meeting.values() if name != me)
-            _meet(tmp_path / me, tmp_path / other)
-        (tmp_path / f"cores-{planned.label.replace('/', '-')}").write_text(json.dumps(sorted(os.sched_getaffinity(0))))
-        planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
-        planned.executed_copy(run_paths).write_text("{}")
-
-    monkeypatch.setattr(run, "execute_step", stand_in)
+    _stand_in_jobs(monkeypatch, tmp_path, "meet")
     _stand_in_rendering(monkeypatch)
     record = run.run_study(tiny_params_file, jobs=2)
     plan = run.planned_steps(load_params(tiny_params_file))
@@ -120,19 +109,7 @@ def test_a_step_failing_beside_another_ends_the_run_after_it_and_the_next_run_re
     from lib.pipeline.execute import StepFailed
 
     failing, beside = _model("seed-42", "mobilenetv2"), _model("seed-42", "cnn")
-
-    def stand_in(planned, params_file, run_paths, key=None, backend=None, overrides=None, environment=None):
-        if planned.label in (failing, beside):
-            _meet(tmp_path / planned.step.model, tmp_path / ({"cnn": "mobilenetv2", "mobilenetv2": "cnn"}[planned.step.model]))
-        if planned.label == failing:
-            (tmp_path / "failing").write_text("now")
-            raise StepFailed(f"{failing} failed in cell 3: ValueError: a stand-in's failure")
-        if planned.label == beside:
-            _meet(tmp_path / "beside", tmp_path / "failing")  # still running when its neighbour fails
-        planned.executed_copy(run_paths).parent.mkdir(parents=True, exist_ok=True)
-        planned.executed_copy(run_paths).write_text("{}")
-
-    monkeypatch.setattr(run, "execute_step", stand_in)
+    _stand_in_jobs(monkeypatch, tmp_path, "fail-beside")
     _stand_in_rendering(monkeypatch)
     with pytest.raises(StepFailed, match="a stand-in's failure"):
         run.run_study(tiny_params_file, jobs=2)

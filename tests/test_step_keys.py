@@ -7,8 +7,12 @@ outputs re-runs the comparison through those outputs (the end-to-end tests in te
 that); these tests show which steps a change reaches directly.
 """
 
+import dataclasses
+import json
+import os
 import shutil
 
+import nbformat
 import numpy as np
 import pytest
 from helpers import make_class_folders, write_params
@@ -36,16 +40,16 @@ def step_keys(tmp_path):
     sharing one dataset folder and one reports folder."""
     folder = make_class_folders(tmp_path / "images", {"alpha": 12, "beta": 10, "gamma": 8})
 
-    def keys_for(backend: str = "tensorflow", processes: int = 1, **changes) -> dict[str, str]:
+    def keys_for(backend: str = "tensorflow", processes: int = 1, inputs: dict | None = None,
+                 **changes) -> dict[str, str]:
         """``backend``: what `lib.core.backends.resolve_backend` made of ``training.backend``; ``processes``: how
-        many train together (`lib.core.distribution`)."""
+        many train together (`lib.core.distribution`); ``inputs``: `keys.RunInputs` fields laid over the real ones."""
         values = {**BASE, **changes, "reports_dir": str(tmp_path / "reports")}
         values["data"] = {**BASE["data"], "directory": str(folder), **changes.get("data", {})}
         params = load_params(write_params(tmp_path / "params.yaml", values))
         write_round_splits(params)
-        paths, listing = run_paths(params), keys.data_source_listing(params)
-        return {p.label: keys.step_key(p, params, paths, listing, backend, processes)
-                for p in steps.planned_steps(params)}
+        run_inputs = dataclasses.replace(keys.run_inputs(params, backend, processes), **(inputs or {}))
+        return {p.label: keys.step_key(p, params, run_paths(params), run_inputs) for p in steps.planned_steps(params)}
 
     keys_for.folder = folder
     return keys_for
@@ -206,3 +210,86 @@ def test_a_model_steps_epoch_times_are_read_from_its_history_per_phase(tmp_path)
     assert mobilenet.epoch_seconds(run) == {"head": {"epochs": 2, "median": 1.5, "slowest": 2.0},
                                             "fine-tune": {"epochs": 1, "median": 8.0, "slowest": 8.0}}
     assert steps.planned_steps(params)[0].epoch_seconds(run) is None, "the audit trains nothing"
+
+
+@pytest.fixture
+def notebooks_copy(tmp_path, monkeypatch):
+    """A copy of notebooks/ that the step keys read instead of the real one, to be edited by a test."""
+    copy = tmp_path / "project" / "notebooks"
+    shutil.copytree(NOTEBOOKS_DIR, copy)
+    monkeypatch.setattr(keys, "NOTEBOOKS_DIR", copy)
+    return copy
+
+
+def save_as_jupyter_does(notebook_file) -> None:
+    """What a save in Jupyter writes into a notebook whose code is unchanged: outputs, execution counts, cell and
+    notebook metadata."""
+    notebook = nbformat.read(notebook_file, as_version=4)
+    for count, cell in enumerate(notebook.cells, start=1):
+        cell.metadata["collapsed"] = False
+        cell.metadata["execution"] = {"iopub.execute_input": "2026-12-07T10:00:00Z"}
+        if cell.cell_type == "code":
+            cell.execution_count = count
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output {count}\n")]
+    notebook.metadata["widgets"] = {"state": {}}
+    notebook.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    nbformat.write(notebook, notebook_file)
+
+
+def test_a_notebook_saved_in_jupyter_keeps_its_keys_and_a_code_edit_reruns_its_steps(step_keys, notebooks_copy):
+    before = step_keys()
+    save_as_jupyter_does(notebooks_copy / "02_cnn.ipynb")
+    assert changed(before, step_keys()) == set()
+    notebook = nbformat.read(notebooks_copy / "02_cnn.ipynb", as_version=4)
+    code = next(cell for cell in notebook.cells if cell.cell_type == "code" and "summary()" in cell.source)
+    code.source += "\nprint('edited')"
+    nbformat.write(notebook, notebooks_copy / "02_cnn.ipynb")
+    assert changed(before, step_keys()) == {"rounds/seed-1/02_cnn.ipynb", "rounds/seed-2/02_cnn.ipynb"}
+
+
+def test_the_hardware_and_the_precision_it_resolves_to_reach_every_step(step_keys, monkeypatch):
+    from lib.core import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda cpuinfo=None: False)
+    before = step_keys()
+    assert changed(before, step_keys(inputs={"precision": "mixed_bfloat16"})) == set(before)
+    gpu = [{"index": "0", "name": "NVIDIA H100", "compute_capability": 9.0}]
+    monkeypatch.setattr(hardware, "nvidia_gpus", lambda environ=None: gpu)
+    on_a_gpu = step_keys()
+    assert changed(before, on_a_gpu) == set(before)
+
+
+def test_auto_precision_is_resolved_for_the_key(monkeypatch):
+    from lib.core import hardware
+
+    monkeypatch.setattr(hardware, "nvidia_gpus", lambda environ=None: [])
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda cpuinfo=None: True)
+    assert hardware.resolved_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda cpuinfo=None: False)
+    assert hardware.resolved_precision("auto") == "float32"
+    assert hardware.resolved_precision("mixed_float16") == "mixed_float16"
+
+
+def test_the_imagenet_weights_content_reaches_the_steps_that_use_them(step_keys, tmp_path, monkeypatch):
+    from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME
+
+    weights = tmp_path / "keras" / "models" / MOBILENET_V2_WEIGHTS_NAME
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights, first copy")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    before = step_keys()
+    weights.write_bytes(b"weights, other copy")  # the same size: the hash, not the size, tells them apart
+    os.utime(weights, ns=(1, 1))
+    assert changed(before, step_keys()) == {"01_data_audit.ipynb", "rounds/seed-1/03_mobilenetv2.ipynb",
+                                            "rounds/seed-2/03_mobilenetv2.ipynb", "05_report.ipynb"}
+    kept = json.loads(next((tmp_path / "keras" / "study-checksums").glob("*.json")).read_text())
+    assert kept["size"] == len(b"weights, other copy")  # hashed once per content, kept by size and time
+
+
+def test_an_image_changed_in_a_linked_class_folder_reruns_the_audit_and_every_training(tmp_path, step_keys):
+    elsewhere = make_class_folders(tmp_path / "elsewhere", {"delta": 9})
+    (step_keys.folder / "delta").symlink_to(elsewhere / "delta", target_is_directory=True)
+    before = step_keys()
+    image = elsewhere / "delta" / sorted(os.listdir(elsewhere / "delta"))[0]
+    Image.fromarray(np.full((40, 48, 3), 7, np.uint8)).save(image)
+    assert changed(before, step_keys()) == set(before)

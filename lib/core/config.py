@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from lib.core.backends import BACKENDS
 from lib.core.minority import METHODS, SELECTION_METRICS
 from lib.core.overrides import nested_overrides, override_words
-from lib.core.paths import PROJECT_ROOT
+from lib.core.paths import PROJECT_ROOT, RESERVED_RUN_NAMES
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 UnitInterval = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -387,6 +387,10 @@ class Params(_Section):
 
     run_name: RunName = "default"
     reports_dir: Path = Path("reports")
+    scratch_runs_kept: int = Field(
+        default=3, ge=1,
+        description="How many scratch runs (reports/.scratch/: steps computed by notebooks opened by hand) are kept; "
+        "the least recently used beyond that are deleted. Shapes no result.")
     seed: int = Field(
         default=42,
         description="Seed of what is not repeated (the audit's samples); each round's training and split "
@@ -403,6 +407,14 @@ class Params(_Section):
     mobilenet_v2: MobileNetV2Params = MobileNetV2Params()
     report: ReportParams = ReportParams()
 
+    @field_validator("run_name")
+    @classmethod
+    def _not_a_file_of_reports(cls, value: str) -> str:
+        if value in RESERVED_RUN_NAMES:
+            raise ValueError(f"{value!r} is the name of a file the study writes in reports_dir; "
+                             f"a run_name cannot be any of {sorted(RESERVED_RUN_NAMES)}")
+        return value
+
     @field_validator("reports_dir")
     @classmethod
     def _resolve_reports(cls, value: Path) -> Path:
@@ -413,8 +425,8 @@ class Params(_Section):
         return json.loads(self.model_dump_json())
 
     def study_values(self) -> dict:
-        """Every value that shapes the results: all but ``reports_dir``, where they are kept."""
-        return {key: value for key, value in self.to_dict().items() if key != "reports_dir"}
+        """Every value that shapes the results: all but where they are kept (``reports_dir``, ``scratch_runs_kept``)."""
+        return {key: value for key, value in self.to_dict().items() if key not in ("reports_dir", "scratch_runs_kept")}
 
     def fingerprint(self) -> str:
         """A short hash of the study's values: two runs with the same fingerprint used the same params

@@ -16,10 +16,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from lib.core.store import link_or_copy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,8 @@ MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
 PROBE_MODEL = "mobilenetv2"
 PROBE_NAME = "Linear probe (frozen MobileNetV2)"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+# What the study writes at the top of reports_dir besides the runs (`lib.pipeline.store`): no run may take their names.
+RESERVED_RUN_NAMES = frozenset({"report.html", "report.pdf", "README.md"})
 
 
 @dataclass(frozen=True)
@@ -195,11 +198,20 @@ def run_paths(params, run_dir: str | Path | None = None) -> RunPaths:
 def copy_run(source: Path, target: Path) -> None:
     """Copy a run folder (to stage a new run, or to start a scratch run). Every file is copied, so that
     writing the copy never changes the source, except the interim caches, which are written once, replaced
-    whole and never edited: those are hard-linked."""
+    whole and never edited: those are hard-linked (copied where the filesystem has no hard links). Exported
+    models (``export/``) belong to the models they were exported from, and are left out."""
     def copy(source_file: str, target_file: str) -> None:
         if Path(source_file).parent.name == "interim":
-            os.link(source_file, target_file)
+            link_or_copy(source_file, target_file)
         else:
             shutil.copy2(source_file, target_file)
 
-    shutil.copytree(source, target, copy_function=copy)
+    shutil.copytree(source, target, copy_function=copy, ignore=_left_out_of_copies(Path(source)))
+
+
+def _left_out_of_copies(root: Path):
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        locks = [name for name in names if name.endswith(".lock")]  # a lock is its own folder's
+        return locks + (["export"] if Path(folder) == root and "export" in names else [])
+
+    return ignore

@@ -11,8 +11,13 @@ unless the cache has it already. The loading code stays Keras' own.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+from lib.core import store
 
 from lib.data.sources import GROCERY_STORE_ARCHIVE_NAME, keras_cache_dir
 
@@ -26,6 +31,38 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached_sha256(path: Path) -> str:
+    """`sha256_of` a large file, hashed once: the digest is kept in Keras' cache (``study-checksums/``) with the
+    file's size and modification time, and hashed again only when either changes."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    identity = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    record = keras_cache_dir() / "study-checksums" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:16]}.json"
+    try:
+        kept = json.loads(record.read_text())
+        if {k: kept.get(k) for k in identity} == identity:
+            return kept["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass  # none kept yet, or unreadable: hash again
+    digest = sha256_of(path)
+    store.write_json(record, identity | {"sha256": digest})
+    return digest
+
+
+def imagenet_weights_sha256() -> str:
+    """The sha256 of MobileNetV2's ImageNet weights in Keras' cache, downloaded first when they are not there
+    (by `lib.training.models.imagenet_weights_file`, in a child process: this one need not start Keras)."""
+    target = keras_cache_dir() / "models" / MOBILENET_V2_WEIGHTS_NAME
+    if not target.is_file():
+        fetch = "from lib.training.models import imagenet_weights_file; imagenet_weights_file()"
+        done = subprocess.run([sys.executable, "-c", fetch], capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = (done.stderr.strip() or f"exit code {done.returncode}").splitlines()
+            raise FileNotFoundError(f"MobileNetV2's ImageNet weights are not in {target} and could not be "
+                                    f"downloaded: {lines[-1]}")
+    return cached_sha256(target)
 
 
 def _expected_checksums(assets_dir: Path) -> dict[str, str]:

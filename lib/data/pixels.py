@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from lib.core import store
 from lib.data.images import load_rgb
 from lib.data.sources import SPLITS
 
@@ -89,14 +90,17 @@ def cached_pixels(paths, image_size: tuple[int, int], cache_dir: Path | None, wr
     if not write:
         return decode_images(paths, image_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob("pixels-*.npy"):
-        stale.unlink()
-    partial = file.with_suffix(".partial")
-    pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_size, 3))
-    decode_images(paths, image_size, out=pixels)
-    pixels.flush()
-    del pixels
-    os.replace(partial, file)
+    # One process decodes (two steps side by side want the same cache); the other waits, then reads it.
+    with store.exclusive(cache_dir / ".pixels.lock", f"the pixel cache {cache_dir}", wait=True):
+        if not file.is_file():
+            for stale in cache_dir.glob(f"pixels-{image_size[0]}x{image_size[1]}-*.npy"):
+                stale.unlink()
+            partial = file.with_suffix(".partial")
+            pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), *image_size, 3))
+            decode_images(paths, image_size, out=pixels)
+            pixels.flush()
+            del pixels
+            os.replace(partial, file)
     return np.load(file, mmap_mode="r")
 
 

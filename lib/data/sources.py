@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lib.core import store
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLITS = ("train", "val", "test")
 RECORD_COLUMNS = ["path", "relpath", "label"]
@@ -305,7 +307,17 @@ def fetch_grocery_store(url: str = GROCERY_STORE_URL, cache_dir: Path | None = N
     extracted = grocery_store_extraction(cache_dir)
     if (extracted / _VERIFIED_MARKER).is_file():
         return extracted / "dataset"
-    return extract_grocery_store(locate_grocery_store_archive(url, cache_dir), cache_dir)
+    # One process extracts; another that wanted to waits, then finds the extraction done.
+    with store.exclusive(extracted.with_name(f".{extracted.name}.lock"), f"the extraction {extracted}", wait=True,
+                         on_wait=lambda message: print(message, flush=True)):
+        if (extracted / _VERIFIED_MARKER).is_file():
+            return extracted / "dataset"
+        archive = locate_grocery_store_archive(url, cache_dir)
+        if not zipfile.is_zipfile(archive) and not os.environ.get(GROCERY_STORE_ARCHIVE_ENV):
+            print(f"{archive} is not a complete zip archive (a download cut short?): it is downloaded again", flush=True)
+            archive.unlink()
+            archive = locate_grocery_store_archive(url, cache_dir)
+        return extract_grocery_store(archive, cache_dir)
 
 
 # --------------------------------------------------------------------------------------

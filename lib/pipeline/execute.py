@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -13,6 +16,7 @@ from lib.core.paths import NOTEBOOKS_DIR, RunPaths
 from lib.pipeline.steps import PlannedStep
 
 IOPUB_TIMEOUT_SECONDS = 120
+RUNNER_PID_VARIABLE = "STUDY_RUNNER_PID"  # the process that started a step's kernel: the kernel ends with it
 # What a failure in a kernel that trains with other processes most likely means, whatever JAX or gloo called it
 ACROSS_PROCESSES_HINT = ("This step trains across processes: another process of the run may have stopped (JAX ends "
                          "the run's other kernels, and their collectives fail, when one of them dies)")
@@ -73,6 +77,14 @@ class ChildrenMemoryPeak:
         return round(self.peak_bytes / 2**30, 2)
 
 
+def executed_entry(run: Callable[[], object], key: str) -> dict:
+    """Run one step (``run()``), timing it and sampling its kernel's memory: its ``steps.json`` entry."""
+    start = time.perf_counter()
+    with ChildrenMemoryPeak() as memory:
+        run()
+    return {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False, "peak_rss_gib": memory.gib}
+
+
 def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: str | None = None,
                  backend: str | None = None, overrides: dict | None = None,
                  environment: dict[str, str] | None = None) -> Path:
@@ -93,6 +105,7 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
     params = load_params(params_file, overrides)
     backend = backend or resolve_backend(params.training.backend)
     kernel_variables = kernel_environment(backend, params.training.deterministic) | dict(environment or {})
+    kernel_variables[RUNNER_PID_VARIABLE] = str(os.getpid())  # the kernel ends with this process (`open_notebook`)
     across = "KERAS_DISTRIBUTION_PROCESS_ID" in kernel_variables  # this kernel trains with other processes
     step = planned.step
     executed = planned.executed_copy(run)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
 from lib.core.backends import backend_identity, resolve_backend
+from lib.core.hardware import resolved_precision, training_hardware
 from lib.core.paths import NOTEBOOKS_DIR, RunPaths
 from lib.core.provenance import package_versions
-from lib.data.sources import read_split_manifest
+from lib.data.assets import imagenet_weights_sha256
+from lib.data.sources import fetch_grocery_store, read_split_manifest, scan_class_folders
 from lib.pipeline.steps import PlannedStep
 
 
@@ -29,26 +33,59 @@ def _digest_paths(paths, digest, relative_to: Path | None = None) -> None:
                         digest.update(block)
 
 
-def data_source_listing(params) -> str:
-    """Cheap identity of the raw data: name, size and modification time of every file of the source.
-
-    The Grocery Store source is pinned by its commit and verified content, so its params say it all.
-    """
-    data = params.data
-    if data.source == "grocery_store":
-        return "grocery_store"
-    if data.source == "folder":
-        files = [p for p in Path(data.directory).rglob("*")]
-    else:
-        files = [data.manifest, *[Path(p) for p in read_split_manifest(data.manifest)["path"]]]
+def _file_lines(files) -> list[str]:
+    """``path, size, modification time`` of each file (following links, as a reader does)."""
     lines = []
-    for path in sorted(files):
+    for path in files:
         try:
-            stat = path.stat()
+            stat = os.stat(path)
             lines.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
         except OSError:
             lines.append(f"{path}\tunreadable")
-    return "\n".join(lines)
+    return lines
+
+
+def data_source_listing(params) -> str:
+    """Cheap identity of the raw data, as the loader reads it: every file the source lists (`lib.data.sources`: a
+    class folder's walk, following folder links; a manifest's files), its size and modification time.
+
+    The Grocery Store source: its extraction in Keras' cache (made first when it is not there), which records the
+    archive it came from, and every file of it with its size.
+    """
+    data = params.data
+    if data.source == "grocery_store":
+        dataset = fetch_grocery_store()
+        origin = (dataset.parent / ".content-verified").read_text()
+        return "\n".join([f"grocery_store {origin}",
+                          *(f"{p.relative_to(dataset)}\t{p.stat().st_size}" for p in sorted(dataset.rglob("*"))
+                            if p.is_file())])
+    if data.source == "folder":
+        return "\n".join(_file_lines(scan_class_folders(data.directory)["path"]))
+    return "\n".join(_file_lines([data.manifest, *read_split_manifest(data.manifest)["path"]]))
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What step keys take from outside the params and the run folder, worked out once per run: the Keras backend
+    (the name `lib.core.backends.resolve_backend` gave) and its packages' versions, every study package's version,
+    the raw data's listing, the hardware and the precision ``training.precision`` resolves to there
+    (`lib.core.hardware`), the ImageNet weights' content (when the params use them), and how many processes train
+    together (`lib.core.distribution`)."""
+
+    backend: str
+    data_listing: str
+    hardware: dict
+    precision: str
+    weights_sha256: str | None
+    processes: int = 1
+    packages: dict = field(default_factory=package_versions)
+
+
+def run_inputs(params, backend: str | None = None, processes: int = 1) -> RunInputs:
+    backend = backend or resolve_backend(params.training.backend)
+    weights = imagenet_weights_sha256() if params.mobilenet_v2.weights == "imagenet" else None
+    return RunInputs(backend, data_source_listing(params), training_hardware(),
+                     resolved_precision(params.training.precision), weights, processes)
 
 
 LIB_DIR = Path(__file__).resolve().parents[1]  # lib/
@@ -154,30 +191,43 @@ def with_backend(params, backend: str):
     return params.model_copy(update={"training": params.training.model_copy(update={"backend": backend})})
 
 
-def step_key(planned: PlannedStep, params, run: RunPaths, data_listing: str, backend: str | None = None,
-             processes: int = 1) -> str:
+def _uses(step, name: str) -> bool:
+    """Whether the step reads the param ``name`` (a dotted name): itself, a section holding it, or everything."""
+    return any(use == "*" or name == use or name.startswith(f"{use}.") for use in step.uses)
+
+
+def notebook_code(notebook: Path) -> str:
+    """The code papermill runs of a notebook: its code cells' sources in order. Outputs, execution counts and
+    metadata, which Jupyter writes into the file on every save, are no input."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    return "\n# --- next cell ---\n".join(cell.source for cell in cells if cell.cell_type == "code")
+
+
+def step_key(planned: PlannedStep, params, run: RunPaths, inputs: RunInputs) -> str:
     """Everything a step's results depend on, hashed: same key, same results, so the step can be reused.
 
-    Its notebook and the ``lib`` code it imports, the package versions, the Keras backend
-    (``backend``: the name `lib.core.backends.resolve_backend` gave, None resolves it) and its
-    version, the params it uses, the round it runs for (and which round is first), the
-    artefacts it reads, and for the audit the raw data's listing. Every step runs Keras (the
-    audit its near-duplicate features, the comparison Grad-CAM), so the backend is in every key. A model step
-    trained across ``processes`` (`lib.core.distribution`) adds their number: the gradients are summed over
-    other devices, so the last bits of the numbers differ from one process's.
+    Its notebook's code and the ``lib`` code it imports, the package versions, the Keras backend and its
+    version, the hardware and the resolved precision, the params it uses, the round it runs for (and which round is
+    first), the artefacts it reads, for the audit the raw data's listing, and for the steps that use MobileNetV2's
+    ImageNet weights their content (`RunInputs`). Every step runs Keras (the audit its near-duplicate features,
+    the comparison Grad-CAM), so the backend, hardware and precision are in every key. A model step trained across
+    several processes (`lib.core.distribution`) adds their number: the gradients are summed over other devices, so
+    the last bits of the numbers differ from one process's.
     """
     step = planned.step
-    backend = backend or resolve_backend(params.training.backend)
     digest = hashlib.sha256(f"{planned.round}|first round {planned.rounds.first}".encode())
     notebook = NOTEBOOKS_DIR / step.notebook
-    digest.update(notebook.read_bytes())
+    digest.update(notebook_code(notebook).encode())
     _digest_paths(lib_dependencies(notebook), digest, relative_to=LIB_DIR)
-    digest.update(json.dumps(package_versions(), sort_keys=True).encode())
-    digest.update(json.dumps(backend_identity(backend), sort_keys=True).encode())
-    digest.update(json.dumps(used_params(with_backend(params, backend), step.uses), sort_keys=True).encode())
-    if step.per_round and processes > 1:
-        digest.update(f"trained across {processes} processes".encode())
+    digest.update(json.dumps(inputs.packages, sort_keys=True).encode())
+    digest.update(json.dumps(backend_identity(inputs.backend), sort_keys=True).encode())
+    digest.update(json.dumps({"hardware": inputs.hardware, "precision": inputs.precision}, sort_keys=True).encode())
+    digest.update(json.dumps(used_params(with_backend(params, inputs.backend), step.uses), sort_keys=True).encode())
+    if inputs.weights_sha256 is not None and _uses(step, "mobilenet_v2.weights"):
+        digest.update(f"imagenet weights {inputs.weights_sha256}".encode())
+    if step.per_round and inputs.processes > 1:
+        digest.update(f"trained across {inputs.processes} processes".encode())
     if step.reads_raw_data:
-        digest.update(data_listing.encode())
+        digest.update(inputs.data_listing.encode())
     _digest_paths(planned.reads(run), digest, relative_to=run.root)
     return digest.hexdigest()

@@ -1,8 +1,8 @@
 """The plan's steps run in order, or side by side (``--jobs N``): which are ready, each job's share of the machine.
 
 A step is ready once the steps whose artefacts it reads have finished (`prerequisites`). With
-``jobs`` above 1, up to that many ready steps run at once, each in a process of its own (forked
-from the runner) that starts the step's kernel, on a `Slot` of its own: a set of the machine's
+``jobs`` above 1, up to that many ready steps run at once, each in a process of its own
+(``python -m lib.pipeline.job``, started fresh, never forked from the runner) that starts the step's kernel, on a `Slot` of its own: a set of the machine's
 GPUs (``CUDA_VISIBLE_DEVICES``) where it has GPUs, and a share of the CPU cores (the process's
 CPU affinity, which the kernel inherits). With one job, each step runs in the runner's process, in
 the plan's order. A step's results do not depend on which slot it ran on or what ran beside it
@@ -12,23 +12,28 @@ the plan's order. A step's results do not depend on which slot it ran on or what
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import wait
+from pathlib import Path
 
+from lib.core import store
+from lib.core.hardware import nvidia_gpus
 from lib.core.paths import RunPaths
-from lib.pipeline.execute import ChildrenMemoryPeak, StepFailed, StepInterrupted
+from lib.pipeline.execute import StepFailed, StepInterrupted
+from lib.pipeline.job import execute_request
 from lib.pipeline.steps import PlannedStep
 
 # ``begin(planned, number)`` -> (its key, its steps.json entry when it is reused, else None)
 Begin = Callable[[PlannedStep, int], tuple[str, dict | None]]
-Execute = Callable[[PlannedStep, str], object]  # runs the step's notebook under that key
+Request = Callable[[PlannedStep, str], dict]  # what the step's job runs under that key (`lib.pipeline.job`)
 Finish = Callable[[PlannedStep, dict], None]  # records its steps.json entry
+JOB_MODULE = "lib.pipeline.job"  # what a job runs: python -m JOB_MODULE REQUEST RESULT
 
 
 def prerequisites(plan: list[PlannedStep], run: RunPaths) -> dict[str, set[str]]:
@@ -104,14 +109,7 @@ def visible_gpus() -> tuple[str, ...]:
     named = os.environ.get("CUDA_VISIBLE_DEVICES")
     if named is not None:
         return tuple(g.strip() for g in named.split(",") if g.strip() not in ("", "-1"))
-    if shutil.which("nvidia-smi") is None:
-        return ()
-    try:
-        listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=60,
-                                 check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU ")))
+    return tuple(gpu["index"] for gpu in nvidia_gpus())
 
 
 def _shares(items: tuple, jobs: int) -> list[tuple]:
@@ -136,100 +134,107 @@ def job_slots(jobs: int, cores: tuple[int, ...] | None = None, gpus: tuple[str, 
             for share, gpu_share in zip(core_shares, _shares(gpus, jobs))]
 
 
-def executed_entry(execute: Execute, planned: PlannedStep, key: str) -> dict:
-    """Run one step (``execute(planned, key)``), timing it and sampling its kernel's memory: its steps.json entry."""
-    start = time.perf_counter()
-    with ChildrenMemoryPeak() as memory:
-        execute(planned, key)
-    return {"key": key, "seconds": round(time.perf_counter() - start, 1), "reused": False, "peak_rss_gib": memory.gib}
+class _Job:
+    """A step running as a job of its own (``python -m lib.pipeline.job``) on a slot."""
+
+    def __init__(self, planned: PlannedStep, key: str, slot: Slot, request: dict, folder: Path):
+        self.planned, self.key, self.slot, self.start = planned, key, slot, time.perf_counter()
+        name = planned.label.replace("/", "--")
+        request_file, self.result_file = folder / f"{name}.request.json", folder / f"{name}.result.json"
+        self.result_file.unlink(missing_ok=True)
+        store.write_json(request_file, request | {"parent": os.getpid(), "cores": list(slot.cores)})
+        self.process = subprocess.Popen([sys.executable, "-m", JOB_MODULE, str(request_file),
+                                         str(self.result_file)], env=os.environ | slot.environment())
+
+    def outcome(self) -> tuple[str, object]:
+        """("done", its steps.json entry) or ("failed", why), once the job has ended."""
+        result = store.read_json(self.result_file, "the job's result was torn", default=None)
+        if result is None:
+            return "failed", f"{self.planned.label}: its job ended without a word (exit code {self.process.returncode})"
+        return ("done", result["done"]) if "done" in result else ("failed", result["failed"])
 
 
-def _job(execute: Execute, planned: PlannedStep, key: str, slot: Slot, sending) -> None:
-    """A forked job: on its slot, run the step; send back its entry, or why it failed."""
-    os.sched_setaffinity(0, slot.cores)
-    os.environ.update(slot.environment())
+def _run_here(planned: PlannedStep, request: dict, run: RunPaths) -> dict:
+    """Run one step in this process (one job at a time); its steps.json entry."""
     try:
-        sending.send(("done", executed_entry(execute, planned, key)))
-    except BaseException as error:  # a failed cell, an interruption, anything: the runner reports it
-        sending.send(("failed", str(error) or f"{planned.label}: {type(error).__name__}"))
+        return execute_request(request)
+    except KeyboardInterrupt:
+        raise StepInterrupted(f"in {planned.label}; its executed copy so far is {planned.executed_copy(run)}") from None
 
 
-def run_steps(plan: list[PlannedStep], run: RunPaths, jobs: int, begin: Begin, execute: Execute,
+def run_steps(plan: list[PlannedStep], run: RunPaths, jobs: int, begin: Begin, request: Request,
               finish: Finish) -> None:
     """Run (or reuse) every step of ``plan``, up to ``jobs`` at once, each once the steps it waits for are done.
 
-    ``begin`` is called (in this process) when a step is ready and a slot is free, ``finish`` when it has
-    ended; a step that fails ends the run (`StepFailed`) once the steps running beside it have finished
-    (and been recorded, so that the next run reuses them).
+    ``begin`` is called (in this process) when a step is ready and a slot is free, ``request`` gives what its job
+    runs, ``finish`` is called when it has ended; a step that fails ends the run (`StepFailed`) once the steps
+    running beside it have finished (and been recorded, so that the next run reuses them).
     """
-    waits, slots = prerequisites(plan, run), job_slots(jobs)
+    waits, free = prerequisites(plan, run), job_slots(jobs)
     numbers = {planned.label: number for number, planned in enumerate(plan, start=1)}
-    pending, done, free = list(plan), set(), list(slots)
-    running: dict = {}  # receiving end of a job's pipe -> (step, key, slot, process, start)
-    failures: list[str] = []
+    pending, done, running, failures = list(plan), set(), [], []
     origin = time.perf_counter()
+    jobs_folder = Path(tempfile.mkdtemp(prefix="study-jobs-"))  # the jobs' requests and results
 
-    def finished(planned: PlannedStep, entry: dict, slot: Slot, start: float) -> None:
+    def record(planned: PlannedStep, entry: dict, slot: Slot, start: float) -> None:
         timing = {"started_s": round(start - origin, 1), "finished_s": round(time.perf_counter() - origin, 1)}
         finish(planned, entry | timing | {"where": slot.describe()})
         done.add(planned.label)
 
-    def start_ready_steps() -> None:
-        ready = [p for p in pending if waits[p.label] <= done]
-        while ready and free and not failures:
-            planned = ready.pop(0)
-            pending.remove(planned)
-            key, reused = begin(planned, numbers[planned.label])
-            if reused is not None:
-                finish(planned, reused)
-                done.add(planned.label)
-                ready = [p for p in pending if waits[p.label] <= done]
-                continue
-            slot, start = free.pop(0), time.perf_counter()
-            if jobs == 1:  # in this process, in the plan's order
-                try:
-                    entry = executed_entry(execute, planned, key)
-                except KeyboardInterrupt:
-                    raise StepInterrupted(
-                        f"in {planned.label}; its executed copy so far is {planned.executed_copy(run)}") from None
-                free.append(slot)
-                finished(planned, entry, slot, start)
-                ready = [p for p in pending if waits[p.label] <= done]
-                continue
-            receiving, sending = multiprocessing.get_context("fork").Pipe(duplex=False)
-            process = multiprocessing.get_context("fork").Process(
-                target=_job, args=(execute, planned, key, slot, sending), name=planned.label)
-            process.start()
-            sending.close()
-            print(f"    {planned.label} runs on {slot.describe()}", flush=True)
-            running[receiving] = (planned, key, slot, process, start)
-
     try:
-        start_ready_steps()
-        while running:
-            for receiving in wait(list(running)):
-                planned, key, slot, process, start = running.pop(receiving)
-                try:
-                    outcome, detail = receiving.recv()
-                except EOFError:
-                    outcome, detail = "failed", f"{planned.label}: its job ended without a word (exit code {process.exitcode})"
-                process.join()
-                free.append(slot)
-                if outcome == "done":
-                    print(f"    {planned.label} done on {slot.describe()} ({detail['seconds']} s)", flush=True)
-                    finished(planned, detail, slot, start)
+        while pending or running:
+            ready = [p for p in pending if waits[p.label] <= done]
+            if ready and free and not failures:
+                planned = ready[0]
+                pending.remove(planned)
+                key, reused = begin(planned, numbers[planned.label])
+                if reused is not None:
+                    finish(planned, reused)
+                    done.add(planned.label)
+                elif jobs == 1:  # in this process, in the plan's order
+                    slot, start = free[0], time.perf_counter()
+                    record(planned, _run_here(planned, request(planned, key), run), slot, start)
                 else:
-                    failures.append(detail)
-                    if running:
-                        print(f"    {planned.label} failed: waiting for the {len(running)} step(s) running beside it",
-                              flush=True)
-            start_ready_steps()
+                    job = _Job(planned, key, free.pop(0), request(planned, key), jobs_folder)
+                    print(f"    {planned.label} runs on {job.slot.describe()}", flush=True)
+                    running.append(job)
+                continue
+            if not running:
+                break  # nothing runs and nothing more can start: a failure stopped the run
+            running = _collect(running, free, failures, record)
     except StepInterrupted:  # a step run in this process (one job) already named itself
         raise
     except KeyboardInterrupt:  # Ctrl-C reached every job too (one process group): each ends its kernel
-        labels = [entry[0].label for entry in running.values()]
-        for entry in running.values():
-            entry[3].join(timeout=60)
-        raise StepInterrupted(f"in {', '.join(labels)}") from None
+        for job in running:
+            try:
+                job.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+        raise StepInterrupted(f"in {', '.join(job.planned.label for job in running)}") from None
+    finally:
+        for job in running:  # the runner is leaving: no job goes on writing into the run
+            job.process.kill()
+        shutil.rmtree(jobs_folder, ignore_errors=True)
     if failures:
         raise StepFailed("\n".join(failures))
+
+
+def _collect(running: list[_Job], free: list[Slot], failures: list[str], record) -> list[_Job]:
+    """Wait until at least one job has ended; record each that has (or its failure); the jobs still running."""
+    while all(job.process.poll() is None for job in running):
+        time.sleep(0.2)
+    still = []
+    for job in running:
+        if job.process.poll() is None:
+            still.append(job)
+            continue
+        free.append(job.slot)
+        outcome, detail = job.outcome()
+        if outcome == "done":
+            print(f"    {job.planned.label} done on {job.slot.describe()} ({detail['seconds']} s)", flush=True)
+            record(job.planned, detail, job.slot, job.start)
+        else:
+            failures.append(detail)
+            if len(running) > 1:
+                print(f"    {job.planned.label} failed: waiting for the step(s) running beside it", flush=True)
+    return still

@@ -144,3 +144,16 @@ def planned_steps(params) -> list[PlannedStep]:
     plan += [PlannedStep(step, rounds, round_) for round_ in rounds for step in STEPS if step.per_round]
     plan += [PlannedStep(step, rounds) for step in STEPS[1:] if not step.per_round]
     return plan
+
+
+def find_planned(params, notebook: str, round_name: str | None) -> PlannedStep:
+    """The execution of ``notebook`` (for ``round_name``; None: the first round) in the plan of ``params``."""
+    plan = [p for p in planned_steps(params) if p.step.notebook == notebook]
+    if not plan:
+        raise ValueError(f"{notebook} is not a step of the study: {[s.notebook for s in STEPS]}")
+    if plan[0].round is None:
+        return plan[0]
+    names = [p.round_name for p in plan]
+    if round_name is not None and round_name not in names:
+        raise ValueError(f"round_name {round_name!r} is not a round of this run: {names}")
+    return plan[names.index(round_name) if round_name is not None else 0]

@@ -7,46 +7,23 @@ with Keras' safe mode (no Lambda layers, no pickled code).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import keras
 from keras import layers
 
 from lib.core.devices import Devices, visible_devices
+from lib.core.hardware import cpu_has_native_bfloat16, precision_for
 from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.data.sources import keras_cache_dir
 
 
-def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU does bfloat16 arithmetic in hardware (AVX-512 BF16 or AMX), per Linux's cpuinfo.
-
-    Elsewhere (no ``/proc/cpuinfo``) the answer is False, the safe side: float32.
-    """
-    try:
-        flags = cpuinfo.read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
-
-
 def auto_precision(devices: Devices | None = None) -> str:
-    """What ``training.precision: auto`` means on the devices Keras' backend sees (default: `visible_devices`).
-
-    - a GPU of compute capability 8 or more (Ampere and later) or a TPU: mixed bfloat16, which
-      has float32's range (no loss scaling) at float16's speed there;
-    - an older GPU: mixed float16 (Keras scales the loss);
-    - a CPU with bfloat16 arithmetic (AVX-512 BF16, AMX): mixed bfloat16, in which oneDNN runs
-      the convolutions in the CPU's bfloat16 instructions (benchmarks/RESULTS.md has the gain);
-    - any other CPU: float32, because there bfloat16 is emulated and the CNN trained 7-10x
-      slower with it (benchmarks/RESULTS.md).
-    """
+    """What ``training.precision: auto`` means on the devices Keras' backend sees (default: `visible_devices`):
+    `lib.core.hardware.precision_for` (mixed bfloat16 on Ampere-or-later GPUs, TPUs and CPUs with bfloat16
+    arithmetic; mixed float16 on older GPUs; float32 on other CPUs)."""
     devices = devices or visible_devices()
-    if devices.platform == "tpu" or (devices.platform == "gpu" and (devices.compute_capability or 0) >= 8):
-        return "mixed_bfloat16"
-    if devices.platform == "gpu":
-        return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
+    return precision_for(devices.platform, devices.compute_capability, cpu_has_native_bfloat16())
 
 
 def set_precision(precision: str, devices: Devices | None = None) -> str:
@@ -88,6 +65,18 @@ MOBILENET_V2_WEIGHTS_URL = (
 )
 
 
+def readable_hdf5(path: Path) -> bool:
+    """Whether ``path`` is a whole HDF5 file (HDF5 checks the file's end against its header: a truncated one
+    fails to open)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            return True
+    except OSError:
+        return False
+
+
 def imagenet_weights_file() -> str:
     """The 224 px ImageNet weights of MobileNetV2 (no top), from Keras' cache or downloaded into it.
 
@@ -96,13 +85,11 @@ def imagenet_weights_file() -> str:
     """
     target = keras_cache_dir() / "models" / MOBILENET_V2_WEIGHTS_NAME
     if target.is_file():
-        with open(target, "rb") as handle:
-            if handle.read(8) != b"\x89HDF\r\n\x1a\n":
-                raise WeightsUnavailableError(
-                    f"{target} is damaged (not an HDF5 file): delete it, and it is downloaded again, "
-                    "or replace it with a good copy"
-                )
-        return str(target)
+        if readable_hdf5(target):
+            return str(target)
+        # a download cut short, or a damaged copy: Keras' cache is ours to mend
+        print(f"{target} is not a complete HDF5 file (a download cut short?): it is downloaded again", flush=True)
+        target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)  # or get_file falls back to /tmp/.keras
     try:
         return keras.utils.get_file(
