@@ -110,11 +110,12 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 def copy_of_the_study(tiny_study, tmp_path: Path) -> tuple[Path, dict]:
-    """The tiny study's published reports copied to ``tmp_path`` (not a failed run's staging), and its
-    params pointing there: runs on the copy leave the module's study as it is."""
+    """The tiny study's published reports copied to ``tmp_path`` (not a failed run's staging; the link to the
+    published version kept as a link), and its params pointing there: runs on the copy leave the module's study as
+    it is."""
     params_file, root, _, _ = tiny_study
     reports = tmp_path / "reports"
-    shutil.copytree(root.parent, reports, ignore=shutil.ignore_patterns(".staging-*"))
+    shutil.copytree(root.parent, reports, symlinks=True, ignore=shutil.ignore_patterns(".staging-*", ".locks"))
     return reports, yaml.safe_load(params_file.read_text()) | {"reports_dir": str(reports)}
 
 

@@ -307,7 +307,7 @@ def test_class_names_are_escaped_in_the_report(tiny_study):
 def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study, tmp_path, monkeypatch):
     params_file, root, _, _ = tiny_study
     before = _published(root.parent)
-    # A damaged weights file in the Keras cache the kernels see: the third notebook fails.
+    # A damaged weights file in the Keras cache the kernels see: the audit fails.
     damaged = tmp_path / "keras_home" / "models" / MOBILENET_V2_WEIGHTS_NAME
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"not an HDF5 file")
@@ -315,7 +315,7 @@ def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study,
     with pytest.raises(run.StepFailed) as raised:
         run.run_study(params_file, force=True)
     assert str(raised.value).startswith("01_data_audit.ipynb failed in cell")  # its near-duplicate features
-    assert "is damaged (not an HDF5 file)" in str(raised.value)
+    assert "could not be downloaded" in str(raised.value)  # the damaged copy is fetched again: offline, it fails
     assert _published(root.parent) == before
 
 

@@ -121,9 +121,13 @@ def test_a_step_failing_beside_another_ends_the_run_after_it_and_the_next_run_re
 
 @pytest.mark.slow
 def test_two_jobs_give_the_same_predictions_as_one_and_overlap_their_steps(tiny_study, tmp_path):
-    """The tiny study (run with one job by the fixture) run again from scratch with two."""
+    """The tiny study (run with one job by the fixture) run again from scratch with two, on a cold pixel cache:
+    the first round's two model steps decode the same images at the same time, one of them waiting for the other."""
+    import shutil
+
     params_file, root, _, _ = tiny_study
     reports, values = copy_of_the_study(tiny_study, tmp_path)
+    shutil.rmtree((reports / "tiny").resolve() / "interim")
     record = run.run_study(write_params(tmp_path / "two_jobs.yaml", values), force=True, jobs=2)
     assert not any(entry["reused"] for entry in record.values())
     models = [label for label in record if label.startswith("rounds/seed-1/")]

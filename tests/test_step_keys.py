@@ -293,3 +293,24 @@ def test_an_image_changed_in_a_linked_class_folder_reruns_the_audit_and_every_tr
     image = elsewhere / "delta" / sorted(os.listdir(elsewhere / "delta"))[0]
     Image.fromarray(np.full((40, 48, 3), 7, np.uint8)).save(image)
     assert changed(before, step_keys()) == set(before)
+
+
+def test_the_grocery_store_extraction_and_its_archive_reach_the_audit(tmp_path, monkeypatch):
+    """The Grocery Store source's listing: the extraction in Keras' cache (here a stand-in for one that is
+    verified) records the archive it came from; another archive, or another file, is another listing."""
+    from lib.data import sources
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    extraction = sources.grocery_store_extraction()
+    (extraction / "dataset" / "train").mkdir(parents=True)
+    (extraction / "dataset" / "train" / "a.jpg").write_bytes(b"jpeg")
+    marker = extraction / ".content-verified"
+    marker.write_text("/cache/archive.zip\nsha256 aaaa\n")
+    params = load_params(write_params(tmp_path / "p.yaml", {"data": {"source": "grocery_store"}}))
+    before = keys.data_source_listing(params)
+    marker.write_text("/cache/archive.zip\nsha256 bbbb\n")
+    assert keys.data_source_listing(params) != before
+    marker.write_text("/cache/archive.zip\nsha256 aaaa\n")
+    assert keys.data_source_listing(params) == before
+    (extraction / "dataset" / "train" / "a.jpg").write_bytes(b"a longer jpeg")
+    assert keys.data_source_listing(params) != before

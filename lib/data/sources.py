@@ -247,7 +247,9 @@ def extract_grocery_store(
         if len(tops) != 1 or not (tops[0] / "dataset").is_dir():
             raise DatasetUnavailableError(f"{archive} does not have the Grocery Store layout (<top>/dataset/...)")
         verify_grocery_store(tops[0] / "dataset", expected_sha256)
-        (tops[0] / _VERIFIED_MARKER).write_text(f"{archive}\n")
+        with open(archive, "rb") as handle:  # the archive it came from: part of the audit's key (lib.pipeline.keys)
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        (tops[0] / _VERIFIED_MARKER).write_text(f"{archive}\nsha256 {digest}\n")
         if target.exists():  # a stale, unverified extraction
             shutil.rmtree(target)
         tops[0].rename(target)
