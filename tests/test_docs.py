@@ -276,21 +276,28 @@ def parser_of(entry) -> argparse.ArgumentParser:
     raise AssertionError(f"{entry} parsed no arguments")
 
 
+def shell_script_module(script: Path) -> str | None:
+    """The Python module a bash script hands its arguments to (``exec ... -m lib.run "$@"``), if any."""
+    handed = re.search(r'-m\s+([\w.]+)\s+"\$@"', script.read_text())
+    return handed.group(1) if handed else None
+
+
 def project_parser(program: str) -> argparse.ArgumentParser | None:
-    """The parser of a project command, by how a page calls it, or None for another program."""
+    """The parser of a project command, by how a page calls it (``./run_all.sh``, ``python -m lib.deploy.export``,
+    ``python benchmarks/x.py``), or None for another program. The module's ``parse_args`` function is asked
+    where it has one, else its ``main``."""
     import importlib
 
-    modules = {"lib.run": "main", "lib.deploy.predict": "parse_args", "lib.deploy.export": "main",
-               "lib.deploy.app": "parse_args"}
-    scripts = {"./run_all.sh": "lib.run", "./predict.sh": "lib.deploy.predict", "./app.sh": "lib.deploy.app"}
-    module = scripts.get(program, program)
-    if module in modules:
-        function = getattr(importlib.import_module(module), modules[module])
-        return parser_of(lambda: function([]))
-    if re.fullmatch(r"(?:tools|benchmarks)/\w+\.py", program) and (ROOT / program).is_file():
-        script = load_script(program)
-        return parser_of(lambda: script.main([])) if hasattr(script, "main") else None
-    return None
+    if program.endswith(".sh") and (ROOT / program).is_file():
+        program = shell_script_module(ROOT / program) or program
+    if re.fullmatch(r"lib(?:\.\w+)+", program):
+        module = importlib.import_module(program)
+    elif re.fullmatch(r"(?:tools|benchmarks)/\w+\.py", program) and (ROOT / program).is_file():
+        module = load_script(program)
+    else:
+        return None
+    entry = getattr(module, "parse_args", None) or getattr(module, "main", None)
+    return parser_of(lambda: entry([])) if entry else None
 
 
 def shell_flags(script: Path) -> set[str]:
@@ -352,14 +359,15 @@ def command_problem(command: str) -> str | None:
     program, arguments = command_words(command)
     if not program or program in OTHER_PROGRAMS:
         return None
-    if program.endswith(".sh") and (ROOT / program).is_file() and program not in ("./run_all.sh", "./predict.sh",
-                                                                                   "./app.sh"):
+    if program.endswith(".sh") and (ROOT / program).is_file() and not shell_script_module(ROOT / program):
         unknown = [a for a in arguments if a.startswith("-") and a not in shell_flags(ROOT / program)]
         missing = [a for a in arguments if not a.startswith("-") and not (ROOT / a).exists()]
-        return f"{program} takes no {unknown}, and {missing} do not exist" if unknown or missing else None
+        problems = ([f"takes no {unknown}"] if unknown else []) + ([f"{missing} do not exist"] if missing else [])
+        return f"{program}: {'; '.join(problems)}" if problems else None
     parser = project_parser(program)
     if parser is None:
         return f"{program!r}: neither a project command nor a known other program"
+    parser.allow_abbrev = False  # a page names each flag in full
     try:
         parser.parse_args(arguments)
     except SystemExit:
@@ -392,6 +400,7 @@ def test_the_command_check_finds_a_flag_no_parser_takes():
     assert [command_problem(c) is not None for c in commands] == [False, True, True, False]
     assert command_problem("./predict.sh --rank margin --csv queue.csv FOLDER") is None
     assert command_problem("./predict.sh --rank least_confident FOLDER") is not None
+    assert command_problem("./predict.sh --top 3 FOLDER") is not None  # argparse would take it for --top-k
     assert command_problem(".venv/bin/python benchmarks/step_seconds.py reports/x/rounds/seed-42 --model cnn") is None
     assert command_problem(".venv/bin/python benchmarks/step_seconds.py RUN_DIR --model resnet") is not None
 
