@@ -53,7 +53,7 @@ from lib.core.paths import RunPaths, run_paths  # noqa: E402
 
 PARTS = ("peak", "ours", "baseline", "plain", "spread", "precision", "memory")
 NEEDS_SPLIT = {"baseline", "plain", "spread", "precision"}
-CPU_PEAK_GFLOPS = 200.0  # two cores of this machine, fp32 (the issue's figure)
+CPU_PEAK_GFLOPS = 200.0  # two cores of the benchmark machine, fp32: the nominal figure the speed targets use
 CNN_GFLOP_PER_TRAINING_IMAGE = 2.8  # forward and backward at 224 px
 BENCHMARK_SEED = 42
 ROUND = f"seed-{BENCHMARK_SEED}"
@@ -69,7 +69,7 @@ def peak_rss_gib() -> float:
 def benchmark_run(work: Path) -> dict:
     """What our benchmarked run changes in the params: its name, a temporary reports folder (so
     that the user's reports/ and its published report stay as they are), and one round with the
-    original study's class weights (the protocol the baseline follows; issue 7 times one seed)."""
+    original study's class weights (the protocol the baseline follows; the speed targets time one seed)."""
     return {"run_name": "benchmark", "reports_dir": str(work / "reports"),
             "evaluation": {"scheme": "holdout", "seeds": [BENCHMARK_SEED]}, "minority": {"methods": ["class_weight"]}}
 

@@ -37,7 +37,7 @@ CPUS = len(os.sched_getaffinity(0))
 # TensorFlow, tf.data with its autotuning, and the batch order shuffled again by Keras) or through ``keras_input``
 # (no autotuning, the batches in the order the stream drew).
 SETTINGS = {
-    "issue 27 filed: min(8, CPUs) batch workers, OpenCV on every CPU, PyDataset path": {
+    "before the epoch fix: min(8, CPUs) batch workers, OpenCV on every CPU, PyDataset path": {
         "data_workers": min(8, CPUS), "env": {"OPENCV_FOR_THREADS_NUM": str(CPUS)}, "keras_pydataset": True},
     "3d6ead4: 1 batch worker, OpenCV 1 thread per warp, PyDataset path": {"keras_pydataset": True},
     "project defaults: 1 batch worker, OpenCV 1 thread per warp, keras_input": {},

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The study on a GPU machine without internet, in one call (docs/gpu-kit.md):
+# The study on a GPU machine without internet, in one command (docs/gpu-kit.md):
 #
 #   here:   .venv/bin/python tools/device_kit.py build      # .device/: images, weights, wheels (ignored by git)
 #   there:  bash benchmarks/gpu_study.sh             # the repository copied there with .device/
@@ -7,15 +7,15 @@
 #   bash benchmarks/gpu_study.sh [PARAMS]        (default params/default.yaml; the kit must hold its images)
 #
 # Installs the kit's wheels into /tmp/gpu-study/site, uses the kit as Keras' cache, prints the GPU and the
-# versions, runs `python -m lib.run PARAMS` under JAX within the call's time, then copies into $OUT
-# (8 files at most): gpu_study.log, steps.json, report.html, summary.csv, per_round.csv, methods.csv
+# versions, runs `python -m lib.run PARAMS` under JAX within CALL_SECONDS, then copies into $OUT:
+# gpu_study.log, steps.json, report.html, summary.csv, per_round.csv, methods.csv
 # and throughput.txt (the CNN's training speed in the study, and a bfloat16 probe when time is left);
 # after a failed step, its executed notebook with the traceback as failed_step.ipynb.
 #
-# A fresh machine holds no earlier run, so nothing is reused; a call that reaches its time leaves
-# the run resumable: the same command again at once (the machine stays warm 30 s and keeps
+# A fresh machine holds no earlier run, so nothing is reused; a run of this script that reaches
+# CALL_SECONDS leaves the study resumable: the same command again on the same machine (which keeps
 # reports/ and /tmp/gpu-study) goes on where it stopped. FORCE=1 reruns every step.
-#   CALL_SECONDS=580   the time this script may take in all (keep it under the call's timeout_s)
+#   CALL_SECONDS=580   the time this script may take in all, setup and collecting the results included
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,7 +23,7 @@ params="${1:-params/default.yaml}"
 kit="${DEVICE_KIT:-.device}"
 out="${OUT:-/tmp/gpu-study-out}"
 call_seconds="${CALL_SECONDS:-580}"
-scratch="${GPU_SCRATCH:-/tmp/gpu-study}"  # the installed wheels and Keras' cache, kept by a warm machine
+scratch="${GPU_SCRATCH:-/tmp/gpu-study}"  # the installed wheels and Keras' cache, kept for the next run here
 site="$scratch/site"
 mkdir -p "$out" "$scratch"
 export PYTHONUNBUFFERED=1 KERAS_BACKEND="${KERAS_BACKEND:-jax}"
@@ -39,7 +39,7 @@ setup() {
     echo "error: no kit in $kit: run tools/device_kit.py build with internet first, and copy .device here" >&2; return 2
   fi
   stamp="$(sha256sum "$kit/SHA256SUMS" | cut -c1-64)"
-  if [ "$(cat "$site/.kit" 2>/dev/null)" != "$stamp" ]; then  # a warm machine keeps the last install
+  if [ "$(cat "$site/.kit" 2>/dev/null)" != "$stamp" ]; then  # the last install, kept when the kit is the same
     rm -rf "$site" "$KERAS_HOME"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$kit"/wheels/*.whl \
       || return 2
@@ -63,13 +63,13 @@ study() {
   step "study: python -m lib.run $params (at most ${left} s)"
   if [ "$left" -lt 60 ]; then echo "error: CALL_SECONDS=$call_seconds leaves the study no time" >&2; return 2; fi
   force=""; [ "${FORCE:-0}" = 1 ] && force="--force"
-  # SIGINT first: lib.run stops the notebook, keeps the finished steps for the next call, exits 130.
+  # SIGINT first: lib.run stops the notebook, keeps the finished steps for the next run, exits 130.
   timeout --signal=INT --kill-after=20 "$left" python3 -m lib.run "$params" $force 2>&1 | tee "$scratch/study.log"
   status=$?
   failed="$(sed -n 's/^The executed copy, with the full traceback, is //p' "$scratch/study.log" | tail -1)"
   [ -n "$failed" ] && [ -f "$failed" ] && cp "$failed" "$out/failed_step.ipynb" && echo "traceback in \$OUT/failed_step.ipynb"
   if [ "$status" = 130 ] || [ "$status" = 124 ]; then
-    echo "unfinished at the call's time: run the same command again at once, it resumes where this stopped"
+    echo "unfinished at CALL_SECONDS: run the same command again, it resumes where this stopped"
   fi
   return "$status"
 }

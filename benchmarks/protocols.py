@@ -1,4 +1,4 @@
-"""The original and the strong training protocol side by side (issue 19): test accuracy and macro-F1 of each model
+"""The original and the strong training protocol side by side: test accuracy and macro-F1 of each model
 (mean over rounds, with the bootstrap interval the comparison computes), and the wall time of each round.
 
     .venv/bin/python benchmarks/protocols.py [--params params/grocery_fine.yaml params/default.yaml]

@@ -1,4 +1,4 @@
-"""Wall time of one study run with ``--jobs 1`` and ``--jobs 2``, and in one process and across two (issue 29).
+"""Wall time of one study run with ``--jobs 1`` and ``--jobs 2``, and in one process and across two.
 
     .venv/bin/python benchmarks/scale_out.py [--params PARAMS] [--only TEXT ...]
 

@@ -1,9 +1,9 @@
-"""The GPU kit: what one call on a GPU machine without internet needs to run a study (docs/gpu-kit.md).
+"""The GPU kit: what a GPU machine without internet needs to run a study (docs/gpu-kit.md).
 
     .venv/bin/python tools/device_kit.py build [--params params/default.yaml] [--assets ../shared/assets]
     python3 tools/device_kit.py check [--params params/default.yaml]      # on the GPU machine
 
-``build`` (here, with internet to PyPI) fills the folder ``.device/`` (ignored by git, listed in
+``build`` (on a machine with internet to PyPI) fills the folder ``.device/`` (ignored by git, listed in
 .gitignore), which travels with the repository to the GPU machine and ``benchmarks/gpu_study.sh`` reads:
 
     .device/keras/      a Keras cache (``$KERAS_HOME``): the ImageNet MobileNetV2 weights, and a reduced
@@ -14,9 +14,9 @@
                         the GPU machine lacks, with what they need, at requirements.lock's versions
     .device/kit.json    what it holds; .device/SHA256SUMS: the checksum of every file in it
 
-The sources are checked against ``SHA256SUMS`` in the assets folder first. A call carries 64 MiB
-at most, the repository's files included; ``build`` fails when the two together pass ``--max-mib``
-(62). ``check`` (there, before the run) verifies the kit's checksums, that every image the params
+``build`` reads the dataset archive and the MobileNetV2 weights from ``--assets`` and checks them against a
+``SHA256SUMS`` file there first; it fails when the kit and the repository's files together pass ``--max-mib``
+(default 62). ``check`` (on the GPU machine, before the run) verifies the kit's checksums, that every image the params
 select is in it, and warns of what the kit's packages need that the machine lacks.
 """
 
@@ -57,7 +57,7 @@ PLATFORMS = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"
 # What the study imports that the GPU machine may lack (lib/ and the notebooks; pip follows their needs).
 STUDY_ROOTS = ("keras", "papermill", "nbformat", "nbclient", "nbconvert", "ipykernel", "jupyter-client",
                "pydantic", "imagehash")
-# Installed on the GPU machine's image ('cuda', as its machine notes listed it on 2026-11-17):
+# Installed on the GPU machine's image (a CUDA image with JAX, PyTorch and the scientific stack):
 # the kit carries none of these, whatever version the lock has.
 ON_THE_MACHINE = frozenset("""
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
@@ -82,7 +82,7 @@ wheel wrapt xarray xxhash yarl zipp
 # Carried although the machine has it: pydantic and others need a recent typing_extensions, and a newer one
 # only adds names (it shadows the machine's, being first on PYTHONPATH).
 CARRIED_ANYWAY = frozenset({"typing-extensions"})
-# Left out on purpose, to keep the call small: what the lock or a package above names, and the run never uses.
+# Left out on purpose, to keep the kit small: what the lock or a package above names, and the run never uses.
 LEFT_OUT = {
     "debugpy": "ipykernel starts without it (it serves debuggers only); 4 MB",
     "jedi": "IPython completes code with it, which papermill never asks for; 5 MB",
@@ -244,7 +244,7 @@ def resolve_wheels(wheels_dir: Path) -> dict[str, Path]:
 
 
 def traveling_repository_bytes() -> int:
-    """What the repository adds to a call: its tracked and its untracked, not ignored files."""
+    """What the repository adds to the copy: its tracked and its untracked, not ignored files."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
     return sum((PROJECT_ROOT / p).stat().st_size for p in listed.split("\0") if p and (PROJECT_ROOT / p).is_file())
@@ -288,9 +288,9 @@ def build(args) -> None:
     total = repository + sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
     mib = 2**20
     print(f"size: dataset {sizes['keras'] / mib:.1f} MiB (weights included), wheels {sizes['wheels'] / mib:.1f} MiB, "
-          f"repository {repository / mib:.1f} MiB: {total / mib:.1f} MiB travel (limit {args.max_mib} MiB)")
+          f"repository {repository / mib:.1f} MiB: {total / mib:.1f} MiB to copy (--max-mib {args.max_mib})")
     if total > args.max_mib * mib:
-        raise SystemExit(f"error: {total / mib:.1f} MiB is over {args.max_mib} MiB; a GPU call carries 64 MiB at most")
+        raise SystemExit(f"error: {total / mib:.1f} MiB is over --max-mib {args.max_mib}: a smaller --params, or a larger --max-mib")
     print(f"kit ready: {kit}; copy the repository with it to the GPU machine and run bash benchmarks/gpu_study.sh")
 
 
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--assets", default=str(PROJECT_ROOT.parent / "shared" / "assets"),
                         help="the downloads and their SHA256SUMS (build)")
     parser.add_argument("--kit", default=str(KIT), help="the kit's folder (default .device)")
-    parser.add_argument("--max-mib", type=float, default=62.0, help="largest call, repository and kit (build)")
+    parser.add_argument("--max-mib", type=float, default=62.0, help="the largest size of the repository and the kit together, in MiB (build)")
     args = parser.parse_args(argv)
     build(args) if args.action == "build" else check(args)
 

@@ -65,7 +65,7 @@ build_venv() {
   done
   if [ -z "$python" ]; then
     echo "error: Python 3.11 (3.11.5 or later), 3.12 or 3.13, with venv, is needed on PATH (or as STUDY_PYTHON);" \
-         "conda users: conda env create -f environment.yml" >&2
+         "a conda environment's Python will do (activate it, or set STUDY_PYTHON to it)" >&2
     exit 1
   fi
 

@@ -1,7 +1,8 @@
 """Methods against class imbalance, and their comparison on the validation split.
 
 The original study weighted the loss ('balanced' class weights) and still scored F1 = 0 on
-its 14-image class. Three methods are compared here (see `lib.core.config.MinorityParams`):
+its 14-image class. Four methods can be compared here (`lib.core.config.MinorityParams.methods` lists
+those a run compares; the default study lists all four):
 
 - ``class_weight``: the study's choice; every image drawn once per epoch, the loss weighted;
 - ``oversample``: no weights, but each epoch draws every class equally often
