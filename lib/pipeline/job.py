@@ -9,6 +9,7 @@ instant). A job sets its share of the machine (CPU affinity, GPUs), ends when th
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -41,17 +42,21 @@ def execute_request(request: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """``python -m lib.pipeline.job REQUEST RESULT``; the request also names the runner's process (``parent``) and
     the job's CPU cores (``cores``)."""
-    request_file, result_file = argv if argv is not None else sys.argv[1:]
-    request = json.loads(Path(request_file).read_text())
+    parser = argparse.ArgumentParser(prog="python -m lib.pipeline.job", description="Run one step of a run as a job "
+                                     "(started by ./run_all.sh --jobs N, not by hand)")
+    parser.add_argument("request", type=Path, help="the step's request (JSON), written by the runner")
+    parser.add_argument("result", type=Path, help="where the job writes its steps.json entry, or why it failed")
+    args = parser.parse_args(argv)
+    request, result_file = json.loads(args.request.read_text()), args.result
     store.die_with_parent(request["parent"])
     if request.get("cores"):
         os.sched_setaffinity(0, request["cores"])
     try:
-        store.write_json(Path(result_file), {"done": execute_request(request)})
+        store.write_json(result_file, {"done": execute_request(request)})
         return 0
     except BaseException as error:  # a failed cell, an interruption, anything: the runner reports it
         where = request["notebook"] if request["round_name"] is None else f"rounds/{request['round_name']}/{request['notebook']}"
-        store.write_json(Path(result_file), {"failed": str(error) or f"{where}: {type(error).__name__}"})
+        store.write_json(result_file, {"failed": str(error) or f"{where}: {type(error).__name__}"})
         return 1
 
 
