@@ -81,7 +81,10 @@ class NotebookRun:
             return f"run by ./run_all.sh: computing into {self.folder.root}"
         step = self.planned.title
         if self.reuses:
-            return (f"{step}: showing the results of {self.folder.root}\n"
+            shown = self.folder.root
+            if shown == self.published.root:  # the published version, by the name a person knows it
+                shown = f"{run_paths(self.params).root} (version {shown.name})"
+            return (f"{step}: showing the results of {shown}\n"
                     f"reused, nothing is trained or written: {self.reason}")
         return (f"{step}: computing, because {self.reason}\n"
                 f"writing into the scratch run {self.folder.root} (the published run {self.published.root} "
