@@ -12,7 +12,7 @@ from test_compare import _comparison, _rounds
 
 from lib.analysis import compare, probe_check
 from lib.core.minority import METHODS, Postprocessing
-from lib.core.paths import PROBE_NAME
+from lib.core.study import PROBE_NAME
 from lib.core.provenance import set_seed
 from lib.report import sections as report
 from lib.report import tables

@@ -21,7 +21,8 @@ import pandas as pd
 
 from lib.analysis import calibration, probe_check
 from lib.analysis.stats import mcnemar_exact, paired_difference_bootstrap, round_metrics, rounds_bootstrap
-from lib.core.paths import MODELS, PROBE_MODEL, PROBE_NAME, RoundPaths, RunPaths
+from lib.core.paths import RoundPaths, RunPaths
+from lib.core.study import MODELS, PROBE_MODEL, PROBE_NAME, StudyModel
 from lib.training.evaluate import confusion_table
 
 
@@ -39,15 +40,15 @@ class ModelResults:
         return self.metrics["class_names"]
 
 
-def load_results(paths: RoundPaths, models: dict[str, str] = MODELS) -> dict[str, ModelResults]:
-    """Read every model's artefacts in one round; a missing one names the notebook that writes it."""
+def load_results(paths: RoundPaths, models: dict[str, StudyModel] = MODELS) -> dict[str, ModelResults]:
+    """Read every model's artefacts in one round, by model name; a missing one names the notebook that writes it."""
     results = {}
-    for folder, name in models.items():
-        files = paths.model(folder)
+    for model in models.values():
+        files = paths.model(model.name)
         if not files.metrics.is_file():
-            raise FileNotFoundError(f"{files.metrics} is missing: run the {name} notebook first")
-        results[folder] = ModelResults(
-            name=name,
+            raise FileNotFoundError(f"{files.metrics} is missing: run the {model.title} notebook first")
+        results[model.name] = ModelResults(
+            name=model.title,
             metrics=json.loads(files.metrics.read_text()),
             history=pd.read_csv(files.history),
             predictions=pd.read_csv(files.predictions, keep_default_na=False),
@@ -57,9 +58,9 @@ def load_results(paths: RoundPaths, models: dict[str, str] = MODELS) -> dict[str
 
 def load_probe(paths: RoundPaths) -> ModelResults:
     """The linear probe of one round (`lib.training.probe`), as a model without a training history."""
-    files = paths.model(PROBE_MODEL)
+    files = paths.model(PROBE_MODEL.name)
     if not files.probe_metrics.is_file():
-        raise FileNotFoundError(f"{files.probe_metrics} is missing: run the {MODELS[PROBE_MODEL]} notebook first")
+        raise FileNotFoundError(f"{files.probe_metrics} is missing: run the {PROBE_MODEL.title} notebook first")
     metrics = json.loads(files.probe_metrics.read_text())
     return ModelResults(PROBE_NAME, metrics, pd.DataFrame(),
                         pd.read_csv(files.probe_predictions, keep_default_na=False))
@@ -202,7 +203,8 @@ def paired_test(results: dict[str, ModelResults]) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def load_all_rounds(paths: RunPaths, rounds, models: dict[str, str] = MODELS) -> dict[str, dict[str, ModelResults]]:
+def load_all_rounds(paths: RunPaths, rounds,
+                    models: dict[str, StudyModel] = MODELS) -> dict[str, dict[str, ModelResults]]:
     """Every round's results (`lib.data.rounds.Rounds`), by round name, in the order the rounds ran."""
     return {r.name: load_results(paths.round(r.name), models) for r in rounds}
 
@@ -318,11 +320,11 @@ def models_differ(summary: pd.DataFrame, tests: pd.DataFrame, metric: str = "mac
     return not rounds_above(tests, alpha) and not intervals_overlap(summary, metric)
 
 
-def method_comparison(paths: RunPaths, rounds, models: dict[str, str] = MODELS) -> pd.DataFrame:
+def method_comparison(paths: RunPaths, rounds, models: dict[str, StudyModel] = MODELS) -> pd.DataFrame:
     """The minority-class methods compared in the first round, for every model (empty if none compared)."""
     first = paths.round(rounds.first.name)
-    tables = [pd.read_csv(first.model(folder).methods).assign(model=name)
-              for folder, name in models.items() if first.model(folder).methods.is_file()]
+    tables = [pd.read_csv(first.model(model.name).methods).assign(model=model.title)
+              for model in models.values() if first.model(model.name).methods.is_file()]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
@@ -473,6 +475,6 @@ def read_comparison(paths: RunPaths) -> Comparison:
         except pd.errors.EmptyDataError:  # e.g. no minority-class methods compared
             table = pd.DataFrame()
         tables[name] = table.set_index(list(table.columns[:index_columns])) if index_columns and len(table.columns) else table
-    first, second = list(MODELS.values())[:2]  # `agreement_table`'s rows and columns
+    first, second = [model.title for model in MODELS.values()][:2]  # `agreement_table`'s rows and columns
     tables["agreement"] = tables["agreement"].rename_axis(index=first, columns=second)
     return Comparison(**tables, verdict=json.loads(paths.comparison_verdict.read_text()))

@@ -24,7 +24,8 @@ import pandas as pd
 
 from lib.analysis.stats import HEADLINE_KEYS, paired_difference_bootstrap, round_metrics
 from lib.core.minority import METRIC_WORDS
-from lib.core.paths import MODELS, PROBE_MODEL, RoundPaths
+from lib.core.paths import RoundPaths
+from lib.core.study import PROBE_MODEL
 from lib.data.augmentation import build_augmentation
 
 CONFIDENCE = 0.95  # of the paired interval, as the comparison's other intervals
@@ -34,9 +35,9 @@ COLUMNS = ["metric", "images", "fine_tuned", "probe", "probe_minus_fine_tuned", 
 def read_validation(paths: RoundPaths) -> pd.DataFrame:
     """The fine-tuned model's and the probe's predicted class of each validation image in one round
     (`lib.training.probe.validation_table`); a missing file names the notebook that writes it."""
-    file = paths.model(PROBE_MODEL).probe_validation
+    file = paths.model(PROBE_MODEL.name).probe_validation
     if not file.is_file():
-        raise FileNotFoundError(f"{file} is missing: run the {MODELS[PROBE_MODEL]} notebook first")
+        raise FileNotFoundError(f"{file} is missing: run the {PROBE_MODEL.title} notebook first")
     return pd.read_csv(file, keep_default_na=False)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from lib.analysis.compare import Comparison, ModelResults, compared_models
 from lib.analysis.probe_check import abstract_words, below_probe_warning, no_warning_sentence
 from lib.core.minority import METHODS, METRIC_WORDS
-from lib.core.paths import PROBE_NAME
+from lib.core.study import PROBE_NAME
 from lib.report.data_prose import class_sizes_clause, is_balanced, is_imbalanced, smallest_class
 from lib.report.document import compare_words, count, escape, pct
 

@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 
 from lib.core.backends import BACKEND_TITLES
-from lib.core.paths import MODELS
+from lib.core.study import MODELS
 from lib.report.document import count
 from lib.report.plots import visible
 
@@ -51,7 +51,7 @@ def runtime_words(runtime: dict | None) -> str:
     return words
 
 
-def methods_table(params, precision: dict[str, str] | None = None,
+def protocol_table(params, precision: dict[str, str] | None = None,
                   runtime: dict[str, dict | None] | None = None) -> pd.DataFrame:
     """The training protocol actually used, both models side by side.
 
@@ -101,7 +101,7 @@ def methods_table(params, precision: dict[str, str] | None = None,
               else f"stratified {ev.folds}-fold cross-validation for each seed {ev.seeds}")
     grouping = "near-duplicate groups kept whole" if params.split.group_near_duplicates else "no grouping"
     rows["evaluation"] = (f"{rounds}; {grouping}",) * 2
-    models = list(MODELS.values())
+    models = [model.title for model in MODELS.values()]
     if precision:
         rows["numeric precision"] = tuple(PRECISION_WORDS.get(precision.get(m, "?"), precision.get(m, "?"))
                                           + f" (training.precision: {tr.precision})" for m in models)
