@@ -120,7 +120,9 @@ _MODEL_PARAMS = ("data.image_size", "augmentation", "training.batch_size", "trai
 
 def model_step(model: StudyModel) -> Step:
     """The step of one model of the study: its notebook, run once per round, trains it on the round's split."""
-    return Step(model.notebook, model.title, (*_MODEL_PARAMS, model.params_section), _model_step_reads(model),
+    # a probe's check against the model is read at the comparison's level (`lib.analysis.probe_check`)
+    probe = ("evaluation.confidence",) if model.probe is not None else ()
+    return Step(model.notebook, model.title, (*_MODEL_PARAMS, model.params_section, *probe), _model_step_reads(model),
                 _model_step_writes(model), model=model.name)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
+from lib.analysis.stats import percent
 from lib.core.backends import BACKEND_TITLES
 from lib.core.study import MODELS
 from lib.report.document import count
@@ -144,12 +145,12 @@ def statistics_table(summary: pd.DataFrame) -> pd.DataFrame:
                          columns=summary.index.get_level_values("model").unique()).rename_axis(index="metric", columns=None)
 
 
-def difference_table(difference: pd.DataFrame) -> pd.DataFrame:
+def difference_table(difference: pd.DataFrame, confidence: float) -> pd.DataFrame:
     """Rows: metrics; columns: the paired difference 'second − first' (`lib.analysis.compare.difference_across_rounds`)
-    and its interval."""
+    and its interval, at ``confidence`` (the verdict's: ``evaluation.confidence``)."""
     name = f"{difference['second'].iloc[0]} − {difference['first'].iloc[0]}"
     return difference[["difference", "low", "high"]].rename(
-        columns={"difference": name, "low": "95 % low", "high": "95 % high"})
+        columns={"difference": name, "low": f"{percent(confidence)} low", "high": f"{percent(confidence)} high"})
 
 
 def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:
