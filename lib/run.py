@@ -53,7 +53,7 @@ def publish(staging: RunPaths, final: RunPaths, reports_dir: Path | None) -> Non
     if reports_dir is None:
         return
     for source, name in ((final.report_html, "report.html"), (final.report_pdf, "report.pdf")):
-        if not source.is_file():  # no PDF where WeasyPrint cannot print (`lib.report.sections.render`): none of another run
+        if not source.is_file():  # no PDF where WeasyPrint cannot print (`lib.report.render.render`): none of another run
             (reports_dir / name).unlink(missing_ok=True)
             continue
         partial = reports_dir / f".{name}.partial"

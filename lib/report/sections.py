@@ -1,12 +1,13 @@
-"""The academic report: numbered figures and tables, sentences generated from the run's numbers, rendering.
+"""The report's sentences, generated from the run's numbers: one ``*_html`` function per section's text.
 
 The report notebook (``notebooks/05_report.ipynb``) calls the ``*_html`` functions here,
 each of which turns the artefacts of the run (the audit's summary, the models' metrics, and
 the comparison's tables and verdict, `lib.analysis.compare.Comparison`) into a section's text; no
-statistic is computed here and nothing about results is typed by hand, so another dataset gets a correct report. Every value that
-comes from the data (class names, file names) is HTML-escaped: a class folder called
-``<b>x</b>`` shows as that text. `render` then turns the executed notebook into HTML
-without any code, and the HTML into a PDF with WeasyPrint.
+statistic is computed here and nothing about results is typed by hand, so another dataset gets a correct
+report. Every value that comes from the data (class names, file names) is HTML-escaped: a class folder
+called ``<b>x</b>`` shows as that text. The figures are `lib.report.plots`', the tables
+`lib.report.tables`', the data section's words `lib.report.data_prose`'; `lib.report.render` turns the
+executed notebook into HTML without any code, and the HTML into a PDF.
 """
 
 from __future__ import annotations
