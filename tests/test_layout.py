@@ -95,6 +95,20 @@ def test_modules_stay_small_enough_to_read_in_one_sitting(module):
     assert len(path.read_text().splitlines()) <= MAX_LINES, f"{path.relative_to(LIB.parent)} holds several ideas"
 
 
+MAX_FUNCTION_LINES = 60
+# The runner's two loops, still longer than that: (module, function).
+LONGER_FUNCTIONS = {("lib.run", "run_study"), ("lib.pipeline.schedule", "run_steps")}
+
+
+@pytest.mark.parametrize("module", sorted(lib_modules()))
+def test_functions_stay_short_enough_to_hold_one_idea(module):
+    tree = ast.parse(lib_modules()[module].read_text())
+    long = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES and (module, node.name) not in LONGER_FUNCTIONS}
+    assert not long, f"{module}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
 def test_the_package_maps_name_every_module():
     """Each package's docstring is its map: every module of the package is named in it."""
     for init in LIB.glob("*/__init__.py"):
