@@ -141,6 +141,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
     (`lib.core.config.load_params`). ``writes`` False: the run folder is only read (a notebook opened by hand
     showing a finished step): no folder is made and the pixel cache is not written.
     """
+    study_model(model_name)  # a model the study does not have stops here, naming those it has
     params = load_params(params_file, overrides)
     check_active_backend(params.training.backend, f"{params_file}: training.backend")
     rounds = evaluation_rounds(params.evaluation)
