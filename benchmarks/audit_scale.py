@@ -5,10 +5,10 @@
 
 For each size it generates a class-folder dataset of that many small JPEGs (a few sizes,
 RGB, greyscale and CMYK; a class colour with random blocks, so that images of a class look
-alike), then runs, in a child process of its own (so that each peak is its own), what the
-audit notebook runs up to the split manifests: the file check, the params' exclusions,
-exact, pHash and ImageNet-feature near-duplicate pairs (weights from Keras' cache, or
-random with ``--random-weights``), the near-duplicate groups and every round's split.
+alike), then runs, in a child process of its own (so that each peak is its own), the audit's recipe
+(`lib.data.audit`) as the audit notebook runs it up to the split manifests: the file check, the params'
+exclusions, the images' ImageNet features (weights from Keras' cache, or random with ``--random-weights``),
+exact, pHash and feature near-duplicate pairs, the near-duplicate groups and every round's split.
 It prints a Markdown table; ``--write`` appends it, with the date and the machine.
 """
 
@@ -54,12 +54,10 @@ def make_dataset(root: Path, n_images: int, n_classes: int, seed: int = 0) -> Pa
 
 def audit_and_split(folder: Path, image_size: int, weights: str | None, work: Path) -> dict:
     """The audit notebook's computation up to the splits, step by step: seconds per step."""
-    import pandas as pd
-
     from lib.core.config import parse_params
-    from lib.data import audit, rounds
+    from lib.data import audit
     from lib.data.sources import load_records
-    from lib.training import features
+    from lib.training.features import audit_features
 
     params = parse_params({"data": {"source": "folder", "directory": str(folder), "image_size": [image_size] * 2},
                            "mobilenet_v2": {"weights": weights}})
@@ -73,22 +71,18 @@ def audit_and_split(folder: Path, image_size: int, weights: str | None, work: Pa
     images = audit.inspect_records(load_records(params.data), params.audit.max_image_pixels)
     images, warnings_found = audit.curate(images, params.data, params.audit)
     lap("inspect")
-    exact = audit.exact_duplicate_pairs(images)
-    near = audit.near_duplicate_pairs(images, params.audit.phash_max_distance)
-    lap("pHash pairs")
-    usable = images[images["usable"]]
-    features = features.streamed_features(usable["path"], params.data.image_size, weights, spill_dir=work)
+    features = audit_features(images, params, spill_dir=work)
     lap("features")
-    feature = audit.feature_duplicate_pairs(images, features, params.audit.feature_min_similarity)
-    lap("feature pairs")
-    pairs = pd.concat([exact, near, feature], ignore_index=True)
-    images["group"] = audit.duplicate_groups(images, pairs, params.split.max_group_size, params.split.max_group_share)
+    pairs = audit.duplicate_pairs(images, features, params.audit)
+    lap("pairs")
+    images["group"], _ = audit.group_duplicates(images, pairs, params.split)
     lap("groups")
-    splits = rounds.assign_round_splits(images, images["group"].to_numpy(), params)
+    splits, _ = audit.split_rounds(images, pairs, params)
     lap("splits")
     sizes = images.loc[images["usable"], "group"].value_counts()
     return {
-        "images": int(len(images)), "usable": int(len(usable)), "pairs": pairs["kind"].value_counts().to_dict(),
+        "images": int(len(images)), "usable": int(images["usable"].sum()),
+        "pairs": pairs["kind"].value_counts().to_dict(),
         "groups": int(len(sizes)), "largest_group": int(sizes.max()), "rounds": len(splits),
         "features_memory_mapped": isinstance(features, np.memmap), "seconds": seconds,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -124,15 +118,15 @@ def summary_markdown(results: list[dict], args) -> str:
         f"RGB, greyscale and CMYK), features at {args.image_size} px with "
         f"{'random' if args.random_weights else 'ImageNet'} weights; each size in its own process.",
         "",
-        "| images | wall time | peak resident | inspect | pHash pairs | features | feature pairs | groups | splits "
+        "| images | wall time | peak resident | inspect | features | pairs | groups | splits "
         "| pairs (exact / pHash / feature) | groups, largest |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in results:
         s, p = r["seconds"], r["pairs"]
         lines.append(
             f"| {r['images']:,} | {r['wall_s']:.0f} s | {r['peak_rss_gib']:.2f} GiB | {s['inspect']} s "
-            f"| {s['pHash pairs']} s | {s['features']} s | {s['feature pairs']} s | {s['groups']} s | {s['splits']} s "
+            f"| {s['features']} s | {s['pairs']} s | {s['groups']} s | {s['splits']} s "
             f"| {p.get('exact', 0)} / {p.get('near', 0)} / {p.get('feature', 0)} "
             f"| {r['groups']:,}, {r['largest_group']} |"
         )

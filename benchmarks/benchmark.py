@@ -50,6 +50,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from lib.core.config import load_params  # noqa: E402
 from lib.core.paths import RunPaths, run_paths  # noqa: E402
+from lib.core.study import MODELS  # noqa: E402
 
 PARTS = ("peak", "ours", "baseline", "plain", "spread", "precision", "memory")
 NEEDS_SPLIT = {"baseline", "plain", "spread", "precision"}
@@ -191,7 +192,7 @@ def part_ours(params_file: Path, work: Path) -> dict:
     result = {"wall_seconds": time.perf_counter() - start, "run_dir": str(run.root),
               "steps": {name: step["seconds"] for name, step in steps.items()},
               "step_peak_rss_gib": {name: step.get("peak_rss_gib") for name, step in steps.items()}}
-    for model in ("cnn", "mobilenetv2"):
+    for model in MODELS:
         metrics = json.loads(run.round(ROUND).model(model).metrics.read_text())
         result[model] = {key: metrics[key] for key in
                          ("accuracy", "macro_f1", "training_seconds", "epochs_run", "training_inputs", "precision")}
@@ -199,7 +200,8 @@ def part_ours(params_file: Path, work: Path) -> dict:
     return result
 
 
-NOTEBOOK_OF_MODEL = {"mobilenetv2": "03_mobilenetv2.ipynb", "cnn": "02_cnn.ipynb"}
+# The original study's two models, which the baseline (`part_baseline`) re-implements under our models' names.
+ORIGINAL_MODELS = ("cnn", "mobilenetv2")
 # A notebook part's variants: which model's notebook, and what it changes in the params.
 NOTEBOOK_VARIANTS = {
     "plain": ("mobilenetv2", {"mobilenet_v2": {"activation_cache": False}}),
@@ -226,7 +228,7 @@ def _notebook_seconds(params_file: Path, work: Path, run_dir: Path, name: str, s
     target.round(f"seed-{seed}").root.mkdir(parents=True)
     shutil.copy(run_dir / "rounds" / ROUND / "split.csv", target.round(f"seed-{seed}").split_manifest)
     start = time.perf_counter()
-    notebook = NOTEBOOK_OF_MODEL[model]
+    notebook = MODELS[model].notebook
     papermill.execute_notebook(
         NOTEBOOKS_DIR / notebook, target.root / notebook,
         parameters={"params_file": str(variant), "run_dir": str(target.root)}, cwd=str(NOTEBOOKS_DIR),
@@ -274,7 +276,7 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     name, kinds = next(iter(rounds.assign_round_splits(images, np.arange(len(images)), params).items()))
     split.write_split_manifest(images.assign(split=kinds["used"]), run_paths(params).round(name).split_manifest)
     start = time.perf_counter()
-    prepared = experiment.prepare(str(variant), "memory")
+    prepared = experiment.prepare(str(variant), "mobilenetv2")  # the data path, and below its activation cache
     for _ in prepared.training_stream(METHODS["class_weight"]):  # one augmented epoch of the CNN's stream
         pass
     model, base = models.build_mobilenet_v2(prepared.n_classes, params.data.image_size, params.mobilenet_v2)
@@ -289,7 +291,7 @@ def precision_part(params_file: Path, work: Path, run_dir: Path, ours: dict | No
     auto = []
     for seed in (42, 43, 44):
         if seed == BENCHMARK_SEED and ours:  # the same notebook, params, split and seed: the same training
-            auto.append({**ours["cnn"], "notebook_seconds": ours["steps"][f"rounds/{ROUND}/02_cnn.ipynb"]})
+            auto.append({**ours["cnn"], "notebook_seconds": ours["steps"][f"rounds/{ROUND}/{MODELS['cnn'].notebook}"]})
         else:
             auto.append(run_part("notebook", f"cnn-auto-{seed}", params_file, work, [str(run_dir), str(seed), "cnn-auto"]))
     return {"float32": float32, "auto": auto}
@@ -389,18 +391,18 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
                   f"- wall time **{ours['wall_seconds']:.0f} s** ({ours['wall_seconds'] / 60:.1f} min); "
                   f"peak resident memory **{ours['peak_rss_gib']:.2f} GiB**",
                   "- steps (wall time / peak memory of the step's kernel): " + step_figures(ours)]
-        for model in ("cnn", "mobilenetv2"):
+        for model in MODELS:
             m = ours[model]
             lines.append(f"- {model}: training {m['training_seconds']:.0f} s, epochs {m['epochs_run']}, "
                          f"{images_per_second(m, ours['train_images']):.1f} training images/s; "
                          f"test accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}")
         lines += [cnn_throughput_line(ours, results.get("peak")), ""]
     if base:
-        total = sum(base[m]["training_seconds"] + base[m]["test_seconds"] for m in ("cnn", "mobilenetv2"))
+        total = sum(base[m]["training_seconds"] + base[m]["test_seconds"] for m in ORIGINAL_MODELS)
         lines += ["### Original protocol (ImageDataGenerator.flow_from_dataframe, full forward pass every epoch)", "",
                   f"- wall time **{base['wall_seconds']:.0f} s** ({base['wall_seconds'] / 60:.1f} min; training and "
                   f"testing {total:.0f} s); peak resident memory **{base['peak_rss_gib']:.2f} GiB**"]
-        for model in ("cnn", "mobilenetv2"):
+        for model in ORIGINAL_MODELS:
             m = base[model]
             lines.append(f"- {model}: training {m['training_seconds']:.0f} s, epochs {m['epochs']}, "
                          f"{images_per_second(m, base['train_images']):.1f} training images/s; "
@@ -415,7 +417,7 @@ def summary_markdown(results: dict, machine: dict, commit: str) -> str:
         lines += ["### Ratios (original protocol / ours)", "",
                   f"- end to end: **{base['wall_seconds'] / ours['wall_seconds']:.2f}x** "
                   "(ours includes the audit, comparison, report and PDF; the baseline only trains and tests)"]
-        for model in ("cnn", "mobilenetv2"):
+        for model in ORIGINAL_MODELS:
             lines.append(f"- {model} training: {base[model]['training_seconds'] / ours[model]['training_seconds']:.2f}x")
         lines.append("")
     plain, spread = results.get("plain"), results.get("spread")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.core.paths import MODELS
+from lib.core.study import MODELS
 from lib.deploy.finished_run import RunModel
 from lib.deploy.predict import classify_files, load_classifier
 

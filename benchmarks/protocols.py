@@ -29,8 +29,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from lib.core.config import load_params  # noqa: E402
-from lib.core.paths import MODELS, run_paths  # noqa: E402
+from lib.core.paths import run_paths  # noqa: E402
 from lib.core.provenance import git_commit  # noqa: E402
+from lib.core.study import MODELS  # noqa: E402
 from lib.data.rounds import evaluation_rounds  # noqa: E402
 from lib.report.tables import runtime_words  # noqa: E402
 
@@ -42,7 +43,8 @@ def protocol_params(params_file: Path, protocol: str, settings: list[str], folde
     """A copy of ``params_file`` with both models under ``protocol``, the ``--set`` settings applied (validated as
     `./run_all.sh --set` validates them: a bad one stops here, naming the field), and its own run name and
     reports folder."""
-    params = load_params(params_file, [*settings, f"cnn.protocol={protocol}", f"mobilenet_v2.protocol={protocol}"])
+    protocols = [f"{model.params_section}.protocol={protocol}" for model in MODELS.values()]
+    params = load_params(params_file, [*settings, *protocols])
     name = f"{(yaml.safe_load(params_file.read_text()) or {}).get('run_name', params_file.stem)}-{protocol}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
@@ -58,17 +60,16 @@ def summarise_run(params_file: Path) -> pd.DataFrame:
     paths = run_paths(params)
     summary = pd.read_csv(paths.comparison_table("summary")).set_index(["model", "metric"])
     steps = json.loads((paths.root / "steps.json").read_text())
-    protocols = {"cnn": params.cnn.protocol, "mobilenetv2": params.mobilenet_v2.protocol}
-    notebooks = {"cnn": "02_cnn.ipynb", "mobilenetv2": "03_mobilenetv2.ipynb"}
     rows = []
-    for folder, name in MODELS.items():
-        seconds = [entry["seconds"] for label, entry in steps.items() if label.endswith("/" + notebooks[folder])]
-        row = {"params": params_file.name, "model": name, "protocol": protocols[folder], "rounds": len(seconds)}
+    for model in MODELS.values():
+        seconds = [entry["seconds"] for label, entry in steps.items() if label.endswith("/" + model.notebook)]
+        row = {"params": params_file.name, "model": model.title, "protocol": model.params(params).protocol,
+               "rounds": len(seconds)}
         for metric in REPORTED_METRICS:
-            mean, low, high = summary.loc[(name, metric), ["mean", "low", "high"]]
+            mean, low, high = summary.loc[(model.title, metric), ["mean", "low", "high"]]
             row[metric] = f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
         row["seconds per round"] = round(sum(seconds) / len(seconds))
-        metrics = json.loads(paths.round(evaluation_rounds(params.evaluation).first.name).model(folder).metrics.read_text())
+        metrics = json.loads(paths.round(evaluation_rounds(params.evaluation).first.name).model(model.name).metrics.read_text())
         row["device"] = runtime_words(metrics.get("runtime")) + f", {metrics.get('precision', '?')}"
         rows.append(row)
     return pd.DataFrame(rows)

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 from lib.core.paths import ModelPaths, RoundPaths
-
-NOTEBOOKS = {"cnn": "02_cnn.ipynb", "mobilenetv2": "03_mobilenetv2.ipynb"}
+from lib.core.study import DEFAULT_MODEL, MODELS
 
 
 def cell_seconds(executed_notebook: Path) -> list[tuple[float, str]]:
@@ -51,10 +50,10 @@ def recorded_seconds(model: ModelPaths) -> dict[str, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("round_folder", type=Path, help="a finished run's rounds/<round> folder")
-    parser.add_argument("--model", choices=sorted(NOTEBOOKS), default="mobilenetv2")
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
     round_paths = RoundPaths(args.round_folder)
-    notebook = round_paths.notebooks_dir / NOTEBOOKS[args.model]
+    notebook = round_paths.notebooks_dir / MODELS[args.model].notebook
     if not notebook.is_file():
         parser.error(f"{notebook} does not exist: give a finished run's round folder (reports/<run>/rounds/<round>)")
     cells = cell_seconds(notebook)

@@ -106,7 +106,7 @@ def test_cached_phases_match_the_model_on_pixels_and_train_its_own_layers(prepar
 
 
 def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
-    experiment = prepare_experiment("plain", augmentation=False,
+    experiment = prepare_experiment("mobilenetv2", augmentation=False,
                                     mobilenet_v2=MOBILENET | {"activation_cache": False})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
     inputs = activation_cache.phase_inputs(experiment.round_inputs(), experiment.params.mobilenet_v2, model, base)
@@ -118,7 +118,7 @@ def test_the_plain_path_trains_the_whole_model_on_pixels(prepare_experiment):
 
 
 def test_without_augmentation_one_view_is_cached(prepare_experiment):
-    experiment = prepare_experiment("noaug", augmentation=False, mobilenet_v2=MOBILENET | {"fine_tune_layers": 0})
+    experiment = prepare_experiment("mobilenetv2", augmentation=False, mobilenet_v2=MOBILENET | {"fine_tune_layers": 0})
     model, base = models.build_mobilenet_v2(experiment.n_classes, (32, 32), experiment.params.mobilenet_v2)
     cache = activation_cache.phase_inputs(experiment.round_inputs(), experiment.params.mobilenet_v2, model, base)
     assert cache.views == 1 and cache.top is None

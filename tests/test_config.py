@@ -113,3 +113,12 @@ def test_the_report_subject_is_optional_and_validated(tmp_path):
     for bad in ("", "x" * 61):
         with pytest.raises(ParamsError, match=r"report.subject: String should have"):
             parse_params({"report": {"subject": bad}}, source="mine.yaml")
+
+
+def test_the_statistical_levels_are_params_within_their_range():
+    evaluation = parse_params({"evaluation": {"confidence": 0.9, "alpha": 0.01}}).evaluation
+    assert (evaluation.confidence, evaluation.alpha) == (0.9, 0.01)
+    with pytest.raises(ParamsError, match=r"evaluation.confidence: Input should be less than 1"):
+        parse_params({"evaluation": {"confidence": 1.0}})
+    with pytest.raises(ParamsError, match=r"evaluation.alpha: Input should be greater than 0"):
+        parse_params({"evaluation": {"alpha": 0}})

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.core.paths import MODELS
+from lib.core.study import MODELS
 from lib.deploy import export
 from lib.deploy import finished_run as deploy
 from lib.training.models import load_trained_model

@@ -94,13 +94,9 @@ def test_default_thresholds_do_not_swallow_a_class_of_lookalikes(tmp_path, image
     images = _inspected(folder)
     pixels = np.stack([np.asarray(load_rgb(p, (96, 96))) for p in images["path"]])
     features = mobilenet_features.pooled_features(pixels, "imagenet")
-    pairs = pd.concat([audit.exact_duplicate_pairs(images),
-                       audit.near_duplicate_pairs(images, DEFAULTS.audit.phash_max_distance),
-                       audit.feature_duplicate_pairs(images, features, DEFAULTS.audit.feature_min_similarity)],
-                      ignore_index=True)
-    chained = pd.Series(audit.duplicate_groups(images, pairs, chained=True)).value_counts()
-    grouped = pd.Series(audit.duplicate_groups(images, pairs, DEFAULTS.split.max_group_size,
-                                               DEFAULTS.split.max_group_share))
+    pairs = audit.duplicate_pairs(images, features, DEFAULTS.audit)
+    grouped, chained = (pd.Series(g) for g in audit.group_duplicates(images, pairs, DEFAULTS.split))
+    chained = chained.value_counts()
     print(f"{len(pairs)} pairs; chained: {len(chained)} groups, largest {chained.max()}; "
           f"grouped: {grouped.nunique()} groups, largest {grouped.value_counts().max()}")
     assert chained.max() >= 50  # chaining swallows (nearly) a whole class

@@ -64,7 +64,7 @@ def test_a_class_missing_from_training_is_an_error():
 
 @pytest.fixture
 def prepared(prepare_experiment):
-    return prepare_experiment("probe", augmentation=False)
+    return prepare_experiment("cnn", augmentation=False)
 
 
 def _digests(array):

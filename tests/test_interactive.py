@@ -95,6 +95,13 @@ def run_by_hand(notebook: str, params_file: Path, out: Path, **parameters) -> st
 
 
 TRAINING_LINE = "--- "  # `lib.training.experiment.train_each_method` prints one before each training
+FEATURES_BAR = "Image features"  # `lib.training.features.streamed_features`' progress bar
+
+
+def everything_shown(executed: Path) -> str:
+    """The text of every output of an executed notebook, progress bars included (their plain-text form)."""
+    outputs = [o for c in json.loads(executed.read_text())["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    return "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")) for o in outputs)
 
 
 @pytest.mark.slow
@@ -116,6 +123,9 @@ def test_notebooks_by_hand_never_write_the_published_run_and_train_only_what_cha
             assert TRAINING_LINE not in printed
     assert tree_digest(published) == before
     assert not (reports / interactive.SCRATCH_DIR).exists()
+    # The audit shown again reads the pairs it found: MobileNetV2's features are not computed again.
+    assert FEATURES_BAR in everything_shown(published / "notebooks" / "01_data_audit.ipynb")
+    assert FEATURES_BAR not in everything_shown(next(out.glob("by-hand-*-01_data_audit.ipynb")))
 
     # One model parameter changed: the MobileNetV2 notebook trains into the scratch run; the audit and the
     # CNN are reused there; the published run is untouched.

@@ -95,9 +95,43 @@ def test_modules_stay_small_enough_to_read_in_one_sitting(module):
     assert len(path.read_text().splitlines()) <= MAX_LINES, f"{path.relative_to(LIB.parent)} holds several ideas"
 
 
+MAX_FUNCTION_LINES = 60
+# The runner's two loops, still longer than that: (module, function).
+LONGER_FUNCTIONS = {("lib.run", "run_study"), ("lib.pipeline.schedule", "run_steps")}
+
+
+@pytest.mark.parametrize("module", sorted(lib_modules()))
+def test_functions_stay_short_enough_to_hold_one_idea(module):
+    tree = ast.parse(lib_modules()[module].read_text())
+    long = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES and (module, node.name) not in LONGER_FUNCTIONS}
+    assert not long, f"{module}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
 def test_the_package_maps_name_every_module():
     """Each package's docstring is its map: every module of the package is named in it."""
     for init in LIB.glob("*/__init__.py"):
         text = ast.get_docstring(ast.parse(init.read_text())) or ""
         missing = [p.stem for p in init.parent.glob("*.py") if p.name != "__init__.py" and p.stem not in text]
         assert not missing, f"{init.relative_to(LIB.parent)} does not name {missing}"
+
+
+def string_constants(path: Path) -> list[tuple[str, int]]:
+    """Every string constant of a module's code (docstrings and f-string text included), with its line."""
+    return [(node.value, node.lineno) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_the_study_models_are_named_in_one_module():
+    """A model's name, title and notebook are written in `lib.core.study` alone (its params section also names
+    the schema's field in `lib.core.config`): every other module reads the registry."""
+    from lib.core.study import MODELS
+
+    home, schema = LIB / "core" / "study.py", LIB / "core" / "config.py"
+    named = {text for model in MODELS.values() for text in (model.name, model.title, model.notebook)}
+    sections = {model.params_section for model in MODELS.values()}
+    for path in sorted(LIB.rglob("*.py")):
+        allowed = set() if path != schema else sections
+        found = [(text, line) for text, line in string_constants(path) if text in named - allowed]
+        assert path == home or not found, f"{path.relative_to(LIB.parent)} names a model: {found}"

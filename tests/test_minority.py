@@ -138,11 +138,11 @@ def test_the_method_is_chosen_on_validation_only():
         {"method": "logit_adjustment", "split": "val", "macro_f1": 0.85},
     ])
     order = ["class_weight", "oversample", "logit_adjustment"]
-    assert minority.choose_method(table, "macro_f1", order) == "oversample"  # tie: the earlier one
+    assert minority.best_method(table, "macro_f1", order) == "oversample"  # tie: the earlier one
     with_loss = table.assign(log_loss=[0.30, 0.01, 0.20, 0.01, 0.10])
-    assert minority.choose_method(with_loss, "macro_f1", order) == "logit_adjustment"  # tie: lower val log-loss
+    assert minority.best_method(with_loss, "macro_f1", order) == "logit_adjustment"  # tie: lower val log-loss
     with_loss.loc[4, "macro_f1"] = 0.84
-    assert minority.choose_method(with_loss, "macro_f1", order) == "oversample"  # the metric comes first
+    assert minority.best_method(with_loss, "macro_f1", order) == "oversample"  # the metric comes first
     scores = minority.scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), ["a", "b"], "b")
     assert scores["minority_recall"] == 0.5 and scores["minority_precision"] == 0.5 and scores["minority_f1"] == 0.5
     assert scores["minority_images"] == 2
@@ -184,7 +184,7 @@ def test_a_finished_training_is_reused_only_under_the_same_step_key(prepare_expe
     assert experiments.saved_training(prepared, "class_weight") is None  # no key: never reused
     prepared.step_key = "key-1"
     trained = recipes.cnn_by_method(prepared)["class_weight"]
-    assert (prepared.model_paths.method_dir("class_weight") / "key").read_text() == "key-1"
+    assert prepared.model_paths.training("class_weight").key.read_text() == "key-1"
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished training was trained again")

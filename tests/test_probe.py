@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from helpers import NO_AUGMENTATION, write_first_round_split, write_params
 from PIL import Image
-from test_compare import _comparison, _rounds
+from test_compare import CONFIDENCE, _comparison, _rounds
 
 from lib.analysis import compare, probe_check
 from lib.core.minority import METHODS, Postprocessing
-from lib.core.paths import PROBE_NAME
+from lib.core.study import PROBE_NAME
 from lib.core.provenance import set_seed
 from lib.report import sections as report
 from lib.report import tables
@@ -118,7 +118,7 @@ def test_fit_and_save_writes_predictions_as_the_models_do_and_the_validation_che
     pd.testing.assert_frame_equal(validation, perfect.validation)
     assert validation["relpath"].tolist() == data.val.rows["relpath"].tolist()
     assert (validation["fine_tuned"] == validation["true_label"]).all()
-    row = probe_check.check_table({experiment.round.name: (metrics, validation)}, seed=0, n_resamples=200).iloc[0]
+    row = probe_check.check_table({experiment.round.name: (metrics, validation)}, 0, CONFIDENCE, n_resamples=200).iloc[0]
     assert (row["fine_tuned"], row["probe"]) == pytest.approx((check["fine_tuned"], check["probe"]))
     assert not row["below_probe"], "a model right on every validation image is never below"
 
@@ -148,11 +148,11 @@ def test_the_probe_is_a_third_row_of_the_statistics_and_stays_out_of_the_paired_
     b = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
     rounds = _rounds((a, b), (a, np.roll(b, 7)))
     probed = _with_probe(rounds, np.r_[np.ones(100, dtype=bool), np.zeros(100, dtype=bool)])
-    summary = compare.summary_across_rounds(probed, seed=0, n_resamples=300)
+    summary = compare.summary_across_rounds(probed, seed=0, confidence=CONFIDENCE, n_resamples=300)
     assert list(summary.index.get_level_values("model").unique()) == ["Model A", "Model B", PROBE_NAME]
     assert summary.loc[(PROBE_NAME, "accuracy"), "mean"] == pytest.approx(0.5)
     assert summary.loc[(PROBE_NAME, "accuracy"), "low"] < 0.5 < summary.loc[(PROBE_NAME, "accuracy"), "high"]
-    two = compare.summary_across_rounds(rounds, seed=0, n_resamples=300)
+    two = compare.summary_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=300)
     tests = compare.paired_tests(rounds)
     comparison = _comparison(rounds, summary, tests)
     assert comparison.verdict == _comparison(rounds, two, tests).verdict, "the probe changes no verdict"

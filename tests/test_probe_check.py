@@ -26,7 +26,7 @@ def _checks(*validations, metric="macro_f1") -> pd.DataFrame:
     """A `probe_check.check_table` of rounds seed-0, seed-1, ... from their validation tables."""
     metrics = {"validation": {"metric": metric}, "class_names": NAMES}
     return probe_check.check_table({f"seed-{i}": (metrics, v) for i, v in enumerate(validations)}, seed=0,
-                                   n_resamples=500)
+                                   confidence=parse_params({}).evaluation.confidence, n_resamples=500)
 
 
 def _one_rare_image_wrong() -> pd.DataFrame:

@@ -8,11 +8,11 @@ from lib.report import data_prose, document, references, tables
 from lib.report import sections as report
 
 
-def test_methods_table_says_what_the_activation_cache_means():
-    cached = tables.methods_table(parse_params({"mobilenet_v2": {"augmented_views": 3}}))
+def test_protocol_table_says_what_the_activation_cache_means():
+    cached = tables.protocol_table(parse_params({"mobilenet_v2": {"augmented_views": 3}}))
     assert "3 fixed augmented views" in cached.loc["training inputs", "MobileNetV2"]
     assert "view e mod 3" in cached.loc["training inputs", "MobileNetV2"]
-    plain = tables.methods_table(parse_params({"mobilenet_v2": {"activation_cache": False}}))
+    plain = tables.protocol_table(parse_params({"mobilenet_v2": {"activation_cache": False}}))
     assert "recomputed on every image in every epoch" in plain.loc["training inputs", "MobileNetV2"]
     assert plain.loc["training inputs", "Custom CNN"] == cached.loc["training inputs", "Custom CNN"]
 
@@ -24,12 +24,12 @@ def test_the_overfitting_verdict_follows_the_sign_and_size_of_the_gap():
     assert below.startswith("does not overfit") and "3.5 points above its training accuracy" in below
 
 
-def test_methods_table_states_the_precision_each_model_trained_in():
+def test_protocol_table_states_the_precision_each_model_trained_in():
     params = parse_params({"training": {"precision": "auto"}})
-    table = tables.methods_table(params, {"Custom CNN": "mixed_bfloat16", "MobileNetV2": "float32"})
+    table = tables.protocol_table(params, {"Custom CNN": "mixed_bfloat16", "MobileNetV2": "float32"})
     assert table.loc["numeric precision", "Custom CNN"].startswith("mixed bfloat16")
     assert table.loc["numeric precision", "MobileNetV2"] == "float32 (training.precision: auto)"
-    assert "numeric precision" not in tables.methods_table(params).index  # nothing recorded: no row
+    assert "numeric precision" not in tables.protocol_table(params).index  # nothing recorded: no row
 
 
 def test_the_method_paragraph_names_the_methods_that_were_compared():
@@ -141,13 +141,13 @@ def test_figures_of_many_classes_fit_a_page_with_every_class_named():
     plt.close(figure)
 
 
-def test_methods_table_names_each_models_protocol_and_its_schedule():
-    original = tables.methods_table(parse_params({}))
+def test_protocol_table_names_each_models_protocol_and_its_schedule():
+    original = tables.protocol_table(parse_params({}))
     assert original.loc["protocol"].tolist() == [tables.PROTOCOL_WORDS["original"]] * 2
     assert "last 20 base layers" in original.loc["phase 2", "MobileNetV2"]
     assert "cosine" not in original.to_string() and "AdamW" not in original.to_string()
 
-    strong = tables.methods_table(parse_params({"cnn": {"protocol": "strong"}, "mobilenet_v2": {"protocol": "strong"}}))
+    strong = tables.protocol_table(parse_params({"cnn": {"protocol": "strong"}, "mobilenet_v2": {"protocol": "strong"}}))
     assert strong.loc["protocol"].tolist() == [tables.PROTOCOL_WORDS["strong"]] * 2
     tuned = strong.loc["phase 2", "MobileNetV2"]
     assert tuned.startswith("whole base unfrozen") and "AdamW lr 0.0001 after a 2-epoch linear warm-up" in tuned

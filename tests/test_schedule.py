@@ -37,6 +37,23 @@ def test_a_model_step_waits_for_the_audit_and_a_later_round_for_its_models_first
     assert waits[REPORT] == {AUDIT, COMPARISON} | models
 
 
+def test_every_artefact_a_step_reads_is_written_by_a_step_before_it(tiny_params_file):
+    """The steps' declarations hold together: what a step reads, an earlier step declares it writes (the audit
+    reads the raw images alone); each model of the study has its step, and each step writes something."""
+    from lib.core.study import MODELS
+    from lib.pipeline.schedule import _overlap
+
+    params = load_params(tiny_params_file)
+    plan, folder = run.planned_steps(params), RunPaths(Path("/nowhere"))
+    assert [step.model for step in run.STEPS if step.per_round] == list(MODELS)
+    assert [step.notebook for step in run.STEPS if step.per_round] == [m.notebook for m in MODELS.values()]
+    for index, planned in enumerate(plan):
+        written = [path for earlier in plan[:index] for path in earlier.writes(folder)]
+        unwritten = [read for read in planned.reads(folder) if not any(_overlap(read, w) for w in written)]
+        assert not unwritten, f"{planned.label} reads what no earlier step writes: {unwritten}"
+        assert planned.writes(folder) or planned.step.always, f"{planned.label} declares nothing it writes"
+
+
 def test_jobs_get_their_own_cores_and_gpus_and_share_what_there_is_too_little_of():
     assert job_slots(1, cores=(0, 1)) == [Slot((0, 1), machine_cores=2)]
     assert job_slots(2, cores=(0, 1)) == [Slot((0,), machine_cores=2), Slot((1,), machine_cores=2)]

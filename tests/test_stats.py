@@ -4,6 +4,9 @@ from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from lib.analysis import stats
+from lib.core.config import parse_params
+
+CONFIDENCE = parse_params({}).evaluation.confidence
 
 
 def test_mcnemar_on_known_counts():
@@ -30,7 +33,8 @@ def test_one_round_interval_contains_the_estimate_and_narrows_with_more_images()
         return y_true, np.where(rng.random(n) < 0.8, y_true, (y_true + 1) % 3)
 
     small, large = labels(60), labels(1200)
-    (low_s, high_s), (low_l, high_l) = (stats.rounds_bootstrap([pair], 3, n_resamples=500) for pair in (small, large))
+    (low_s, high_s), (low_l, high_l) = (stats.rounds_bootstrap([pair], 3, CONFIDENCE, n_resamples=500)
+                                        for pair in (small, large))
     assert low_s[0] <= accuracy_score(*small) <= high_s[0]
     assert low_l[0] <= accuracy_score(*large) <= high_l[0]
     assert np.all(high_l - low_l < (high_s - low_s) / 2)
@@ -56,14 +60,14 @@ def test_rounds_bootstrap_brackets_the_mean_and_is_reproducible():
         y_true = rng.integers(0, 3, 120)
         rounds.append((y_true, np.where(rng.random(120) < 0.75, y_true, (y_true + 1) % 3)))
     mean = np.mean([stats.round_metrics(t, p, 3) for t, p in rounds], axis=0)
-    low, high = stats.rounds_bootstrap(rounds, 3, n_resamples=400, seed=2)
+    low, high = stats.rounds_bootstrap(rounds, 3, CONFIDENCE, n_resamples=400, seed=2)
     assert low.shape == high.shape == (6,)
     assert np.all(low <= mean + 1e-12) and np.all(mean <= high + 1e-12)
     assert np.all(high - low > 0)
-    again = stats.rounds_bootstrap(rounds, 3, n_resamples=400, seed=2)
+    again = stats.rounds_bootstrap(rounds, 3, CONFIDENCE, n_resamples=400, seed=2)
     np.testing.assert_array_equal(low, again[0])
     with pytest.raises(ValueError, match="equally long"):
-        stats.rounds_bootstrap([(np.array([0, 1]), np.array([0]))], 2)
+        stats.rounds_bootstrap([(np.array([0, 1]), np.array([0]))], 2, CONFIDENCE)
 
 
 def test_paired_difference_is_narrower_than_two_separate_intervals_when_errors_are_nested():
@@ -73,12 +77,12 @@ def test_paired_difference_is_narrower_than_two_separate_intervals_when_errors_a
     a = np.where(np.arange(100) < 20, wrong, y_true)
     b = np.where(np.arange(100) < 15, wrong, y_true)
     rounds = [(y_true, a, b), (y_true, a, b)]
-    low, high = stats.paired_difference_bootstrap(rounds, 2, n_resamples=500, seed=0)
+    low, high = stats.paired_difference_bootstrap(rounds, 2, CONFIDENCE, n_resamples=500, seed=0)
     assert 0 < low[0] <= 0.05 <= high[0]  # accuracy: B - A
-    separate_a = stats.rounds_bootstrap([(y_true, a)] * 2, 2, n_resamples=500, seed=0)
-    separate_b = stats.rounds_bootstrap([(y_true, b)] * 2, 2, n_resamples=500, seed=0)
+    separate_a = stats.rounds_bootstrap([(y_true, a)] * 2, 2, CONFIDENCE, n_resamples=500, seed=0)
+    separate_b = stats.rounds_bootstrap([(y_true, b)] * 2, 2, CONFIDENCE, n_resamples=500, seed=0)
     assert separate_b[0][0] < separate_a[1][0]  # the two separate accuracy intervals overlap
-    same_low, same_high = stats.paired_difference_bootstrap([(y_true, a, a)], 2, n_resamples=200, seed=0)
+    same_low, same_high = stats.paired_difference_bootstrap([(y_true, a, a)], 2, CONFIDENCE, n_resamples=200, seed=0)
     assert np.all(same_low == 0) and np.all(same_high == 0)
     with pytest.raises(ValueError, match="three equally long"):
-        stats.paired_difference_bootstrap([(y_true, a, b[:50])], 2)
+        stats.paired_difference_bootstrap([(y_true, a, b[:50])], 2, CONFIDENCE)

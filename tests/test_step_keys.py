@@ -93,6 +93,17 @@ def test_an_added_seed_trains_only_the_new_round(step_keys):
                                       "rounds/seed-3/03_mobilenetv2.ipynb", "04_comparison.ipynb", "05_report.ipynb"}
 
 
+def test_the_statistical_levels_reach_the_comparison_and_the_report_and_the_probe_check(step_keys):
+    """``evaluation.alpha`` is read by the comparison alone; ``evaluation.confidence`` also by the MobileNetV2 step,
+    whose notebook checks the fine-tuned model against its probe at that level. Neither reaches the audit."""
+    before = step_keys()
+    assert changed(before, step_keys(evaluation={"seeds": [1, 2], "alpha": 0.01})) == {"04_comparison.ipynb",
+                                                                                       "05_report.ipynb"}
+    assert changed(before, step_keys(evaluation={"seeds": [1, 2], "confidence": 0.9})) == {
+        "rounds/seed-1/03_mobilenetv2.ipynb", "rounds/seed-2/03_mobilenetv2.ipynb", "04_comparison.ipynb",
+        "05_report.ipynb"}
+
+
 def test_another_backend_reruns_every_step_and_auto_is_the_backend_it_resolves_to(step_keys):
     before = step_keys()
     # every step runs Keras: the audit its near-duplicate features, the models, the comparison's Grad-CAM

@@ -79,3 +79,10 @@ def test_the_strong_protocol_fine_tunes_the_whole_base_and_keeps_its_batchnorm_s
     assert all(changed[path] for path in convolutions), "every convolution of the base was fine-tuned"
     assert not any(changed[path] for path in statistics), "BatchNorm stayed in inference mode"
     assert trained["class_weight"].parameters["unfrozen_layers"] > 100
+
+
+def test_a_model_the_study_does_not_have_is_named_before_any_work(tiny_params_file):
+    from lib.training.experiment import prepare
+
+    with pytest.raises(ValueError, match="unknown model 'resnet': the study's models are cnn, mobilenetv2"):
+        prepare(str(tiny_params_file), "resnet")

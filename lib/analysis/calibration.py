@@ -12,7 +12,10 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 
-def reliability_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+BINS = 10  # equal-width confidence bins of the reliability diagram and the ECE
+
+
+def reliability_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = BINS) -> pd.DataFrame:
     """Per equal-width confidence bin: images, mean confidence, accuracy (empty bins left out)."""
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
@@ -30,7 +33,7 @@ def reliability_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int
     return table.reset_index(drop=True)[["low", "high", "images", "confidence", "accuracy"]]
 
 
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> float:
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = BINS) -> float:
     """Size-weighted mean |accuracy - confidence| over the confidence bins (0 is perfectly calibrated)."""
     table = reliability_table(labels, probabilities, n_bins)
     weights = table["images"] / table["images"].sum()

@@ -8,7 +8,8 @@ calibration of the pooled test predictions, and the minority-class method compar
 The comparison notebook computes all of it once (`compute_comparison`) and writes it under
 the run's ``comparison/`` folder (`write_comparison`); the report reads it from there
 (`read_comparison`) and computes no statistic of its own. The significance rule is stated
-once, in `SIGNIFICANCE_RULE`, and applied once, in `verdict`.
+once, in `significance_rule`, and applied once, in `verdict`, at the params' levels
+(``evaluation.confidence``, ``evaluation.alpha``), which the verdict records for the report's words.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from lib.analysis import calibration, probe_check
-from lib.analysis.stats import mcnemar_exact, paired_difference_bootstrap, round_metrics, rounds_bootstrap
-from lib.core.paths import MODELS, PROBE_MODEL, PROBE_NAME, RoundPaths, RunPaths
+from lib.analysis.stats import mcnemar_exact, paired_difference_bootstrap, percent, round_metrics, rounds_bootstrap
+from lib.core.paths import RoundPaths, RunPaths
+from lib.core.study import MODELS, PROBE_MODEL, PROBE_NAME, StudyModel
+from lib.data.rounds import evaluation_rounds
 from lib.training.evaluate import confusion_table
 
 
@@ -39,15 +42,15 @@ class ModelResults:
         return self.metrics["class_names"]
 
 
-def load_results(paths: RoundPaths, models: dict[str, str] = MODELS) -> dict[str, ModelResults]:
-    """Read every model's artefacts in one round; a missing one names the notebook that writes it."""
+def load_results(paths: RoundPaths, models: dict[str, StudyModel] = MODELS) -> dict[str, ModelResults]:
+    """Read every model's artefacts in one round, by model name; a missing one names the notebook that writes it."""
     results = {}
-    for folder, name in models.items():
-        files = paths.model(folder)
+    for model in models.values():
+        files = paths.model(model.name)
         if not files.metrics.is_file():
-            raise FileNotFoundError(f"{files.metrics} is missing: run the {name} notebook first")
-        results[folder] = ModelResults(
-            name=name,
+            raise FileNotFoundError(f"{files.metrics} is missing: run the {model.title} notebook first")
+        results[model.name] = ModelResults(
+            name=model.title,
             metrics=json.loads(files.metrics.read_text()),
             history=pd.read_csv(files.history),
             predictions=pd.read_csv(files.predictions, keep_default_na=False),
@@ -57,9 +60,9 @@ def load_results(paths: RoundPaths, models: dict[str, str] = MODELS) -> dict[str
 
 def load_probe(paths: RoundPaths) -> ModelResults:
     """The linear probe of one round (`lib.training.probe`), as a model without a training history."""
-    files = paths.model(PROBE_MODEL)
+    files = paths.model(PROBE_MODEL.name)
     if not files.probe_metrics.is_file():
-        raise FileNotFoundError(f"{files.probe_metrics} is missing: run the {MODELS[PROBE_MODEL]} notebook first")
+        raise FileNotFoundError(f"{files.probe_metrics} is missing: run the {PROBE_MODEL.title} notebook first")
     metrics = json.loads(files.probe_metrics.read_text())
     return ModelResults(PROBE_NAME, metrics, pd.DataFrame(),
                         pd.read_csv(files.probe_predictions, keep_default_na=False))
@@ -71,11 +74,12 @@ def with_probes(all_rounds: dict[str, dict[str, ModelResults]], paths: RunPaths)
     return {name: {**results, "probe": load_probe(paths.round(name))} for name, results in all_rounds.items()}
 
 
-def probe_checks(all_rounds: dict[str, dict[str, ModelResults]], paths: RunPaths, seed: int) -> pd.DataFrame:
+def probe_checks(all_rounds: dict[str, dict[str, ModelResults]], paths: RunPaths, seed: int,
+                 confidence: float) -> pd.DataFrame:
     """Per round: the fine-tuned MobileNetV2 against its linear probe on validation, with the paired interval
     (`lib.analysis.probe_check.check_table`), from rounds that hold a ``probe`` (`with_probes`)."""
     return probe_check.check_table({name: (results["probe"].metrics, probe_check.read_validation(paths.round(name)))
-                                    for name, results in all_rounds.items()}, seed)
+                                    for name, results in all_rounds.items()}, seed, confidence)
 
 
 def compared_models(table: pd.DataFrame) -> pd.DataFrame:
@@ -88,6 +92,9 @@ def compared_models(table: pd.DataFrame) -> pd.DataFrame:
 def trainable_parameters(metrics: dict) -> int:
     """The most parameters a model trains in any phase (MobileNetV2: phase 2, fine-tuning)."""
     return max(v for k, v in metrics["parameters"].items() if k.startswith("trainable"))
+
+
+OVERFITTING_GAP = "train - val accuracy at kept epoch (points)"  # `overfitting_gap`'s row of `comparison_table`
 
 
 def overfitting_gap(history: pd.DataFrame) -> float:
@@ -119,7 +126,7 @@ def comparison_table(results: dict[str, ModelResults]) -> pd.DataFrame:
             "epochs run": sum(m["epochs_run"].values()),
             "training wall time (s)": m["training_seconds"],
             "inference time (ms / image)": 1000 * m["inference_seconds_per_image"],
-            "train - val accuracy at kept epoch (points)": overfitting_gap(result.history),
+            OVERFITTING_GAP: overfitting_gap(result.history),
         }
         columns[result.name] = column
     return pd.DataFrame(columns)
@@ -175,7 +182,7 @@ HEADLINE_METRICS = ["accuracy", "balanced accuracy", "macro-F1"]
 
 
 def intervals(
-    results: dict[str, ModelResults], seed: int, confidence: float = 0.95, n_resamples: int = 2000
+    results: dict[str, ModelResults], seed: int, confidence: float, n_resamples: int = 2000
 ) -> pd.DataFrame:
     """Each model's headline metrics on one round's test images, with a bootstrap interval (rows: models)."""
     rows = {}
@@ -202,7 +209,8 @@ def paired_test(results: dict[str, ModelResults]) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def load_all_rounds(paths: RunPaths, rounds, models: dict[str, str] = MODELS) -> dict[str, dict[str, ModelResults]]:
+def load_all_rounds(paths: RunPaths, rounds,
+                    models: dict[str, StudyModel] = MODELS) -> dict[str, dict[str, ModelResults]]:
     """Every round's results (`lib.data.rounds.Rounds`), by round name, in the order the rounds ran."""
     return {r.name: load_results(paths.round(r.name), models) for r in rounds}
 
@@ -232,7 +240,7 @@ def per_round_table(all_rounds: dict[str, dict[str, ModelResults]]) -> pd.DataFr
 
 
 def summary_across_rounds(
-    all_rounds: dict[str, dict[str, ModelResults]], seed: int, confidence: float = 0.95, n_resamples: int = 2000
+    all_rounds: dict[str, dict[str, ModelResults]], seed: int, confidence: float, n_resamples: int = 2000
 ) -> pd.DataFrame:
     """Per model and metric: mean and standard deviation over rounds, and the bootstrap interval of the mean.
 
@@ -262,7 +270,7 @@ def _paired_labels(results: dict[str, ModelResults]) -> tuple[np.ndarray, np.nda
 
 
 def difference_across_rounds(
-    all_rounds: dict[str, dict[str, ModelResults]], seed: int, confidence: float = 0.95, n_resamples: int = 2000
+    all_rounds: dict[str, dict[str, ModelResults]], seed: int, confidence: float, n_resamples: int = 2000
 ) -> pd.DataFrame:
     """Per metric: the second model's score minus the first's, averaged over rounds, with a paired
     bootstrap interval (both models scored on the same resampled test images in every resample).
@@ -291,13 +299,13 @@ def intervals_overlap(summary: pd.DataFrame, metric: str = "macro-F1") -> bool:
     return bool(low_a <= high_b and low_b <= high_a)
 
 
-def rounds_above(tests: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+def rounds_above(tests: pd.DataFrame, alpha: float) -> list[str]:
     """The rounds whose McNemar p-value is above ``alpha``."""
     return [str(name) for name, p in tests["p_value"].items() if float(p) > alpha]
 
 
-def paired_evidence_favours(tests: pd.DataFrame, difference: pd.DataFrame, metric: str = "macro-F1",
-                            alpha: float = 0.05) -> str | None:
+def paired_evidence_favours(tests: pd.DataFrame, difference: pd.DataFrame, alpha: float,
+                            metric: str = "macro-F1") -> str | None:
     """The model that every paired comparison favours, or None: McNemar's p at most ``alpha`` in every
     round with more discordant images right for that model, and the paired interval of the difference
     in ``metric`` (`difference_across_rounds`) excluding 0 on its side."""
@@ -312,17 +320,17 @@ def paired_evidence_favours(tests: pd.DataFrame, difference: pd.DataFrame, metri
     return None
 
 
-def models_differ(summary: pd.DataFrame, tests: pd.DataFrame, metric: str = "macro-F1", alpha: float = 0.05) -> bool:
+def models_differ(summary: pd.DataFrame, tests: pd.DataFrame, alpha: float, metric: str = "macro-F1") -> bool:
     """A significant difference: McNemar's p at most ``alpha`` in every round, and the two models'
     intervals of ``metric`` (averaged over rounds) do not overlap."""
     return not rounds_above(tests, alpha) and not intervals_overlap(summary, metric)
 
 
-def method_comparison(paths: RunPaths, rounds, models: dict[str, str] = MODELS) -> pd.DataFrame:
+def method_comparison(paths: RunPaths, rounds, models: dict[str, StudyModel] = MODELS) -> pd.DataFrame:
     """The minority-class methods compared in the first round, for every model (empty if none compared)."""
     first = paths.round(rounds.first.name)
-    tables = [pd.read_csv(first.model(folder).methods).assign(model=name)
-              for folder, name in models.items() if first.model(folder).methods.is_file()]
+    tables = [pd.read_csv(first.model(model.name).methods).assign(model=model.title)
+              for model in models.values() if first.model(model.name).methods.is_file()]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
@@ -336,7 +344,7 @@ def pooled_test_predictions(all_rounds: dict[str, dict[str, ModelResults]], fold
     return np.concatenate(labels), np.concatenate(probabilities)
 
 
-def calibration_by_model(all_rounds: dict[str, dict[str, ModelResults]], n_bins: int = 10) -> dict[str, dict]:
+def calibration_by_model(all_rounds: dict[str, dict[str, ModelResults]]) -> dict[str, dict]:
     """Per model (display name), from the test predictions of all rounds pooled: ``ece``, ``reliability``
     (`lib.analysis.calibration.reliability_table`) and ``pr_curves`` (`lib.analysis.calibration.precision_recall_curves`)."""
 
@@ -344,8 +352,8 @@ def calibration_by_model(all_rounds: dict[str, dict[str, ModelResults]], n_bins:
     for folder, result in next(iter(all_rounds.values())).items():
         labels, probabilities = pooled_test_predictions(all_rounds, folder)
         out[result.name] = {
-            "ece": calibration.expected_calibration_error(labels, probabilities, n_bins),
-            "reliability": calibration.reliability_table(labels, probabilities, n_bins),
+            "ece": calibration.expected_calibration_error(labels, probabilities),
+            "reliability": calibration.reliability_table(labels, probabilities),
             "pr_curves": calibration.precision_recall_curves(labels, probabilities, result.class_names),
         }
     return out
@@ -355,21 +363,25 @@ def calibration_by_model(all_rounds: dict[str, dict[str, ModelResults]], n_bins:
 # The significance rule, and everything the comparison notebook writes for the report
 # --------------------------------------------------------------------------------------
 
-SIGNIFICANCE_RULE = (
-    "a difference between the models is called significant only when McNemar's exact test on the paired "
-    "test predictions gives p ≤ 0.05 in every round and the two models' 95 % bootstrap intervals of the "
-    "mean macro-F1 do not overlap"
-)
+def significance_rule(confidence: float, alpha: float) -> str:
+    """The study's rule for calling the two models different, in words, at the params' levels."""
+    return ("a difference between the models is called significant only when McNemar's exact test on the paired "
+            f"test predictions gives p ≤ {alpha:g} in every round and the two models' {percent(confidence)} bootstrap "
+            "intervals of the mean macro-F1 do not overlap")
 
 
-def verdict(summary: pd.DataFrame, tests: pd.DataFrame, difference: pd.DataFrame) -> dict:
-    """`SIGNIFICANCE_RULE` applied: whether the models differ, and each half of the rule on its own."""
+def verdict(summary: pd.DataFrame, tests: pd.DataFrame, difference: pd.DataFrame, confidence: float,
+            alpha: float) -> dict:
+    """`significance_rule` applied: whether the models differ, each half of the rule on its own, and the levels
+    (``summary`` and ``difference`` hold intervals at ``confidence``)."""
     return {
-        "rule": SIGNIFICANCE_RULE,
-        "significant": models_differ(summary, tests),
-        "rounds_above_alpha": rounds_above(tests),
+        "rule": significance_rule(confidence, alpha),
+        "confidence": confidence,
+        "alpha": alpha,
+        "significant": models_differ(summary, tests, alpha),
+        "rounds_above_alpha": rounds_above(tests, alpha),
         "intervals_overlap": intervals_overlap(summary),
-        "paired_evidence_favours": paired_evidence_favours(tests, difference),
+        "paired_evidence_favours": paired_evidence_favours(tests, difference, alpha),
     }
 
 
@@ -431,14 +443,16 @@ _INDEX_COLUMNS = {"per_round": 0, "summary": 2, "difference": 1, "mcnemar": 1, "
                   "agreement": 1, "confusion": 0, "probe_check": 1}
 
 
-def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
-    """Every statistic of the study, from the model notebooks' files of every round (`lib.data.rounds.Rounds`);
-    ``seed`` seeds the bootstrap."""
+def compute_comparison(paths: RunPaths, params) -> Comparison:
+    """Every statistic of the study, from the model notebooks' files of every round of the run at ``paths``, whose
+    params (`lib.core.config.Params`) give its rounds, the bootstrap's seed (``seed``) and the levels
+    (``evaluation.confidence``, ``evaluation.alpha``)."""
+    rounds, seed, levels = evaluation_rounds(params.evaluation), params.seed, params.evaluation
     all_rounds = load_all_rounds(paths, rounds)
     first = all_rounds[rounds.first.name]
     probed = with_probes(all_rounds, paths)  # the linear probe as a third row of each model's statistics
-    summary, tests = summary_across_rounds(probed, seed), paired_tests(all_rounds)
-    difference = difference_across_rounds(all_rounds, seed)
+    summary, tests = summary_across_rounds(probed, seed, levels.confidence), paired_tests(all_rounds)
+    difference = difference_across_rounds(all_rounds, seed, levels.confidence)
     calibration = calibration_by_model(all_rounds)
     confusion = {name: table.rename_axis(index="true", columns="predicted").stack().rename("count").reset_index()
                  for name, table in confusion_counts(first).items()}
@@ -450,7 +464,8 @@ def compute_comparison(paths: RunPaths, rounds, seed: int) -> Comparison:
         pr_curves=_long({name: c["pr_curves"] for name, c in calibration.items()}),
         first_round=comparison_table(first).rename_axis("quantity"), per_class_f1=per_class_f1(first),
         agreement=agreement_table(first), confusion=_long(confusion),
-        verdict=verdict(summary, tests, difference), probe_check=probe_checks(probed, paths, seed),
+        verdict=verdict(summary, tests, difference, levels.confidence, levels.alpha),
+        probe_check=probe_checks(probed, paths, seed, levels.confidence),
     )
 
 
@@ -473,6 +488,6 @@ def read_comparison(paths: RunPaths) -> Comparison:
         except pd.errors.EmptyDataError:  # e.g. no minority-class methods compared
             table = pd.DataFrame()
         tables[name] = table.set_index(list(table.columns[:index_columns])) if index_columns and len(table.columns) else table
-    first, second = list(MODELS.values())[:2]  # `agreement_table`'s rows and columns
+    first, second = [model.title for model in MODELS.values()][:2]  # `agreement_table`'s rows and columns
     tables["agreement"] = tables["agreement"].rename_axis(index=first, columns=second)
     return Comparison(**tables, verdict=json.loads(paths.comparison_verdict.read_text()))

@@ -20,7 +20,7 @@ from keras import ops
 
 from lib.analysis.compare import load_results
 from lib.analysis.errors import discordant_images, explanation_examples, most_confused, side_by_side, top_losses
-from lib.core.paths import MODELS
+from lib.core.study import MODELS
 from lib.data.images import load_rgb
 from lib.data.split import read_split
 from lib.training.models import load_trained_model
@@ -390,13 +390,13 @@ def compute_explanations(models: dict[str, tuple[keras.Model, pd.DataFrame]], cl
 
 
 def first_round_explanations(paths, rounds, image_size) -> Explanations:
-    """`compute_explanations` of the study's models (`lib.core.paths.MODELS`) in the first round (`lib.data.rounds.Rounds`)
+    """`compute_explanations` of the study's models (`lib.core.study.MODELS`) in the first round (`lib.data.rounds.Rounds`)
     of the run at ``paths``, the rare class being the one with the fewest images in its split."""
 
     first = paths.round(rounds.first.name)
     results = load_results(first)
-    models = {name: (load_trained_model(first.model(folder).model), results[folder].predictions)
-              for folder, name in MODELS.items()}
+    models = {model.title: (load_trained_model(first.model(model.name).model), results[model.name].predictions)
+              for model in MODELS.values()}
     rare_class = read_split(first.split_manifest)["label"].value_counts().idxmin()
     return compute_explanations(models, next(iter(results.values())).class_names, rare_class, image_size)
 

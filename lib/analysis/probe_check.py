@@ -22,28 +22,30 @@ import math
 
 import pandas as pd
 
-from lib.analysis.stats import HEADLINE_KEYS, paired_difference_bootstrap, round_metrics
+from lib.analysis.stats import HEADLINE_KEYS, paired_difference_bootstrap, percent, round_metrics
 from lib.core.minority import METRIC_WORDS
-from lib.core.paths import MODELS, PROBE_MODEL, RoundPaths
+from lib.core.paths import RoundPaths
+from lib.core.study import PROBE_MODEL
 from lib.data.augmentation import build_augmentation
 
-CONFIDENCE = 0.95  # of the paired interval, as the comparison's other intervals
-COLUMNS = ["metric", "images", "fine_tuned", "probe", "probe_minus_fine_tuned", "low", "high", "below_probe"]
+COLUMNS = ["metric", "images", "fine_tuned", "probe", "probe_minus_fine_tuned", "low", "high", "confidence",
+           "below_probe"]
 
 
 def read_validation(paths: RoundPaths) -> pd.DataFrame:
     """The fine-tuned model's and the probe's predicted class of each validation image in one round
     (`lib.training.probe.validation_table`); a missing file names the notebook that writes it."""
-    file = paths.model(PROBE_MODEL).probe_validation
+    file = paths.model(PROBE_MODEL.name).probe_validation
     if not file.is_file():
-        raise FileNotFoundError(f"{file} is missing: run the {MODELS[PROBE_MODEL]} notebook first")
+        raise FileNotFoundError(f"{file} is missing: run the {PROBE_MODEL.title} notebook first")
     return pd.read_csv(file, keep_default_na=False)
 
 
-def round_check(metric: str, class_names: list[str], validation: pd.DataFrame, seed: int,
+def round_check(metric: str, class_names: list[str], validation: pd.DataFrame, seed: int, confidence: float,
                 n_resamples: int = 2000) -> dict:
     """One round: both models' validation ``metric`` (a key of `METRIC_WORDS`), the probe's lead (probe minus
-    fine-tuned) with its paired bootstrap interval over the validation images, and the rule's answer."""
+    fine-tuned) with its paired bootstrap interval over the validation images (at ``confidence``, as the
+    comparison's other intervals: ``evaluation.confidence``), and the rule's answer."""
     if metric not in METRIC_WORDS:
         raise ValueError(f"the probe check compares {sorted(METRIC_WORDS)}, not {metric!r}")
     index = {name: i for i, name in enumerate(class_names)}
@@ -53,11 +55,11 @@ def round_check(metric: str, class_names: list[str], validation: pd.DataFrame, s
     if (fine_tuned == probe).all():  # no discordant image: the difference is 0 in every resample
         low = high = 0.0
     else:
-        lows, highs = paired_difference_bootstrap([(true, fine_tuned, probe)], len(class_names), CONFIDENCE,
+        lows, highs = paired_difference_bootstrap([(true, fine_tuned, probe)], len(class_names), confidence,
                                                   n_resamples, seed)
         low, high = float(lows[at]), float(highs[at])
     return {"metric": metric, "images": len(validation), "fine_tuned": scores[0], "probe": scores[1],
-            "probe_minus_fine_tuned": scores[1] - scores[0], "low": low, "high": high,
+            "probe_minus_fine_tuned": scores[1] - scores[0], "low": low, "high": high, "confidence": confidence,
             "below_probe": probe_better_beyond_noise(low)}
 
 
@@ -67,10 +69,12 @@ def probe_better_beyond_noise(low: float) -> bool:
     return not math.isnan(low) and low > 0
 
 
-def check_table(rounds: dict[str, tuple[dict, pd.DataFrame]], seed: int, n_resamples: int = 2000) -> pd.DataFrame:
+def check_table(rounds: dict[str, tuple[dict, pd.DataFrame]], seed: int, confidence: float,
+                n_resamples: int = 2000) -> pd.DataFrame:
     """Per round (``{round: (probe metrics, validation predictions)}``, `lib.training.probe.ProbeResult`'s
-    ``metrics`` and ``validation``): `round_check`, seeded by ``seed``. Columns: `COLUMNS`."""
-    rows = {name: round_check(metrics["validation"]["metric"], metrics["class_names"], validation, seed, n_resamples)
+    ``metrics`` and ``validation``): `round_check`, seeded by ``seed``, at ``confidence``. Columns: `COLUMNS`."""
+    rows = {name: round_check(metrics["validation"]["metric"], metrics["class_names"], validation, seed, confidence,
+                              n_resamples)
             for name, (metrics, validation) in rounds.items()}
     return pd.DataFrame.from_dict(rows, orient="index", columns=COLUMNS).rename_axis("round")
 
@@ -125,7 +129,10 @@ def rounds_words(n: int, of: int) -> str:
     return "in every round" if n == of else f"in {n} of {of} rounds"
 
 
-INTERVAL_WORDS = f"the paired {CONFIDENCE * 100:.0f} % bootstrap interval of the difference on the same validation images"
+def interval_words(checks: pd.DataFrame) -> str:
+    """The interval the check reads, at the level it was computed (``evaluation.confidence``)."""
+    return (f"the paired {percent(float(checks['confidence'].iloc[0]))} bootstrap interval of the difference on the "
+            "same validation images")
 
 
 def below_probe_warning(checks: pd.DataFrame, params) -> str | None:
@@ -136,7 +143,7 @@ def below_probe_warning(checks: pd.DataFrame, params) -> str | None:
         return None
     return (
         f"Warning: the fine-tuned MobileNetV2 scores below a linear probe on its own frozen ImageNet features "
-        f"on the validation split {rounds_words(len(below), len(checks))}, beyond {INTERVAL_WORDS} (validation "
+        f"on the validation split {rounds_words(len(below), len(checks))}, beyond {interval_words(checks)} (validation "
         f"{metric_words(checks)}, fine-tuned against probe: {scores_words(below)}). Trained as configured, "
         "MobileNetV2 does worse than a logistic regression on the frozen features it starts from, so its scores "
         "here say more about its training than about transfer learning, and its comparison with the custom CNN "
@@ -154,7 +161,7 @@ def no_warning_sentence(checks: pd.DataFrame) -> str:
     if above < len(checks):
         found.append(f"within noise of {'it' if above else 'the probe'} {rounds_words(len(checks) - above, len(checks))}")
     return (f"On the validation split, the fine-tuned MobileNetV2 is compared with a linear probe on its own frozen "
-            f"ImageNet features by {INTERVAL_WORDS}: it is {' and '.join(found)} (validation {metric_words(checks)}, "
+            f"ImageNet features by {interval_words(checks)}: it is {' and '.join(found)} (validation {metric_words(checks)}, "
             f"fine-tuned against probe: {scores_words(checks)}).")
 
 

@@ -9,6 +9,9 @@
 - `paired_difference_bootstrap`: the same interval for the difference between two models
   scored on the same resampled images, which is narrower than comparing two separate
   intervals because both models see the same easy and hard images in every resample.
+
+The levels (``evaluation.confidence`` of every interval, ``evaluation.alpha`` of the test) are the params';
+`percent` writes one in words.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import bootstrap
 from statsmodels.stats.contingency_tables import mcnemar
+
+
+def percent(level: float) -> str:
+    """A level in words: 0.9 -> "90 %", 0.975 -> "97.5 %"."""
+    return f"{100 * level:g} %"
 
 
 def mcnemar_exact(correct_a, correct_b) -> dict:
@@ -54,7 +62,7 @@ def round_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.
 
 
 def rounds_bootstrap(
-    rounds: list[tuple[np.ndarray, np.ndarray]], n_classes: int, confidence: float = 0.95,
+    rounds: list[tuple[np.ndarray, np.ndarray]], n_classes: int, confidence: float,
     n_resamples: int = 2000, seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interval of the round-averaged `round_metrics`, each round's (true, predicted) test labels resampled
@@ -69,7 +77,7 @@ def rounds_bootstrap(
 
 
 def paired_difference_bootstrap(
-    rounds: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_classes: int, confidence: float = 0.95,
+    rounds: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_classes: int, confidence: float,
     n_resamples: int = 2000, seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interval of the round-averaged `round_metrics` of model B minus model A, from each round's

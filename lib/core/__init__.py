@@ -1,6 +1,7 @@
 """The ground floor: what every stage stands on; it imports nothing from the floors above.
 
     config       the params schema (defaults, types, ranges) and its validation
+    study        the study's models, one entry each (name, title, params section, notebook, recipe)
     minority     the minority-class methods (what each changes) and the metrics that choose between them
     overrides    params changed by dotted name (a notebook's overrides, ./run_all.sh --set)
     versions     the installed version of a package

@@ -192,17 +192,27 @@ class AuditParams(_Section):
 
 
 class EvaluationParams(_Section):
-    """How often the study is repeated, and on which splits.
+    """How often the study is repeated, on which splits, and the levels its statistics are read at.
 
     - ``holdout``: one round per seed; each seed draws its own split and its own
       initialisation (repeated stratified hold-out).
     - ``kfold``: for each seed, ``folds`` rounds; every image is tested exactly once per
       seed, validation is drawn from the other folds.
+
+    ``confidence`` and ``alpha`` are used by the comparison (`lib.analysis.compare`: every bootstrap
+    interval, McNemar's test and the significance rule), the linear probe's check and the report's words.
     """
 
     scheme: Literal["holdout", "kfold"] = "holdout"
     seeds: list[int] = Field(default=[42, 43, 44], min_length=1, description="One round (holdout) or one k-fold per seed.")
     folds: Annotated[int, Field(ge=2, le=20)] = 5
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = Field(
+        default=0.95, description="Level of every bootstrap interval (percentile bootstrap of the round-averaged metric).",
+    )
+    alpha: Annotated[float, Field(gt=0.0, le=0.5)] = Field(
+        default=0.05, description="Significance level of McNemar's test: the models differ only where p <= alpha in "
+        "every round (and their intervals do not overlap).",
+    )
 
     _distinct_seeds = field_validator("seeds")(lambda value: distinct(value, "seeds"))
 

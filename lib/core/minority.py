@@ -25,7 +25,7 @@ Each method is a `MinorityMethod` in `METHODS`, saying what it changes; the trai
 (`lib.training.recipes`) and the input streams (`lib.data.inputs`) ask it, never its name.
 
 The first round trains every method and keeps the one with the best validation score
-(`choose_method`; ties, common when the rare class has two validation images, go to the lower
+(`best_method`; ties, common when the rare class has two validation images, go to the lower
 validation log-loss); later rounds train only that one. The test split never takes part.
 """
 
@@ -192,7 +192,7 @@ def method_row(method: str, post: Postprocessing, split: str, probabilities, lab
             "log_loss": float(log_loss(labels, adjusted, labels=np.arange(len(class_names))))}
 
 
-def choose_method(table: pd.DataFrame, metric: str, order: list[str]) -> str:
+def best_method(table: pd.DataFrame, metric: str, order: list[str]) -> str:
     """The method with the best validation ``metric``.
 
     Ties go to the lower validation log-loss (when the table has it): with a handful of rare

@@ -4,6 +4,7 @@
         data/images.csv         every file the audit looked at: checks, hashes, near-duplicate group
         data/excluded.csv       files left out, each with the reason
         data/audit.json         the audit's summary numbers
+        data/duplicate_pairs.csv  every duplicate pair the audit found (exact, pHash, features)
         params.json             the run's parameters
         comparison/             every table and test result of the comparison (04), which the report (05) reads
         interim/                caches that only save time (decoded pixels); safe to delete
@@ -11,7 +12,9 @@
         rounds/<round>/         one evaluation round (`RoundPaths`, see `lib.data.rounds`):
             split.csv           its split, which every later step of the round reads
             notebooks/*.ipynb   executed copies of the model notebooks
-            <model>/            one folder per model (`ModelPaths`), written by its notebook
+            <model>/            one folder per model of `lib.core.study.MODELS` (`ModelPaths`), written by its notebook
+                methods/<method>/   a finished training of one minority-class method (`TrainingPaths`), kept
+                                    until the step completes, for an interrupted run to resume from
 """
 
 from __future__ import annotations
@@ -24,14 +27,6 @@ from lib.core.store import link_or_copy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-# The model folders of a round (`RoundPaths.model`), in the order the study compares them, and the
-# names a reader sees.
-MODELS = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2"}
-# The sanity floor of transfer learning (`lib.training.probe`): a linear probe on MobileNetV2's frozen features, written
-# by the MobileNetV2 step into its model folder (`ModelPaths.probe_predictions`, `probe_metrics`, `probe_validation`); the
-# comparison shows it as a third row, outside the paired tests of the two models.
-PROBE_MODEL = "mobilenetv2"
-PROBE_NAME = "Linear probe (frozen MobileNetV2)"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 # What the study writes at the top of reports_dir besides the runs (`lib.pipeline.store`): no run may take their names.
 RESERVED_RUN_NAMES = frozenset({"report.html", "report.pdf", "README.md"})
@@ -66,6 +61,10 @@ class RunPaths:
     @property
     def audit_summary(self) -> Path:
         return self.data_dir / "audit.json"
+
+    @property
+    def duplicate_pairs(self) -> Path:  # every duplicate pair: row numbers of the image table, distance, kind
+        return self.data_dir / "duplicate_pairs.csv"
 
     @property
     def interim_dir(self) -> Path:
@@ -182,8 +181,40 @@ class ModelPaths:
     def probe_validation(self) -> Path:  # the fine-tuned model's and the probe's predicted class of each validation image
         return self.root / "probe_validation.csv"
 
-    def method_dir(self, method: str) -> Path:  # a finished training of one minority-class method
-        return self.root / "methods" / method
+    @property
+    def trainings_dir(self) -> Path:  # the finished trainings of an unfinished step
+        return self.root / "methods"
+
+    def training(self, method: str) -> TrainingPaths:  # a finished training of one minority-class method
+        return TrainingPaths(self.trainings_dir / method)
+
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    """One finished training of a minority-class method, kept under the step's key until the step completes,
+    so that an interrupted run reuses it (`lib.training.experiment.save_training`)."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.keras"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def parameters(self) -> Path:  # the model's parameter counts
+        return self.root / "parameters.json"
+
+    @property
+    def inputs(self) -> Path:  # what the training read (MobileNetV2's activation cache summary)
+        return self.root / "inputs.json"
+
+    @property
+    def key(self) -> Path:  # written last: its presence, holding the step's key, means the rest is complete
+        return self.root / "key"
 
 
 def run_paths(params, run_dir: str | Path | None = None) -> RunPaths:

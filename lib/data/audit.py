@@ -3,6 +3,12 @@
 `inspect_records` reads every file once and returns, per file: whether it is usable (and
 if not, why), its size and colour mode, a content hash (exact duplicates) and a
 perceptual hash (near-duplicates). Everything else here works on that table.
+
+The audit's recipe, as the audit notebook and ``benchmarks/audit_scale.py`` both run it: `inspect_records`
+and `curate` (the usable images), `duplicate_pairs` (exact, pHash and feature pairs; the features are
+MobileNetV2's, `lib.training.features.audit_features`), `group_duplicates` (near-duplicate groups within
+each class) and `split_rounds` (every round's split and its leaks); `write_outputs` saves what later steps
+and a notebook opened on the finished audit read (`read_duplicate_pairs`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from tqdm.auto import tqdm
 from lib.core.provenance import manifest_sha256
 from lib.data.groups import chained_groups, near_duplicate_groups, similar_feature_pairs
 from lib.data.images import to_rgb, truncated_files_refused
+from lib.data.rounds import assign_round_splits
 from lib.data.split import write_split_manifest
 
 PAIR_COLUMNS = ["a", "b", "distance", "kind"]
@@ -183,6 +190,37 @@ def duplicate_groups(images: pd.DataFrame, pairs: pd.DataFrame, max_group_size: 
     # Unusable rows count in no class size: each gets a label of its own.
     labels = np.where(usable, images["label"].astype(str).to_numpy(), [f"\0unusable {i}" for i in range(len(images))])
     return near_duplicate_groups(len(images), linked, labels, max_group_size, max_group_share)
+
+
+def duplicate_pairs(images: pd.DataFrame, features: np.ndarray, audit_params) -> pd.DataFrame:
+    """Every duplicate pair of ``images``: byte-identical files, perceptual hashes within
+    ``audit.phash_max_distance`` bits, and ``features`` (one row per usable image) with a cosine similarity of at
+    least ``audit.feature_min_similarity``; one table of `PAIR_COLUMNS`, rows of ``images`` in ``a`` and ``b``."""
+    return pd.concat([exact_duplicate_pairs(images), near_duplicate_pairs(images, audit_params.phash_max_distance),
+                      feature_duplicate_pairs(images, features, audit_params.feature_min_similarity)],
+                     ignore_index=True)
+
+
+def read_duplicate_pairs(paths) -> pd.DataFrame:
+    """The pairs a finished audit wrote (`write_outputs`), as `duplicate_pairs` gave them: rows of the image table,
+    which the same inputs give again."""
+    return pd.read_csv(paths.duplicate_pairs)
+
+
+def group_duplicates(images: pd.DataFrame, pairs: pd.DataFrame, split_params) -> tuple[np.ndarray, np.ndarray]:
+    """The near-duplicate group of each row of ``images`` (`duplicate_groups`, capped at ``split.max_group_size``
+    images and ``split.max_group_share`` of a class), and the groups chaining every pair would have made instead."""
+    groups = duplicate_groups(images, pairs, split_params.max_group_size, split_params.max_group_share)
+    return groups, duplicate_groups(images, pairs, chained=True)
+
+
+def split_rounds(images: pd.DataFrame, pairs: pd.DataFrame, params) -> tuple[dict[str, dict[str, pd.Series]],
+                                                                             pd.DataFrame]:
+    """Every evaluation round's split of ``images`` (with their ``group``: `lib.data.rounds.assign_round_splits`,
+    a plain stratified split and the split used), and the duplicate pairs each leaves across splits
+    (`leaks_by_round`)."""
+    splits = assign_round_splits(images, images["group"].to_numpy(), params)
+    return splits, leaks_by_round(pairs, splits)
 
 
 def group_sizes(images: pd.DataFrame) -> pd.Series:
@@ -388,12 +426,14 @@ def write_outputs(
     paths, params, warnings_found: pd.DataFrame | None = None, chained: np.ndarray | None = None,
 ) -> dict:
     """Write each round's split manifest, the image table, the excluded files, the warnings, the
-    near-duplicates across classes and the summary.
+    duplicate pairs, the near-duplicates across classes and the summary.
 
-    ``images["split"]`` is the first round's split (what the audit's figures show);
-    ``chained`` the groups chaining would have made (`duplicate_groups` with ``chained=True``),
-    for the summary's before/after. Returns the summary.
+    ``images["split"]`` is the first round's split (what the audit's figures show); ``pairs``: `duplicate_pairs`;
+    ``chained`` the groups chaining would have made (`group_duplicates`), for the summary's before/after.
+    Returns the summary.
     """
+    pairs.to_csv(paths.duplicate_pairs, index=False)
+    pairs = describe_pairs(pairs, images)
 
     manifests = {
         name: write_split_manifest(images.assign(split=kinds["used"]), paths.round(name).split_manifest)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.core.paths import MODELS, PROJECT_ROOT
+from lib.core.paths import PROJECT_ROOT
+from lib.core.study import MODELS
 from lib.deploy.finished_run import (
-    MODEL_TITLES,
     KerasClassifier,
     RunError,
     RunModel,
@@ -164,7 +164,7 @@ def show_labelling_queue(st, models: dict) -> None:
     """A folder's photos, the most worth labelling first (the queue of ``./predict.sh --rank``), and its CSV."""
     with st.expander("Which photos to label next"):
         folder = st.text_input("A folder of unlabelled photos on this machine")
-        model_name = st.selectbox("Model", list(models), format_func=MODEL_TITLES.get)
+        model_name = st.selectbox("Model", list(models), format_func=lambda name: MODELS[name].title)
         scores = list(acquisition.SCORES)
         score = st.selectbox("Uncertainty score", scores, index=scores.index(acquisition.DEFAULT_SCORE),
                              help="margin: top probability minus the second, smallest first; "
@@ -185,7 +185,7 @@ def show_labelling_queue(st, models: dict) -> None:
 
 def show_answer(st, model_name: str, result: dict) -> None:
     label, probability = result["top"][0]
-    st.markdown(f"**{MODEL_TITLES[model_name]}**: "
+    st.markdown(f"**{MODELS[model_name].title}**: "
                 f'<span class="prediction" data-model="{model_name}">{html.escape(label)}</span> '
                 f"({probability:.1%})", unsafe_allow_html=True)
     st.table({"label": [lab for lab, _ in result["top"]], "probability": [f"{p:.3f}" for _, p in result["top"]]})

@@ -1,6 +1,6 @@
 """Export a finished run's first-round models for use outside the study:
 
-    python -m lib.deploy.export --run reports/default [--models cnn,mobilenetv2] [--check-images 64]
+    python -m lib.deploy.export --run reports/default [--models NAME,...] [--check-images 64]
 
 For each model, ``reports/<run>/export/<model>/`` gets:
 
@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from lib.core.minority import METHODS
-from lib.core.paths import MODELS, PROJECT_ROOT
+from lib.core.paths import PROJECT_ROOT
+from lib.core.study import MODELS
 from lib.deploy.finished_run import (
     KerasClassifier,
     OnnxClassifier,

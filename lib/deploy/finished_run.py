@@ -28,14 +28,12 @@ import numpy as np
 
 from lib.core.config import AuditParams, parse_params
 from lib.core.minority import Postprocessing
-from lib.core.paths import MODELS, ModelPaths, RoundPaths, RunPaths
+from lib.core.paths import ModelPaths, RoundPaths, RunPaths
+from lib.core.study import MODELS
 from lib.data.audit import inspect_image
 from lib.data.images import load_rgb
 from lib.data.rounds import evaluation_rounds
 from lib.data.sources import IMAGE_EXTENSIONS, is_hidden
-
-MODEL_TITLES = {"cnn": "Custom CNN", "mobilenetv2": "MobileNetV2 (transfer learning)"}
-
 
 class RunError(ValueError):
     """A folder that is not a finished run, or a model it does not have."""
@@ -90,7 +88,7 @@ class RunModel:
     """One model of a finished run's first round: its files, test metrics and post-processing."""
 
     run_dir: Path
-    name: str  # "cnn" or "mobilenetv2"
+    name: str  # a model of the study (`lib.core.study.MODELS`)
 
     @classmethod
     def open(cls, run_dir, name: str) -> RunModel:

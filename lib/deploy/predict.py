@@ -1,6 +1,6 @@
 """Classify photos with a finished run's model: ./predict.sh (python -m lib.deploy.predict).
 
-    ./predict.sh [--run reports/default] [--model mobilenetv2|cnn] [--runtime keras|onnx] [--top-k K]
+    ./predict.sh [--run reports/default] [--model MODEL] [--runtime keras|onnx] [--top-k K]
                  [--rank margin|entropy] [--csv FILE | --json FILE] IMAGE_OR_FOLDER...
 
 Prints one row per image: the file, then its top-k labels with their probabilities (after the
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core.paths import MODELS, PROJECT_ROOT
+from lib.core.paths import PROJECT_ROOT
+from lib.core.study import DEFAULT_MODEL, MODELS
 from lib.deploy.finished_run import (
     KerasClassifier,
     OnnxClassifier,
@@ -165,7 +166,7 @@ def parse_args(argv):
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--run", type=Path, default=PROJECT_ROOT / "reports" / "default",
                         help="a finished run (default: the project's reports/default)")
-    parser.add_argument("--model", choices=MODELS, default="mobilenetv2", help="default: %(default)s")
+    parser.add_argument("--model", choices=MODELS, default=DEFAULT_MODEL, help="default: %(default)s")
     parser.add_argument("--runtime", choices=("keras", "onnx"), default="keras",
                         help="keras: the saved model; onnx: its export (python -m lib.deploy.export); default: %(default)s")
     parser.add_argument("--top-k", type=int, default=3, help="labels per image (default: %(default)s)")

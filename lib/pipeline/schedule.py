@@ -36,26 +36,28 @@ Finish = Callable[[PlannedStep, dict], None]  # records its steps.json entry
 JOB_MODULE = "lib.pipeline.job"  # what a job runs: python -m JOB_MODULE REQUEST RESULT
 
 
-def prerequisites(plan: list[PlannedStep], run: RunPaths) -> dict[str, set[str]]:
-    """The labels of the earlier steps each step waits for.
+def _overlap(path: Path, other: Path) -> bool:
+    """Whether two artefacts are one: the same file, or a file in a folder that the other names."""
+    return path == other or path.is_relative_to(other) or other.is_relative_to(path)
 
-    A per-round step waits for the run-wide steps before it (the audit, which writes every round's
-    split) and for the per-round steps whose model folder holds an artefact it reads (after the first
-    round: the same model's first round, whose chosen method it reads). A run-wide step waits for
-    every earlier step (the comparison and the report read them all).
+
+def prerequisites(plan: list[PlannedStep], run: RunPaths) -> dict[str, set[str]]:
+    """The labels of the earlier steps each step waits for: those that write an artefact it reads
+    (`lib.pipeline.steps.Step.writes`, ``reads``). A model step waits for the audit (which writes every
+    round's split) and, after the first round, for its model's first round (whose chosen method it reads);
+    the comparison for them all. A step that always runs (the report, which describes the whole run and its
+    timings) waits for every earlier step.
     """
+    writes = {planned.label: planned.writes(run) for planned in plan}
     waits: dict[str, set[str]] = {}
     for index, planned in enumerate(plan):
         earlier = plan[:index]
-        if not planned.step.per_round:
+        if planned.step.always:
             waits[planned.label] = {p.label for p in earlier}
             continue
         reads = planned.reads(run)
-        waits[planned.label] = {
-            p.label for p in earlier
-            if not p.step.per_round
-            or any(path.is_relative_to(run.round(p.round_name).model(p.step.model).root) for path in reads)
-        }
+        waits[planned.label] = {p.label for p in earlier
+                                if any(_overlap(read, written) for read in reads for written in writes[p.label])}
     return waits
 
 

@@ -4,8 +4,8 @@
 REFERENCES = {
     "grocery": "M. Klasson, C. Zhang, H. Kjellström. <i>A Hierarchical Grocery Store Image Dataset with Visual and "
                "Semantic Labels.</i> IEEE Winter Conference on Applications of Computer Vision (WACV), 2019.",
-    "mobilenetv2": "M. Sandler, A. Howard, M. Zhu, A. Zhmoginov, L.-C. Chen. <i>MobileNetV2: Inverted Residuals and "
-                   "Linear Bottlenecks.</i> CVPR, 2018.",
+    "mobilenet_v2_paper": "M. Sandler, A. Howard, M. Zhu, A. Zhmoginov, L.-C. Chen. <i>MobileNetV2: Inverted Residuals and "
+                          "Linear Bottlenecks.</i> CVPR, 2018.",
     "imagenet": "J. Deng, W. Dong, R. Socher, L.-J. Li, K. Li, L. Fei-Fei. <i>ImageNet: A Large-Scale Hierarchical "
                 "Image Database.</i> CVPR, 2009.",
     "logit_adjustment": "A. K. Menon, S. Jayasumana, A. S. Rawat, H. Jain, A. Veit, S. Kumar. <i>Long-tail learning "

@@ -1,22 +1,25 @@
-"""The academic report: numbered figures and tables, sentences generated from the run's numbers, rendering.
+"""The report's sentences, generated from the run's numbers: one ``*_html`` function per section's text.
 
 The report notebook (``notebooks/05_report.ipynb``) calls the ``*_html`` functions here,
 each of which turns the artefacts of the run (the audit's summary, the models' metrics, and
 the comparison's tables and verdict, `lib.analysis.compare.Comparison`) into a section's text; no
-statistic is computed here and nothing about results is typed by hand, so another dataset gets a correct report. Every value that
-comes from the data (class names, file names) is HTML-escaped: a class folder called
-``<b>x</b>`` shows as that text. `render` then turns the executed notebook into HTML
-without any code, and the HTML into a PDF with WeasyPrint.
+statistic is computed here and nothing about results is typed by hand, so another dataset gets a correct
+report. Every value that comes from the data (class names, file names) is HTML-escaped: a class folder
+called ``<b>x</b>`` shows as that text. The figures are `lib.report.plots`', the tables
+`lib.report.tables`', the data section's words `lib.report.data_prose`'; `lib.report.render` turns the
+executed notebook into HTML without any code, and the HTML into a PDF.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from lib.analysis.compare import Comparison, ModelResults, compared_models
+from lib.analysis.calibration import BINS
+from lib.analysis.compare import OVERFITTING_GAP, Comparison, ModelResults, compared_models
 from lib.analysis.probe_check import abstract_words, below_probe_warning, no_warning_sentence
+from lib.analysis.stats import percent
 from lib.core.minority import METHODS, METRIC_WORDS
-from lib.core.paths import PROBE_NAME
+from lib.core.study import PROBE_NAME
 from lib.report.data_prose import class_sizes_clause, is_balanced, is_imbalanced, smallest_class
 from lib.report.document import compare_words, count, escape, pct
 
@@ -56,7 +59,7 @@ def abstract_html(audit: dict, comparison: Comparison, replication: bool, groupe
         "<p>We compare a convolutional network trained from scratch with MobileNetV2 transfer learning for "
         f"classifying {escape(subject)}, on {count(audit['images_usable'], 'image')} in "
         f"{count(len(audit['classes']), 'class', 'classes')} {class_sizes_clause(audit)}. {over} {escape(best)} "
-        f"reaches a {'mean ' if rounds > 1 else ''}macro-F1 of {b['mean']:.3f} (95 % interval "
+        f"reaches a {'mean ' if rounds > 1 else ''}macro-F1 of {b['mean']:.3f} ({percent(comparison.verdict['confidence'])} interval "
         f"{b['low']:.3f}–{b['high']:.3f}) against {o['mean']:.3f} ({o['low']:.3f}–{o['high']:.3f}) for "
         f"{escape(other)}, while training {trainable[best]:,} parameters against {trainable[other]:,}.{rare} "
         f"{splits}, and the test split never takes part in any choice.{probe_abstract_sentence(comparison.probe_check)}</p>"
@@ -137,7 +140,10 @@ def explanations_html(explanations) -> str:
     )
 
 
-def overfitting_verdict(gap: float, threshold: float = 5.0) -> str:
+OVERFITTING_THRESHOLD = 5.0  # points of training minus validation accuracy above which a model is said to overfit
+
+
+def overfitting_verdict(gap: float, threshold: float = OVERFITTING_THRESHOLD) -> str:
     """Words for the training minus validation accuracy at the kept epoch, in points."""
     if gap > threshold:
         return f"overfits: at the kept epoch its training accuracy exceeds its validation accuracy by {gap:.1f} points"
@@ -146,11 +152,8 @@ def overfitting_verdict(gap: float, threshold: float = 5.0) -> str:
     return f"shows little overfitting at the kept epoch (training minus validation accuracy: {gap:.1f} points)"
 
 
-OVERFITTING_GAP = "train - val accuracy at kept epoch (points)"  # a row of `lib.analysis.compare.comparison_table`
-
-
 def discussion_html(audit: dict, results: dict[str, ModelResults], first_round: pd.DataFrame, replication: bool,
-                    rounds: int, overfit_threshold: float = 5.0) -> str:
+                    rounds: int, overfit_threshold: float = OVERFITTING_THRESHOLD) -> str:
     """Overfitting, the minority class and cost, in the round the results section shows (the first); the
     original study's score on its rare class only for the ``replication``."""
     small, small_n = smallest_class(audit)
@@ -236,9 +239,11 @@ def difference_sentence(difference: pd.DataFrame, metric: str = "macro-F1") -> s
 
 
 def statistics_html(comparison: Comparison, scheme: str) -> str:
-    """Rounds, intervals and McNemar's p-values in words; the verdict of `lib.analysis.compare.SIGNIFICANCE_RULE`,
-    with the half of the rule that failed; then the paired interval of the difference."""
+    """Rounds, intervals and McNemar's p-values in words; the verdict of `lib.analysis.compare.significance_rule`,
+    with the half of the rule that failed; then the paired interval of the difference. The levels are those the
+    verdict records (``evaluation.confidence``, ``evaluation.alpha``)."""
     summary, tests, verdict = comparison.summary, comparison.mcnemar, comparison.verdict
+    level = f"at the {percent(verdict['alpha'])} level"
     rounds = int(summary["rounds"].iloc[0])
     spread = ("each round draws its own split and its own initialisation. Below, each metric is given as its mean "
               "over rounds ± the standard deviation between rounds" if rounds > 1 else
@@ -249,12 +254,12 @@ def statistics_html(comparison: Comparison, scheme: str) -> str:
         for model, row in summary.xs("macro-F1", level="metric").iterrows()
     )
     p_values = ", ".join(f"{escape(str(name))}: p = {float(p):.3g}" for name, p in tests["p_value"].items())
-    outcome = ("the difference between the models is significant at the 5 % level" if verdict["significant"]
-               else f"the difference between the models is not significant at the 5 % level "
+    outcome = (f"the difference between the models is significant {level}" if verdict["significant"]
+               else f"the difference between the models is not significant {level} "
                     f"({not_significant_because(verdict)})")
     return (
-        f"<p>The study ran {count(rounds, 'evaluation round')} ({SCHEME_NAMES[scheme]}); {spread}, with a 95 % "
-        "percentile bootstrap interval of the mean (scipy; each round's test images resampled independently). "
+        f"<p>The study ran {count(rounds, 'evaluation round')} ({SCHEME_NAMES[scheme]}); {spread}, with a "
+        f"{percent(verdict['confidence'])} percentile bootstrap interval of the mean (scipy; each round's test images resampled independently). "
         f"Macro-F1: {per_model}. McNemar's exact test on {'each round' if rounds > 1 else 'the round'}'s paired test "
         f"predictions: {p_values}. By this study's rule, {verdict['rule']}: {outcome}."
         f"{difference_sentence(comparison.difference)}{probe_row_sentence(summary)}</p>"
@@ -274,7 +279,7 @@ def not_significant_because(verdict: dict) -> str:
     """Which half of the significance rule failed, in words (from `lib.analysis.compare.verdict`)."""
     reasons = []
     if above := verdict["rounds_above_alpha"]:
-        reasons.append(f"McNemar's p is above 0.05 in {', '.join(escape(name) for name in above)}")
+        reasons.append(f"McNemar's p is above {verdict['alpha']:g} in {', '.join(escape(name) for name in above)}")
     if verdict["intervals_overlap"]:
         if not above:
             reasons.append("McNemar's test finds the two models' errors different in every round, but the "
@@ -345,8 +350,8 @@ def evidence_sentence(methods: pd.DataFrame, minority: str) -> str:
 def calibration_html(errors: dict[str, float]) -> str:
     ece = ", ".join(f"{escape(name)} {value:.3f}" for name, value in errors.items())
     return (
-        "<p>Calibration: how far a model's confidence can be trusted. The expected calibration error (ECE, ten "
-        f"equal-width confidence bins, test predictions of all rounds pooled) is {ece}; 0 means that among "
+        "<p>Calibration: how far a model's confidence can be trusted. The expected calibration error (ECE, "
+        f"{BINS} equal-width confidence bins, test predictions of all rounds pooled) is {ece}; 0 means that among "
         "images predicted with confidence c, a fraction c is right.</p>"
     )
 

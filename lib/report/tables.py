@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
+from lib.analysis.stats import percent
 from lib.core.backends import BACKEND_TITLES
-from lib.core.paths import MODELS
+from lib.core.study import MODELS
 from lib.report.document import count
 from lib.report.plots import visible
 
@@ -51,7 +52,7 @@ def runtime_words(runtime: dict | None) -> str:
     return words
 
 
-def methods_table(params, precision: dict[str, str] | None = None,
+def protocol_table(params, precision: dict[str, str] | None = None,
                   runtime: dict[str, dict | None] | None = None) -> pd.DataFrame:
     """The training protocol actually used, both models side by side.
 
@@ -101,7 +102,7 @@ def methods_table(params, precision: dict[str, str] | None = None,
               else f"stratified {ev.folds}-fold cross-validation for each seed {ev.seeds}")
     grouping = "near-duplicate groups kept whole" if params.split.group_near_duplicates else "no grouping"
     rows["evaluation"] = (f"{rounds}; {grouping}",) * 2
-    models = list(MODELS.values())
+    models = [model.title for model in MODELS.values()]
     if precision:
         rows["numeric precision"] = tuple(PRECISION_WORDS.get(precision.get(m, "?"), precision.get(m, "?"))
                                           + f" (training.precision: {tr.precision})" for m in models)
@@ -144,12 +145,12 @@ def statistics_table(summary: pd.DataFrame) -> pd.DataFrame:
                          columns=summary.index.get_level_values("model").unique()).rename_axis(index="metric", columns=None)
 
 
-def difference_table(difference: pd.DataFrame) -> pd.DataFrame:
+def difference_table(difference: pd.DataFrame, confidence: float) -> pd.DataFrame:
     """Rows: metrics; columns: the paired difference 'second − first' (`lib.analysis.compare.difference_across_rounds`)
-    and its interval."""
+    and its interval, at ``confidence`` (the verdict's: ``evaluation.confidence``)."""
     name = f"{difference['second'].iloc[0]} − {difference['first'].iloc[0]}"
     return difference[["difference", "low", "high"]].rename(
-        columns={"difference": name, "low": "95 % low", "high": "95 % high"})
+        columns={"difference": name, "low": f"{percent(confidence)} low", "high": f"{percent(confidence)} high"})
 
 
 def methods_report_table(methods: pd.DataFrame) -> pd.DataFrame:

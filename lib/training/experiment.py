@@ -26,6 +26,7 @@ from lib.core.devices import Devices, data_parallel, on_this_process, visible_de
 from lib.core.distribution import join_from_environment
 from lib.core.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.core.provenance import set_seed
+from lib.core.study import StudyModel, study_model
 from lib.data.augmentation import build_augmentation
 from lib.data.inputs import data_workers, evaluation_stream, training_stream
 from lib.data.pixels import StudyData, load_study_data
@@ -36,9 +37,6 @@ from lib.training import evaluate
 from lib.training.activation_cache import RoundInputs
 from lib.training.models import load_trained_model, set_precision
 from lib.training.train import training_summary
-
-PARAMS_SECTIONS = {"cnn": "cnn", "mobilenetv2": "mobilenet_v2"}  # each model's section of the params
-
 
 @dataclass
 class Experiment:
@@ -61,6 +59,11 @@ class Experiment:
         return self.paths.round(self.round.name)
 
     @property
+    def model(self) -> StudyModel:
+        """This model's entry in the study (`lib.core.study.MODELS`)."""
+        return study_model(self.model_name)
+
+    @property
     def model_paths(self) -> ModelPaths:
         return self.round_paths.model(self.model_name)
 
@@ -75,11 +78,11 @@ class Experiment:
     def describe(self) -> str:
         """The run, the round and its seed, classes, split sizes and input size; the training protocol."""
         data, size = self.data, self.params.data.image_size
-        section = PARAMS_SECTIONS[self.model_name]
+        section = self.model.params_section
         return (f"run '{self.params.run_name}', round {self.round.name} (seed {self.round.seed}): "
                 f"{self.n_classes} classes, {len(data.train)} / {len(data.val)} / {len(data.test)} "
                 f"train / val / test images at {size[0]} x {size[1]} px\n"
-                f"training protocol: {getattr(self.params, section).protocol} ({section}.protocol)")
+                f"training protocol: {self.model.params(self.params).protocol} ({section}.protocol)")
 
     def artefacts(self) -> pd.Series:
         """The files this model's notebook wrote, with their sizes in MB."""
@@ -138,6 +141,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
     (`lib.core.config.load_params`). ``writes`` False: the run folder is only read (a notebook opened by hand
     showing a finished step): no folder is made and the pixel cache is not written.
     """
+    study_model(model_name)  # a model the study does not have stops here, naming those it has
     params = load_params(params_file, overrides)
     check_active_backend(params.training.backend, f"{params_file}: training.backend")
     rounds = evaluation_rounds(params.evaluation)
@@ -204,25 +208,24 @@ def save_training(experiment: Experiment, trained: TrainedModel) -> None:
     """Keep a finished training under the step's key (nothing without a key), for an interrupted run to reuse."""
     if experiment.step_key is None:
         return
-    folder = experiment.model_paths.method_dir(trained.method)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "key").unlink(missing_ok=True)
-    trained.model.save(folder / "model.keras")
-    trained.history.to_csv(folder / "history.csv", index=False)
-    (folder / "parameters.json").write_text(json.dumps(trained.parameters))
-    (folder / "key").write_text(experiment.step_key)  # last: its presence means the rest is complete
+    files = experiment.model_paths.training(trained.method)
+    files.root.mkdir(parents=True, exist_ok=True)
+    files.key.unlink(missing_ok=True)
+    trained.model.save(files.model)
+    trained.history.to_csv(files.history, index=False)
+    files.parameters.write_text(json.dumps(trained.parameters))
+    files.key.write_text(experiment.step_key)  # last: its presence means the rest is complete
 
 
 def saved_training(experiment: Experiment, method: str) -> TrainedModel | None:
     """A training of ``method`` finished earlier with the same step key (same inputs), validated again; or None."""
-    folder = experiment.model_paths.method_dir(method)
-    key = folder / "key"
-    if experiment.step_key is None or not key.is_file() or key.read_text() != experiment.step_key:
+    files = experiment.model_paths.training(method)
+    if experiment.step_key is None or not files.key.is_file() or files.key.read_text() != experiment.step_key:
         return None
     print(f"--- {minority.METHODS[method].title}: reused the training an interrupted run finished", flush=True)
-    model = load_trained_model(folder / "model.keras")
-    history = pd.read_csv(folder / "history.csv")
-    return validate(experiment, method, model, history, json.loads((folder / "parameters.json").read_text()))
+    model = load_trained_model(files.model)
+    history = pd.read_csv(files.history)
+    return validate(experiment, method, model, history, json.loads(files.parameters.read_text()))
 
 
 def train_each_method(experiment: Experiment,
@@ -269,7 +272,7 @@ def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> t
     The table also holds each method's test scores, for the record: they play no part in the choice.
     """
     table = methods_table(experiment, trained)
-    chosen = minority.choose_method(table, experiment.params.minority.selection_metric, list(trained))
+    chosen = minority.best_method(table, experiment.params.minority.selection_metric, list(trained))
     table["chosen"] = table["method"] == chosen
     if experiment.is_first_round:
         table.to_csv(experiment.model_paths.methods, index=False)
@@ -329,5 +332,5 @@ def evaluate_and_save(
         "training_inputs": training_inputs or {"activation_cache": False},
     }
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(files.root / "methods", ignore_errors=True)  # the step is complete: nothing left to resume
+    shutil.rmtree(files.trainings_dir, ignore_errors=True)  # the step is complete: nothing left to resume
     return metrics, predictions

@@ -1,6 +1,6 @@
 """MobileNetV2's frozen, globally pooled features: one extractor for every use.
 
-The audit compares images by these features (near-duplicate pairs), and the linear probe
+The audit compares images by these features (near-duplicate pairs: `audit_features`), and the linear probe
 (`lib.training.probe`) classifies them. Both cut the study's own MobileNetV2 at its pooling
 layer, so both see an image exactly as the fine-tuned model's frozen base does.
 """
@@ -65,3 +65,10 @@ def streamed_features(paths, image_size: tuple[int, int], weights: str | None = 
                                             paths[start : start + chunk])))
             features[start : start + len(pixels)] = extractor.predict(pixels, batch_size=batch_size, verbose=0)
     return features
+
+
+def audit_features(images, params, spill_dir: Path | None = None) -> np.ndarray:
+    """`streamed_features` of the usable rows of an audit's image table (`lib.data.audit.inspect_records`), as
+    `lib.data.audit.duplicate_pairs` compares them: at ``data.image_size``, with ``mobilenet_v2.weights``."""
+    usable = images.loc[images["usable"], "path"]
+    return streamed_features(usable, params.data.image_size, params.mobilenet_v2.weights, spill_dir=spill_dir)

@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lib.core import minority
 from lib.core.config import Params
-from lib.core.paths import PROBE_MODEL, PROBE_NAME
+from lib.core.study import PROBE_MODEL, PROBE_NAME
 from lib.core.provenance import set_seed
 from lib.data.inputs import image_batches
 from lib.data.pixels import StudyData
@@ -177,7 +177,7 @@ def fit_and_save(experiment: Experiment, chosen: TrainedModel, inputs=None) -> P
         "validation": {"metric": metric, "images": len(data.val), "fine_tuned": fine_tuned[metric],
                        "probe": probe_val[metric], "fine_tuned_method": chosen.method},
     }
-    files = experiment.round_paths.model(PROBE_MODEL)
+    files = experiment.round_paths.model(PROBE_MODEL.name)
     predictions.to_csv(files.probe_predictions, index=False)
     files.probe_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     validation = validation_table(data.val, fine_tuned_val, val, names)
@@ -187,6 +187,6 @@ def fit_and_save(experiment: Experiment, chosen: TrainedModel, inputs=None) -> P
 
 def saved_result(experiment: Experiment) -> ProbeResult:
     """What `fit_and_save` returned when the step ran, read from the files it wrote."""
-    files = experiment.round_paths.model(PROBE_MODEL)
+    files = experiment.round_paths.model(PROBE_MODEL.name)
     return ProbeResult(json.loads(files.probe_metrics.read_text()), pd.read_csv(files.probe_predictions),
                        pd.read_csv(files.probe_validation))

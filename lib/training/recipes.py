@@ -70,13 +70,13 @@ def mobilenet_v2_by_method(experiment: Experiment) -> tuple[dict[str, TrainedMod
             "unfrozen_layers": len(unfrozen),
         }
         if experiment.step_key is not None:  # what a resumed run reports when it reuses this training
-            folder = experiment.model_paths.method_dir(method.name)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "inputs.json").write_text(json.dumps(inputs.summary()))
+            files = experiment.model_paths.training(method.name)
+            files.root.mkdir(parents=True, exist_ok=True)
+            files.inputs.write_text(json.dumps(inputs.summary()))
         return validate(experiment, method.name, model, combine_phases(head_history, tune_history), parameters)
 
     trained = train_each_method(experiment, train)
     if inputs is None:  # every training was reused: report the inputs the first one recorded
-        first = experiment.model_paths.method_dir(next(iter(trained)))
-        inputs = ReusedInputs(json.loads((first / "inputs.json").read_text()))
+        first = experiment.model_paths.training(next(iter(trained)))
+        inputs = ReusedInputs(json.loads(first.inputs.read_text()))
     return trained, inputs
