@@ -97,7 +97,7 @@ def test_modules_stay_small_enough_to_read_in_one_sitting(module):
 
 MAX_FUNCTION_LINES = 60
 # The runner's two loops, still longer than that: (module, function).
-LONGER_FUNCTIONS = {("lib.run", "run_study"), ("lib.pipeline.schedule", "run_steps")}
+LONGER_FUNCTIONS: set[tuple[str, str]] = set()  # (module, function) allowed past the limit: none
 
 
 @pytest.mark.parametrize("module", sorted(lib_modules()))

@@ -264,7 +264,7 @@ def test_the_parameters_appendix_keeps_its_line_breaks_in_html_and_pdf(tmp_path)
     html = render.render_html(tmp_path / "report.ipynb", "t")
     shown = html[html.index("<pre>") + 5:html.index("</pre>")]
     lines = shown.split("\n")
-    assert lines[:3] == ["run_name: default", f"reports_dir: {params.reports_dir}", "seed: 42"]
+    assert lines[:4] == ["run_name: default", f"reports_dir: {params.reports_dir}", "scratch_runs_kept: 3", "seed: 42"]
     assert "\\n" not in shown.replace("Yog\\nhurt", ""), "no line break written as an escape"
     assert '    classes: ["Oat\\tMilk", "Yog\\nhurt", &lt;b&gt;x&lt;/b&gt;]' in lines  # visible, on one line
     assert "  seeds: [42, 43, 44]" in lines

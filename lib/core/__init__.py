@@ -10,4 +10,6 @@
     devices      the devices Keras' backend trains on; training over several of them
     distribution training across processes and hosts: coordinates, joining the run, each process's share of a batch
     provenance   seeds, versions, machine, git commit, manifest hash
+    hardware     the machine a step computes on, seen without starting Keras (GPUs, CPU, the precision 'auto' means)
+    store        state files written whole, locks with their holder, processes that end with their parent
 """

@@ -397,10 +397,7 @@ class Params(_Section):
 
     run_name: RunName = "default"
     reports_dir: Path = Path("reports")
-    scratch_runs_kept: int = Field(
-        default=3, ge=1,
-        description="How many scratch runs (reports/.scratch/: steps computed by notebooks opened by hand) are kept; "
-        "the least recently used beyond that are deleted. Shapes no result.")
+    scratch_runs_kept: int = Field(default=3, ge=1)  # of reports/.scratch/ (lib.pipeline.interactive); no result
     seed: int = Field(
         default=42,
         description="Seed of what is not repeated (the audit's samples); each round's training and split "
