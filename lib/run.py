@@ -36,6 +36,7 @@ from lib.core.paths import RunPaths, copy_run, run_paths
 from lib.data.assets import seed_keras_cache
 from lib.pipeline.execute import StepFailed, execute_step
 from lib.pipeline.keys import data_source_listing, step_key
+from lib.pipeline.progress import RunProgress
 from lib.pipeline.schedule import run_steps
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.report import render as rendering
@@ -83,7 +84,7 @@ def process_run(params, index: int) -> RunPaths:
 
 def run_study(params_file: str | Path, force: bool = False, render: bool = True,
               overrides: dict | list[str] | None = None, jobs: int = 1,
-              where: Coordinates | None = None) -> dict[str, dict]:
+              where: Coordinates | None = None, verbose: bool = False) -> dict[str, dict]:
     """Validate the params (with ``overrides``: `lib.core.config.load_params`), run (or reuse) every step in a
     staging folder, render, publish.
 
@@ -96,9 +97,12 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
     every process's devices, each process feeding its share of every batch. Process 0 writes the run and
     publishes it; another process runs the audit and the model steps (which their training needs) in its own
     folder (`process_run`) and publishes nothing.
+
+    While it runs, each step's progress and the run's time left are shown (`lib.pipeline.progress`), without the
+    frameworks' start-up chatter unless ``verbose``.
     """
-    # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose:  # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     params = load_params(params_file, overrides)
     overrides = dotted_overrides(overrides)  # as each notebook's parameters cell takes them
     backend = resolve_backend(params.training.backend)  # once: every kernel runs Keras on it
@@ -137,6 +141,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         print(f"round {name} is not in this run's evaluation params: its folder is left out", flush=True)
 
     record: dict[str, dict] = {}
+    watch = RunProgress(plan, params, previous, verbose=verbose, jobs=jobs, shows=writes_the_run)
     running: set[str] = set()  # recorded with no key in the progress file, so that a resumed run reruns them
 
     def save_progress() -> None:
@@ -150,7 +155,7 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
             print(f"[{number}/{len(plan)}] {planned.title}: inputs unchanged, reused", flush=True)
             return key, {"key": key, "seconds": before.get("seconds"), "reused": True,
                          "peak_rss_gib": before.get("peak_rss_gib"), "epoch_seconds": planned.epoch_seconds(staging)}
-        print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}", flush=True)
+        print(f"[{number}/{len(plan)}] {planned.title}: {planned.label}{watch.time_left(planned)}", flush=True)
         running.add(planned.label)
         save_progress()
         return key, None
@@ -158,15 +163,19 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
     def finish(planned: PlannedStep, entry: dict) -> None:
         running.discard(planned.label)
         record[planned.label] = entry | {"epoch_seconds": planned.epoch_seconds(staging)}
+        watch.finished(planned, entry)
         save_progress()
         staging.steps.write_text(json.dumps(record, indent=2) + "\n")  # the report quotes these
 
     def execute(planned: PlannedStep, key: str) -> None:
         # a model step's kernel joins the other processes' with the run's coordinates
         joins = across and planned.step.per_round
-        execute_step(planned, params_path, staging, key, backend, overrides, where.environment() if joins else None)
+        with watch.watching(planned):
+            execute_step(planned, params_path, staging, key, backend, overrides,
+                         (where.environment() if joins else {}) | watch.environment(planned))
 
-    run_steps(plan, staging, jobs, begin, execute, finish)
+    with watch:
+        run_steps(plan, staging, jobs, begin, execute, finish)
     record = {planned.label: record[planned.label] for planned in plan}  # in the plan's order, however they ran
     staging.steps.write_text(json.dumps(record, indent=2) + "\n")
 
@@ -211,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     across.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 serves the run's coordination")
     across.add_argument("--num-processes", type=int, metavar="N", help="how many processes train together")
     across.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 .. N-1 (0 publishes)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show everything the frameworks print (their start-up lines too), not only the progress")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -218,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.assets:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
-        record = run_study(args.params_file, force=args.force, overrides=args.overrides, jobs=args.jobs, where=where)
+        record = run_study(args.params_file, force=args.force, overrides=args.overrides, jobs=args.jobs, where=where,
+                           verbose=args.verbose)
     except (ParamsError, FileNotFoundError, ValueError, DistributionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -9,4 +9,5 @@
     devices      the devices Keras' backend trains on; training over several of them
     distribution training across processes and hosts: coordinates, joining the run, each process's share of a batch
     provenance   seeds, versions, machine, git commit, manifest hash
+    progress     what a step's kernel tells the runner while it works (epochs, images done, warnings)
 """

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -95,6 +96,23 @@ def resolve_backend(requested: str = "auto", environ: Mapping[str, str] | None =
             return backend
     raise BackendError(f"none of the Keras backends ({', '.join(BACKENDS)}) is installed: "
                        "run tools/setup_env.sh, which installs TensorFlow and JAX")
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """The machine's GPUs a process may use (those the runner hands out, `lib.pipeline.schedule`): those
+    ``CUDA_VISIBLE_DEVICES`` names when it is set, else those ``nvidia-smi`` lists (none on a machine without it).
+    Asked without importing a backend."""
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        return tuple(g.strip() for g in named.split(",") if g.strip() not in ("", "-1"))
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=60,
+                                 check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU ")))
 
 
 def backend_identity(backend: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from lib.core import progress
 from lib.core.provenance import manifest_sha256
 from lib.data.groups import chained_groups, near_duplicate_groups, similar_feature_pairs
 from lib.data.images import to_rgb, truncated_files_refused
@@ -75,19 +76,19 @@ def inspect_records(records: pd.DataFrame, max_pixels: int, workers: int | None 
     workers = workers or min(8, os.cpu_count() or 1)
     records = records.reset_index(drop=True)
     skipped = records["skip_reason"].fillna("") if "skip_reason" in records else pd.Series("", index=records.index)
+    inspected = progress.ImagesDone("images inspected", len(records))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Files the scan already set aside are not opened.
-        found = list(
-            tqdm(
-                pool.map(
-                    lambda job: inspect_image(job[0], max_pixels) if not job[1] else {"error": ""},
-                    zip(records["path"], skipped),
-                ),
-                total=len(records),
-                desc="Inspecting images",
-                unit="img",
-            )
-        )
+        found = []
+        for result in tqdm(
+            pool.map(lambda job: inspect_image(job[0], max_pixels) if not job[1] else {"error": ""},
+                     zip(records["path"], skipped)),
+            total=len(records),
+            desc="Inspecting images",
+            unit="img",
+        ):
+            found.append(result)
+            inspected.add(1)
     table = pd.concat([records, pd.DataFrame(found)], axis=1)
     for column, empty in (("bytes", 0), ("sha256", ""), ("phash", ""), ("width", 0), ("height", 0),
                           ("mode", ""), ("format", "")):
@@ -331,7 +332,27 @@ def curate(images: pd.DataFrame, data, audit_params) -> tuple[pd.DataFrame, pd.D
         )
         images = _leave_out(images, images["label"].isin(small.index), reasons)
     found = [table for table in warnings_found if not table.empty]
-    return images, (pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=WARNING_COLUMNS))
+    table = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=WARNING_COLUMNS)
+    for sentence in warning_sentences(table):
+        progress.warn(sentence)  # the runner shows it: the person running the study should know
+    return images, table
+
+
+def warning_sentences(warnings_found: pd.DataFrame) -> list[str]:
+    """`curate`'s warnings in words, one sentence per kind (label conflicts, extreme images)."""
+    conflict = warnings_found["warning"].str.startswith("label conflict")
+    sentences = []
+    for rows, what, switch in (
+        (conflict, "file(s) whose identical bytes are also filed under another class (label conflicts)",
+         "audit.keep_label_conflicts"),
+        (~conflict, "extreme image(s): a side below audit.min_image_side or a long side over audit.max_aspect_ratio "
+         "times the short one", "audit.exclude_extreme_images"),
+    ):
+        if rows.any():
+            excluded = bool(warnings_found.loc[rows, "excluded"].iloc[0])
+            sentences.append(f"{int(rows.sum())} {what}: {'left out' if excluded else 'kept'} ({switch}); "
+                             "the audit's data/warnings.csv lists them")
+    return sentences
 
 
 def cross_class_pairs(described_pairs: pd.DataFrame) -> pd.DataFrame:

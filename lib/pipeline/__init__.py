@@ -5,4 +5,5 @@
     execute      one step run by papermill in its own kernel, with its memory peak
     schedule     the steps in order or side by side (--jobs N): which are ready, each job's GPUs or CPU cores
     interactive  a notebook opened by hand: reuse the published step, or compute into a scratch run
+    progress     what a person watching a run sees: each step's progress, the time left, no start-up noise
 """

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
+from lib.core.backends import visible_gpus
 from lib.core.paths import RunPaths
 from lib.pipeline.execute import ChildrenMemoryPeak, StepFailed, StepInterrupted
 from lib.pipeline.steps import PlannedStep
@@ -96,22 +95,6 @@ class Slot:
             return cores
         shared = f" (shared by {self.gpu_sharers} jobs)" if self.gpu_sharers > 1 else ""
         return f"GPU {','.join(self.gpus)}{shared}, {cores}"
-
-
-def visible_gpus() -> tuple[str, ...]:
-    """The GPUs the runner may hand out: those ``CUDA_VISIBLE_DEVICES`` names when it is set, else those
-    ``nvidia-smi`` lists (none on a machine without it)."""
-    named = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if named is not None:
-        return tuple(g.strip() for g in named.split(",") if g.strip() not in ("", "-1"))
-    if shutil.which("nvidia-smi") is None:
-        return ()
-    try:
-        listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=60,
-                                 check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU ")))
 
 
 def _shares(items: tuple, jobs: int) -> list[tuple]:

@@ -15,9 +15,11 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from lib.core import progress
 from lib.core.config import MobileNetV2Params
 from lib.data.images import load_rgb
 from lib.training.models import build_mobilenet_v2
+from lib.training.train import ImagesPredicted
 
 
 def feature_extractor(image_size: tuple[int, int], weights: str | None = "imagenet"):
@@ -59,9 +61,12 @@ def streamed_features(paths, image_size: tuple[int, int], weights: str | None = 
         features = np.lib.format.open_memmap(spill, "w+", np.float32, shape)
     else:
         features = np.empty(shape, dtype=np.float32)
+    images = progress.ImagesDone("image features", len(paths))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in tqdm(range(0, len(paths), chunk), desc="Image features", unit="chunk"):
             pixels = np.stack(list(pool.map(lambda p: np.asarray(load_rgb(p, image_size), dtype=np.uint8),
                                             paths[start : start + chunk])))
-            features[start : start + len(pixels)] = extractor.predict(pixels, batch_size=batch_size, verbose=0)
+            counting = ImagesPredicted(images, batch_size, len(pixels), start=start)
+            features[start : start + len(pixels)] = extractor.predict(pixels, batch_size=batch_size, verbose=0,
+                                                                      callbacks=[counting])
     return features

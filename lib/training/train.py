@@ -14,20 +14,41 @@ import keras
 import numpy as np
 import pandas as pd
 
+from lib.core import progress
 from lib.data.inputs import keras_input
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch, validation included."""
+    """Wall time of every epoch, validation included; each epoch, with its scores, also told to the runner
+    (`lib.core.progress`) under the phase's name."""
+
+    def __init__(self, phase: str = "training"):
+        super().__init__()
+        self.phase = phase
 
     def on_train_begin(self, logs=None):
         self.seconds: list[float] = []
+        progress.report("phase", phase=self.phase, epochs=self.params.get("epochs"))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+        progress.report("epoch", phase=self.phase, epoch=epoch + 1, epochs=self.params.get("epochs"),
+                        seconds=round(self.seconds[-1], 2), metrics=dict(logs or {}))
+
+
+class ImagesPredicted(keras.callbacks.Callback):
+    """Counts the images ``predict`` has done, batch by batch, into a `lib.core.progress.ImagesDone` (``start``:
+    the images done before this ``predict``)."""
+
+    def __init__(self, images: progress.ImagesDone, batch_size: int, count: int, start: int = 0):
+        super().__init__()
+        self.images, self.batch_size, self.count, self.start = images, batch_size, count, start
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.images.update(self.start + min((batch + 1) * self.batch_size, self.count))
 
 
 def learning_rate_schedule(phase, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -78,7 +99,7 @@ def fit_phase(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=phase.label_smoothing),
         metrics=["accuracy"],
     )
-    timer = EpochTimer()
+    timer = EpochTimer(name)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience, restore_best_weights=True),
         timer,
