@@ -287,3 +287,32 @@ def test_fit_phase_tells_each_epoch_to_the_runner(tmp_path, monkeypatch):
     assert events[0] | {"time": 0} == {"event": "phase", "phase": "head", "epochs": 2, "time": 0}
     assert {"val_accuracy", "val_loss"} <= set(events[2]["metrics"]) and events[2]["seconds"] > 0
     json.dumps(events)  # plain JSON: numbers, no NumPy
+
+
+def test_the_runner_shows_a_steps_events_as_its_kernel_writes_them_and_times_the_steps_after_it(tiny_params_file):
+    from lib.pipeline.progress import RunProgress
+    from lib.pipeline.steps import planned_steps
+
+    params = load_params(tiny_params_file)
+    plan = planned_steps(params)
+    audit, cnn, later_cnn = plan[0], plan[1], next(p for p in plan[2:] if p.step.model == "cnn")
+    stream = io.StringIO()
+    previous = {audit.label: {"seconds": 100.0}}
+    with RunProgress(plan, params, previous, display=Display(stream, live=False)) as watch:
+        assert watch.time_left(audit) == " (at least 2 min left)"  # only the audit is timed, by the previous run
+        channel = watch.environment(cnn)[kernel_progress.PROGRESS_FILE_VARIABLE]
+        with watch.watching(cnn):
+            with open(channel, "a") as kernel:
+                for event in epoch_events("class weight", 1, 1, 2):
+                    kernel.write(json.dumps(event) + "\n")
+        watch.finished(cnn, {"seconds": 80.0, "reused": False})
+        left = watch.time_left(later_cnn)
+    lines = stream.getvalue().splitlines()
+    assert [line[:38] for line in lines] == ["    class weight, 1 of 1 | epoch 1/2 |",
+                                             "    class weight, 1 of 1 | epoch 2/2 |"]
+    # each later round's CNN: one training of 2 epochs (as this run's ran) at 30 s, and 80 - 60 s outside them;
+    # MobileNetV2 and the rest untimed
+    later_rounds = sum(p.step.model == "cnn" for p in plan[plan.index(later_cnn):])
+    assert later_rounds == len(params.evaluation.seeds) - 1
+    assert left == f" (at least {duration(later_rounds * (2 * 30 + 20))} left)"
+    assert not os.path.exists(channel)  # the channel's folder goes with the run
