@@ -111,6 +111,11 @@ def test_epoch_times_leave_out_each_fits_first_epoch_and_count_the_epochs_early_
     assert times.epochs_per_fit("cnn", "training", budget=12) == 12.0  # never more than the budget
     assert times.other_seconds["cnn"] == [pytest.approx(60.0)]
     assert times.epoch_seconds("mobilenetv2", "head") is None
+    traced = EpochTimes()
+    for fit in ([60.0, 20.0, 20.0], [60.0, 40.0], [5.0]):  # each fit's first epoch traces the model: slow
+        traced.add_step("cnn", [{"event": "phase", "phase": "training"}]
+                        + [{"event": "epoch", "seconds": s} for s in fit], seconds=None)
+    assert traced.epoch_seconds("cnn", "training") == 20.0  # of 20, 20, 40 and the one-epoch fit's 5
 
 
 def test_a_step_is_estimated_from_this_runs_epochs_else_from_the_previous_run():
@@ -142,8 +147,8 @@ def test_the_time_left_in_a_training_and_its_step():
 
 
 def test_durations_read_at_a_glance():
-    assert [duration(s) for s in (0, 40.4, 89, 90, 14 * 60 + 10, 125 * 60)] == ["0 s", "40 s", "1 min", "2 min",
-                                                                                "14 min", "2 h 5 min"]
+    assert [duration(s) for s in (0, 40.4, 89, 150, 14 * 60 + 10, 125 * 60)] == ["0 s", "40 s", "1 min", "3 min",
+                                                                                 "14 min", "2 h 5 min"]
 
 
 def epoch_events(method: str, number: int, of: int, epochs: int, start: float = 0.0) -> list[dict]:
