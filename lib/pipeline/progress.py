@@ -53,10 +53,11 @@ def is_noise(line: str, machine_has_gpus: bool = False) -> bool:
 
 class QuietStderr:
     """While the ``with`` block runs, this process's stderr (file descriptor 2, which the kernels it starts
-    inherit) goes through a pipe; a thread passes on every line but the noise (`is_noise`)."""
+    inherit) goes through a pipe; a thread passes on every line but the noise (`is_noise`), calling
+    ``before_write`` first (`Display.clear`: a line of stderr must not land on the end of the progress line)."""
 
-    def __init__(self, machine_has_gpus: bool = False):
-        self.machine_has_gpus = machine_has_gpus
+    def __init__(self, machine_has_gpus: bool = False, before_write=None):
+        self.machine_has_gpus, self.before_write = machine_has_gpus, before_write
 
     def __enter__(self) -> QuietStderr:
         sys.stderr.flush()
@@ -79,6 +80,8 @@ class QuietStderr:
     def _write(self, lines: list[bytes]) -> None:
         kept = [line for line in lines if not is_noise(line.decode(errors="replace"), self.machine_has_gpus)]
         if kept:
+            if self.before_write is not None:
+                self.before_write()
             os.write(self._original, b"\n".join(kept) + b"\n")
 
     def __exit__(self, *exc) -> None:
@@ -365,7 +368,7 @@ class RunProgress:
     def __enter__(self) -> RunProgress:
         self._folder = Path(tempfile.mkdtemp(prefix="study-progress-"))
         if not self.verbose:
-            self._quiet = QuietStderr(machine_has_gpus=bool(visible_gpus())).__enter__()
+            self._quiet = QuietStderr(bool(visible_gpus()), before_write=self.display.clear).__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
