@@ -44,10 +44,12 @@ NOISE_LINES = [
     "which is not in the op definition: Op<name=MapDataset; signature=input_dataset:variant>",
     "[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication (including code and "
     "outputs) is sent in plain text and is susceptible to eavesdropping.",
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.",
 ]
 # The same words in a run's output, each distinctive enough to find
 NOISE_WORDS = ["absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers", "cuInit",
-               "use_unbounded_threadpool", "running over TCP without encryption", "Executing:"]
+               "use_unbounded_threadpool", "running over TCP without encryption", "KeyboardInterrupt caught",
+               "Executing:"]
 
 
 def test_the_frameworks_start_up_lines_are_noise_and_real_errors_are_not():
@@ -110,31 +112,27 @@ def measured_cnn_step() -> EpochTimes:
     return times
 
 
-def test_epoch_times_leave_out_each_fits_first_epoch_and_count_the_epochs_early_stopping_ran():
+def test_a_fit_takes_as_long_as_this_runs_fits_of_its_phase_took():
     times = measured_cnn_step()
-    assert times.epoch_seconds("cnn", "training") == 30.0
-    assert times.epochs_per_fit("cnn", "training", budget=25) == 15.0
-    assert times.epochs_per_fit("cnn", "training", budget=12) == 12.0  # never more than the budget
+    assert times.fit_seconds("cnn", "training") == (40 + 19 * 30 + 40 + 9 * 30) / 2
     assert times.other_seconds["cnn"] == [pytest.approx(60.0)]
-    assert times.epoch_seconds("mobilenetv2", "head") is None
-    traced = EpochTimes()
-    for fit in ([60.0, 20.0, 20.0], [60.0, 40.0], [5.0]):  # each fit's first epoch traces the model: slow
-        traced.add_step("cnn", [{"event": "phase", "phase": "training"}]
-                        + [{"event": "epoch", "seconds": s} for s in fit], seconds=None)
-    assert traced.epoch_seconds("cnn", "training") == 20.0  # of 20, 20, 40 and the one-epoch fit's 5
+    assert times.fit_seconds("mobilenetv2", "head") is None
+    running = times.with_fits("cnn", [("training", [10.0])])  # a running step's own fits count too, not for good
+    assert running.fit_seconds("cnn", "training") == (610 + 310 + 10) / 3 and times.fit_seconds("cnn", "training") == 460
 
 
 def test_a_step_is_estimated_from_this_runs_epochs_else_from_the_previous_run():
     times = measured_cnn_step()
     previous = {"rounds/seed-43/02_cnn.ipynb": {"seconds": 999.0}, "04_comparison.ipynb": {"seconds": 50.0}}
-    # a later round trains one model: 15 epochs of 30 s, and 60 s outside them; this run's times come first
+    # a later round trains one model, as long as this run's did on average (460 s), and 60 s outside it; this run's
+    # times come first
     one = Trainings("cnn", 1, CNN.phases)
-    assert step_seconds("rounds/seed-43/02_cnn.ipynb", one, times, previous) == pytest.approx(15 * 30 + 60)
+    assert step_seconds("rounds/seed-43/02_cnn.ipynb", one, times, previous) == pytest.approx(460 + 60)
     assert step_seconds("04_comparison.ipynb", None, times, previous) == 50.0
     assert step_seconds("rounds/seed-43/03_mobilenetv2.ipynb", MOBILENET, times, previous) is None
     seconds, complete = run_seconds_left([("rounds/seed-43/02_cnn.ipynb", one), ("04_comparison.ipynb", None)],
                                          times, previous)
-    assert (seconds, complete) == (pytest.approx(510 + 50), True)
+    assert (seconds, complete) == (pytest.approx(520 + 50), True)
     seconds, complete = run_seconds_left([("rounds/seed-43/03_mobilenetv2.ipynb", MOBILENET),
                                           ("04_comparison.ipynb", None)], times, previous)
     assert (seconds, complete) == (50.0, False)
@@ -147,9 +145,14 @@ def test_the_time_left_in_a_training_and_its_step():
     # after the head's epoch 4 of 10: its 6 more epochs at 2 s, then the fine-tune's 5 at the head's pace
     training, step = training_seconds_left(MOBILENET, 1, "head", 4, 10, 2.0, EpochTimes())
     assert training == step == 6 * 2 + 5 * 2
-    # the later trainings run as many epochs as this run's did (15), at their measured pace
+    # the later training takes as long as this run's did (460 s)
     _, step = training_seconds_left(CNN, 3, "training", 25, 25, 30.0, measured_cnn_step())
-    assert step == 15 * 30
+    assert step == 460
+    # the head's fits measured at 12 s: the fine-tune after it, not timed yet, at the head's epoch pace
+    head = EpochTimes().with_fits("mobilenetv2", [("head", [5.0, 4.0, 3.0])])
+    training, step = training_seconds_left(Trainings("mobilenetv2", 2, MOBILENET.phases), 1, "fine-tune", 1, 5, 2.0,
+                                           head)
+    assert training == 4 * 2 and step == 4 * 2 + 12 + 5 * 2
 
 
 def test_durations_read_at_a_glance():
@@ -321,7 +324,7 @@ def test_the_runner_shows_a_steps_events_as_its_kernel_writes_them_and_times_the
     lines = stream.getvalue().splitlines()
     assert [line[:38] for line in lines] == ["    class weight, 1 of 1 | epoch 1/2 |",
                                              "    class weight, 1 of 1 | epoch 2/2 |"]
-    # each later round's CNN: one training of 2 epochs (as this run's ran) at 30 s, and 80 - 60 s outside them;
+    # each later round's CNN: one training as long as this run's (2 epochs of 30 s), and 80 - 60 s outside it;
     # MobileNetV2 and the rest untimed
     later_rounds = sum(p.step.model == "cnn" for p in plan[plan.index(later_cnn):])
     assert later_rounds == len(params.evaluation.seeds) - 1

@@ -5,8 +5,8 @@ Each step's kernel appends its events to a file the runner names (`lib.core.prog
 epochs, images done, warnings); `RunProgress.watching` tails that file while papermill runs the step and shows it:
 on a terminal as one line redrawn in place, elsewhere (a pipe, a log file, CI) as plain lines, one per epoch and
 the images at most once a minute. Each warning is shown once per run. The run's time left (`run_seconds_left`)
-counts the epochs still to run at the epoch times measured so far in this run, and falls back on the previous
-run's ``steps.json``.
+counts each training still to run as long as this run's trainings of that model took, epoch by epoch as they ran,
+and falls back on the previous run's ``steps.json`` for a step whose model has not trained yet.
 
 `QuietStderr` keeps the frameworks' start-up lines (`NOISE`) out of the terminal: the kernels' C++ logs and
 ipykernel's own lines reach the runner's stderr, filtered there (the kernels start with ipykernel's capture of
@@ -40,6 +40,8 @@ NOISE = tuple(re.compile(pattern) for pattern in (
     r"^I\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",  # TensorFlow's and XLA's C++ log below warnings (TF_CPP_MIN_LOG_LEVEL misses
     # what they log before absl is set up: the oneDNN notice, the CUDA driver probe)
     r"^\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption",
+    r"^\[IPKernelApp\] ERROR \| KeyboardInterrupt caught in kernel",  # a finished kernel slow to shut down is
+    # interrupted (a person's Ctrl-C is reported by the runner itself)
     r"^[EW]\d{4} [\d:.]+\s+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool ",
 ))
 # TensorFlow's CUDA probe failing: noise on a machine without GPUs, a real error on one with them.
@@ -148,11 +150,11 @@ class EpochTimes:
         if seconds is not None and fits:
             self.other_seconds[model].append(max(0.0, seconds - sum(sum(epochs) for _, epochs in fits)))
 
-    def epoch_seconds(self, model: str, phase: str) -> float | None:
-        """The median epoch of the phase's fits in this run (a fit's first epoch, which traces the model, left out
-        where it has others); None when none ran yet."""
-        times = [s for fit in self.fits.get((model, phase), []) for s in (fit[1:] or fit)]
-        return statistics.median(times) if times else None
+    def fit_seconds(self, model: str, phase: str) -> float | None:
+        """How long a fit of the phase takes: the mean of this run's (their early stopping, and the first epoch's
+        tracing of the model, included); None when none ran yet."""
+        fits = self.fits.get((model, phase), [])
+        return statistics.mean(sum(fit) for fit in fits) if fits else None
 
     def with_fits(self, model: str, fits: Iterable[tuple[str, list[float]]]) -> EpochTimes:
         """These epoch times and more fits of ``model`` ((phase, epoch seconds) each): a running step's own."""
@@ -162,24 +164,17 @@ class EpochTimes:
                 more.fits[model, phase].append(epochs)
         return more
 
-    def epochs_per_fit(self, model: str, phase: str, budget: int) -> float:
-        """How many epochs a fit of the phase runs: the mean of this run's (early stopping ends most before the
-        budget), else the budget."""
-        fits = self.fits.get((model, phase), [])
-        return min(budget, statistics.mean(len(f) for f in fits)) if fits else budget
-
 
 def step_seconds(label: str, trainings: Trainings | None, measured: EpochTimes,
                  previous: Mapping[str, dict]) -> float | None:
-    """How long a step not yet begun will take: its trainings at this run's epoch times (and its time outside
-    them) when this run has trained its model already, else its wall time in the previous run's ``steps.json``;
-    None when neither is known."""
-    if trainings is not None and all(measured.epoch_seconds(trainings.model, phase) is not None
+    """How long a step not yet begun will take: its trainings as long as this run's of the same model and phases
+    took (`EpochTimes.fit_seconds`), and its time outside them, when this run has trained that model already; else
+    its wall time in the previous run's ``steps.json``; None when neither is known."""
+    if trainings is not None and all(measured.fit_seconds(trainings.model, phase) is not None
                                      for phase, _ in trainings.phases):
-        epochs = sum(measured.epochs_per_fit(trainings.model, phase, budget)
-                     * measured.epoch_seconds(trainings.model, phase) for phase, budget in trainings.phases)
+        one = sum(measured.fit_seconds(trainings.model, phase) for phase, _ in trainings.phases)
         other = measured.other_seconds.get(trainings.model)
-        return trainings.count * epochs + (statistics.median(other) if other else 0.0)
+        return trainings.count * one + (statistics.median(other) if other else 0.0)
     seconds = previous.get(label, {}).get("seconds")
     return None if seconds is None else float(seconds)
 
@@ -195,16 +190,17 @@ def run_seconds_left(steps: Iterable[tuple[str, Trainings | None]], measured: Ep
 def training_seconds_left(trainings: Trainings, number: int, phase: str, epoch: int, epochs: int,
                           epoch_seconds: float, measured: EpochTimes) -> tuple[float, float]:
     """(this training's, this step's) seconds left after ``epoch`` of ``epochs`` of ``phase`` in training ``number``
-    (from 1), whose epochs take ``epoch_seconds``: the rest of this phase's epochs and the later phases' budgets
-    (early stopping may end them sooner), then the step's later trainings as `EpochTimes.epochs_per_fit` expects
-    them. A phase not timed yet in this run counts at ``epoch_seconds``."""
+    (from 1), whose epochs take ``epoch_seconds``: the rest of this phase's epochs (early stopping may end them
+    sooner), then each later phase and training as long as this run's fits of that phase took
+    (`EpochTimes.fit_seconds`; a phase not timed yet: its whole budget at ``epoch_seconds``)."""
+    def fit(name: str, budget: int) -> float:
+        measured_fit = measured.fit_seconds(trainings.model, name)
+        return budget * epoch_seconds if measured_fit is None else measured_fit
+
     names = [name for name, _ in trainings.phases]
     later_phases = trainings.phases[names.index(phase) + 1:] if phase in names else ()
-    left = (epochs - epoch) * epoch_seconds + sum(
-        budget * (measured.epoch_seconds(trainings.model, name) or epoch_seconds) for name, budget in later_phases)
-    each_later_training = sum(measured.epochs_per_fit(trainings.model, name, budget)
-                              * (measured.epoch_seconds(trainings.model, name) or epoch_seconds)
-                              for name, budget in trainings.phases)
+    left = (epochs - epoch) * epoch_seconds + sum(fit(name, budget) for name, budget in later_phases)
+    each_later_training = sum(fit(name, budget) for name, budget in trainings.phases)
     return left, left + max(0, trainings.count - number) * each_later_training
 
 
