@@ -330,3 +330,37 @@ def test_the_runner_shows_a_steps_events_as_its_kernel_writes_them_and_times_the
     assert later_rounds == len(params.evaluation.seeds) - 1
     assert left == f" (at least {duration(later_rounds * (2 * 30 + 20))} left)"
     assert not os.path.exists(channel)  # the channel's folder goes with the run
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_steps_side_by_side_write_plain_lines_named_by_their_step_and_another_process_shows_nothing(
+        tiny_params_file, monkeypatch):
+    from lib.pipeline.progress import RunProgress
+    from lib.pipeline.steps import planned_steps
+
+    params = load_params(tiny_params_file)
+    plan = planned_steps(params)
+    cnn = plan[1]
+
+    def shown(**options) -> str:
+        monkeypatch.setattr(sys, "stdout", Terminal())
+        monkeypatch.delenv("TERM", raising=False)
+        with RunProgress(plan, params, {}, **options) as watch:
+            with watch.watching(cnn):
+                channel = watch.environment(cnn).get(kernel_progress.PROGRESS_FILE_VARIABLE)
+                if channel:
+                    with open(channel, "a") as kernel:
+                        kernel.writelines(json.dumps(event) + "\n" for event in epoch_events("class weight", 1, 1, 1))
+        return sys.stdout.getvalue()
+
+    assert shown().startswith("\r\x1b[K    class weight, 1 of 1 | epoch 1/1 | ")  # one step at a time: redrawn
+    side_by_side = shown(jobs=2)
+    assert side_by_side.startswith(f"    {cnn.label}: class weight, 1 of 1 | epoch 1/1 | ")
+    assert side_by_side.endswith("\n") and "\r" not in side_by_side
+    assert shown(shows=False) == ""  # a run across processes: process 0 shows the progress, the others' kernels
+    with RunProgress(plan, params, {}, shows=False) as watch:  # write none
+        assert watch.environment(cnn) == {}
