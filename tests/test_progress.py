@@ -180,14 +180,16 @@ def show(events: list[dict], live: bool, warned: set | None = None) -> str:
 def test_without_a_terminal_every_epoch_is_a_line_of_its_own_and_images_at_most_once_a_minute():
     images = [{"event": "images", "task": "image features", "done": d, "total": 100, "time": t}
               for d, t in ((10, 0), (20, 30), (30, 59), (40, 61), (90, 100), (100, 101))]
-    text = show(epoch_events("logit adjustment", 3, 4, 2) + images, live=False)
+    stage = {"event": "stage", "text": "testing the chosen model, saving it", "time": 102}
+    text = show(epoch_events("logit adjustment", 3, 4, 2) + images + [stage], live=False)
     assert "\r" not in text
     lines = text.splitlines()
     # the fourth training is counted at the whole budget of the step's trainings (25 epochs), at this one's pace
     assert lines[0] == ("    logit adjustment, 3 of 4 | epoch 1/2 | 30 s left, step 13 min | val_accuracy 0.900 | "
                         "val_loss 0.300 | 30 s/epoch")
     assert lines[1].startswith("    logit adjustment, 3 of 4 | epoch 2/2 | 0 s left, step 13 min | ")
-    assert lines[2:] == [f"    image features: {d} of 100 images" for d in (10, 40, 100)]
+    assert lines[2:] == [*(f"    image features: {d} of 100 images" for d in (10, 40, 100)),
+                         "    testing the chosen model, saving it"]
 
 
 def test_on_a_terminal_the_progress_line_is_redrawn_in_place_and_cut_to_its_width():

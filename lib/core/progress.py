@@ -13,6 +13,7 @@ The events (each with ``event`` and ``time``, seconds since the epoch):
     phase     a ``fit`` begins: ``phase``, ``epochs`` (its budget)
     epoch     an epoch ended: ``phase``, ``epoch``, ``epochs``, ``seconds``, ``metrics`` (Keras' logs)
     images    ``done`` of ``total`` images of a ``task``
+    stage     what the step does next, in words (``text``): after the trainings, the choice, the test, the probe
     warning   ``text``: something the person running the study should read, in plain words
 """
 

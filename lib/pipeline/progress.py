@@ -292,6 +292,8 @@ class StepProgress:
             self.display.progress(self.prefix + self.epoch_line(event))
         elif kind == "images":
             self._images(event)
+        elif kind == "stage":
+            self.display.progress(f"{self.prefix}{event['text']}")
 
     def _which(self) -> str:
         t = self.training or {}

@@ -275,6 +275,7 @@ def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> t
 
     The table also holds each method's test scores, for the record: they play no part in the choice.
     """
+    progress.report("stage", text="choosing the method on the validation split")
     table = methods_table(experiment, trained)
     chosen = minority.choose_method(table, experiment.params.minority.selection_metric, list(trained))
     table["chosen"] = table["method"] == chosen
@@ -314,6 +315,7 @@ def evaluate_and_save(
     The test probabilities pass through the method's post-processing (fitted on validation).
     ``training_inputs`` says what the model trained on (e.g. `lib.training.activation_cache`'s cache summary).
     """
+    progress.report("stage", text="testing the chosen model, saving it")
     test, names = experiment.data.test, experiment.data.class_names
     probabilities, seconds_per_image = evaluate.predict(trained.model, test.images, experiment.params.training.batch_size)
     probabilities = trained.postprocessing.apply(probabilities)
