@@ -40,6 +40,7 @@ from lib.pipeline import store as run_store
 from lib.pipeline.execute import StepFailed
 from lib.pipeline.job import step_request
 from lib.pipeline.keys import RunInputs, run_inputs, step_key
+from lib.pipeline.progress import RunProgress
 from lib.pipeline.schedule import run_steps
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.pipeline.interactive import remove_scratch_runs
@@ -72,9 +73,9 @@ class StepBook:
     written whole (`lib.core.store.write_json`) after every change."""
 
     def __init__(self, staging: RunPaths, previous: dict, plan: list[PlannedStep], params, inputs: RunInputs,
-                 force: bool):
+                 force: bool, watch: RunProgress):
         self.staging, self.previous, self.plan, self.params, self.inputs = staging, previous, plan, params, inputs
-        self.force = force
+        self.force, self.watch = force, watch
         self.record: dict[str, dict] = {}
         self.running: set[str] = set()
 
@@ -96,7 +97,7 @@ class StepBook:
             return key, {"key": key, "seconds": before.get("seconds"), "reused": True,
                          "peak_rss_gib": before.get("peak_rss_gib"),
                          "epoch_seconds": planned.epoch_seconds(self.staging)}
-        print(f"[{number}/{len(self.plan)}] {planned.title}: {planned.label}", flush=True)
+        print(f"[{number}/{len(self.plan)}] {planned.title}: {planned.label}{self.watch.time_left(planned)}", flush=True)
         self.running.add(planned.label)
         self.save()
         return key, None
@@ -104,6 +105,7 @@ class StepBook:
     def finish(self, planned: PlannedStep, entry: dict) -> None:
         self.running.discard(planned.label)
         self.record[planned.label] = entry | {"epoch_seconds": planned.epoch_seconds(self.staging)}
+        self.watch.finished(planned, entry)
         self.save()
 
 
@@ -141,38 +143,44 @@ def check_where(backend: str, where: Coordinates | None, jobs: int) -> bool:
 
 
 def job_request(planned: PlannedStep, key: str, *, params_path: Path, staging: RunPaths, backend: str,
-                overrides: dict, where: Coordinates | None) -> dict:
-    """What the step's job runs (`lib.pipeline.job`); in a run across processes, a model step's kernel joins the
-    other processes' with the run's coordinates."""
+                overrides: dict, where: Coordinates | None, watch: RunProgress) -> dict:
+    """What the step's job runs (`lib.pipeline.job`): its kernel tells its progress to ``watch``; in a run across
+    processes, a model step's kernel joins the other processes' with the run's coordinates."""
     joins = where is not None and where.processes > 1 and planned.step.per_round
-    return step_request(planned, params_path, staging, key, backend, overrides, where.environment() if joins else None)
+    return step_request(planned, params_path, staging, key, backend, overrides,
+                        (where.environment() if joins else {}) | watch.environment(planned))
 
 
 def run_study(params_file: str | Path, force: bool = False, render: bool = True,
               overrides: dict | list[str] | None = None, jobs: int = 1,
-              where: Coordinates | None = None, wait: bool = False) -> dict[str, dict]:
+              where: Coordinates | None = None, wait: bool = False, verbose: bool = False) -> dict[str, dict]:
     """Validate the params (with ``overrides``: `lib.core.config.load_params`), then `run_validated`."""
-    return run_validated(load_params(params_file, overrides), params_file, overrides, force, render, jobs, where, wait)
+    return run_validated(load_params(params_file, overrides), params_file, overrides, force, render, jobs, where, wait,
+                         verbose)
 
 
 def run_validated(params, params_file: str | Path, overrides: dict | list[str] | None = None, force: bool = False,
                   render: bool = True, jobs: int = 1, where: Coordinates | None = None,
-                  wait: bool = False) -> dict[str, dict]:
+                  wait: bool = False, verbose: bool = False) -> dict[str, dict]:
     """Holding the run's lock, run (or reuse) every step of ``params`` (loaded from ``params_file`` with
     ``overrides``) in a staging folder, render, publish.
 
     Returns ``steps.json``'s content: for each step, its wall time, its input key and whether it was reused from
     the previous run. ``jobs``: how many steps may run at once (`lib.pipeline.schedule`). ``wait``: when another
-    process is writing this run, wait for it (else `lib.core.store.LockHeld`).
+    process is writing this run, wait for it (else `lib.core.store.LockHeld`). ``verbose``: show everything the
+    frameworks print (`lib.pipeline.progress`).
 
     ``where``: this process's place in a run across processes (`lib.core.distribution`; None: one process).
     Every process runs this with the same params; each model step's kernel joins the others' and trains over
     every process's devices, each process feeding its share of every batch. Process 0 writes the run and
     publishes it; another process runs the audit and the model steps (which their training needs) in its own
     folder (`process_run`) and publishes nothing.
+
+    While it runs, each step's progress and the run's time left are shown (`lib.pipeline.progress`), without the
+    frameworks' start-up chatter unless ``verbose``.
     """
-    # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose:  # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     overrides = dotted_overrides(overrides)  # as each notebook's parameters cell takes them
     backend = resolve_backend(params.training.backend)  # once: every kernel runs Keras on it
     print(f"Keras backend: {backend} (training.backend: {params.training.backend})", flush=True)
@@ -188,11 +196,13 @@ def run_validated(params, params_file: str | Path, overrides: dict | list[str] |
         store.write_json(staging.params_used, params.study_values())
         store.write_json(staging.overrides, override_words(overrides))
         plan = study_plan(params, staging, writes_the_run)
+        watch = RunProgress(plan, params, previous, verbose=verbose, jobs=jobs, shows=writes_the_run)
         book = StepBook(staging, previous, plan, params, run_inputs(params, backend, where.processes if across else 1),
-                        force)
+                        force, watch)
         request = functools.partial(job_request, params_path=Path(params_file).resolve(), staging=staging,
-                                    backend=backend, overrides=overrides, where=where)
-        run_steps(plan, staging, jobs, book.begin, request, book.finish)
+                                    backend=backend, overrides=overrides, where=where, watch=watch)
+        with watch:
+            run_steps(plan, staging, jobs, book.begin, request, book.finish, watch.watching)
         record = book.in_plan_order()
         store.write_json(staging.steps, record)
         if render and writes_the_run:
@@ -234,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     across.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 serves the run's coordination")
     across.add_argument("--num-processes", type=int, metavar="N", help="how many processes train together")
     across.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 .. N-1 (0 publishes)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show everything the frameworks print (their start-up lines too), not only the progress")
     return parser
 
 
@@ -269,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
         record = run_validated(params, args.params_file, args.overrides, force=args.force, jobs=args.jobs,
-                               where=where, wait=args.wait)
+                               where=where, wait=args.wait, verbose=args.verbose)
     except (ParamsError, FileNotFoundError, ValueError, DistributionError, store.LockHeld) as error:
         hint = " (or run with --wait to start when it has finished)" if isinstance(error, store.LockHeld) else ""
         print(f"error: {error}{hint}", file=sys.stderr)

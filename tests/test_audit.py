@@ -8,6 +8,7 @@ from helpers import random_image
 from PIL import Image, ImageEnhance
 
 from lib.data import audit, sources
+from lib.report import data_prose
 from lib.data.images import load_rgb
 
 MAX_PIXELS = 10_000_000
@@ -146,7 +147,7 @@ def test_findings_escape_class_names():
         "max_group_size": 50, "near_duplicate_groups": 3, "largest_group": 1, "label_conflicts": 0,
         "extreme_images": 0, "cross_class_pairs": 0,
     }
-    text = audit.findings_markdown(summary)
+    text = data_prose.audit_findings(summary)
     assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>" not in text
 
 

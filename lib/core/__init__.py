@@ -12,4 +12,5 @@
     provenance   seeds, versions, machine, git commit, manifest hash
     hardware     the machine a step computes on, seen without starting Keras (GPUs, CPU, the precision 'auto' means)
     store        state files written whole, locks with their holder, processes that end with their parent
+    progress     what a step's kernel tells the runner while it works (epochs, images done, warnings)
 """

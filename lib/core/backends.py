@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 
+from lib.core.hardware import nvidia_gpus
 from lib.core.versions import installed_version
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -95,6 +96,16 @@ def resolve_backend(requested: str = "auto", environ: Mapping[str, str] | None =
             return backend
     raise BackendError(f"none of the Keras backends ({', '.join(BACKENDS)}) is installed: "
                        "run tools/setup_env.sh, which installs TensorFlow and JAX")
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """The machine's GPUs a process may use (those the runner hands out, `lib.pipeline.schedule`): those
+    ``CUDA_VISIBLE_DEVICES`` names when it is set, else those ``nvidia-smi`` lists (none on a machine without it).
+    Asked without importing a backend."""
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named is not None:
+        return tuple(g.strip() for g in named.split(",") if g.strip() not in ("", "-1"))
+    return tuple(gpu["index"] for gpu in nvidia_gpus())
 
 
 def backend_identity(backend: str) -> dict[str, str]:

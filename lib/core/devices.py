@@ -229,3 +229,13 @@ def on_this_process(model: keras.Model) -> Iterator[keras.Model]:
         yield local
     finally:
         keras.distribution.set_distribution(distribution)
+
+
+def missing_gpu_warning(devices: Devices, listed: tuple[str, ...]) -> str | None:
+    """In words, when the machine has GPUs (``listed``: `lib.core.backends.visible_gpus`) and Keras' backend
+    computes on the CPU all the same; else None."""
+    if devices.platform != "cpu" or not listed:
+        return None
+    return (f"this machine has {len(listed)} GPU(s) but Keras' {devices.backend} backend sees none: the study trains "
+            "on the CPU, many times slower. Install the GPU build (tools/setup_env.sh --gpu; "
+            "docs/backends-and-devices.md) or hide the GPUs (CUDA_VISIBLE_DEVICES=) to train on the CPU knowingly")

@@ -25,7 +25,8 @@ class StudyModel:
     ``params_section``: its section of the params. ``notebook``: its step's notebook, run once per round.
     ``recipe``: the dotted name of its training recipe, imported when it is used (``lib.core`` stands below
     ``lib.training``). ``probe``: the title of the linear probe its step trains beside it on its frozen
-    features (`lib.training.probe`), None for a model without one.
+    features (`lib.training.probe`), None for a model without one. ``phases``: each training phase as its
+    history names it, with the sub-section of its params that holds its epochs.
     """
 
     name: str
@@ -33,7 +34,12 @@ class StudyModel:
     params_section: str
     notebook: str
     recipe: str
+    phases: tuple[tuple[str, str], ...]
     probe: str | None = None
+
+    def phase_epochs(self, params) -> tuple[tuple[str, int], ...]:
+        """Each training phase with its epoch budget in ``params``."""
+        return tuple((phase, getattr(self.params(params), section).epochs) for phase, section in self.phases)
 
     def params(self, params):
         """Its section of a validated `lib.core.config.Params`."""
@@ -47,9 +53,11 @@ class StudyModel:
 
 # In the order the study compares them: the first two are the pair the paired tests compare.
 MODELS: dict[str, StudyModel] = {model.name: model for model in (
-    StudyModel("cnn", "Custom CNN", "cnn", "02_cnn.ipynb", "lib.training.recipes.cnn_by_method"),
+    StudyModel("cnn", "Custom CNN", "cnn", "02_cnn.ipynb", "lib.training.recipes.cnn_by_method",
+               phases=(("training", "training"),)),
     StudyModel("mobilenetv2", "MobileNetV2", "mobilenet_v2", "03_mobilenetv2.ipynb",
-               "lib.training.recipes.mobilenet_v2_by_method", probe="Linear probe (frozen MobileNetV2)"),
+               "lib.training.recipes.mobilenet_v2_by_method", phases=(("head", "head"), ("fine-tune", "fine_tune")),
+               probe="Linear probe (frozen MobileNetV2)"),
 )}
 
 # The sanity floor of transfer learning: the model whose step trains a linear probe beside it (into its own

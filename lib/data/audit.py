@@ -19,7 +19,6 @@ import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from html import escape
 
 import imagehash
 import numpy as np
@@ -27,6 +26,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from lib.core import progress
 from lib.core.provenance import manifest_sha256
 from lib.data.groups import chained_groups, near_duplicate_groups, similar_feature_pairs
 from lib.data.images import to_rgb, truncated_files_refused
@@ -82,19 +82,19 @@ def inspect_records(records: pd.DataFrame, max_pixels: int, workers: int | None 
     workers = workers or min(8, os.cpu_count() or 1)
     records = records.reset_index(drop=True)
     skipped = records["skip_reason"].fillna("") if "skip_reason" in records else pd.Series("", index=records.index)
+    inspected = progress.ImagesDone("images inspected", len(records))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Files the scan already set aside are not opened.
-        found = list(
-            tqdm(
-                pool.map(
-                    lambda job: inspect_image(job[0], max_pixels) if not job[1] else {"error": ""},
-                    zip(records["path"], skipped),
-                ),
-                total=len(records),
-                desc="Inspecting images",
-                unit="img",
-            )
-        )
+        found = []
+        for result in tqdm(
+            pool.map(lambda job: inspect_image(job[0], max_pixels) if not job[1] else {"error": ""},
+                     zip(records["path"], skipped)),
+            total=len(records),
+            desc="Inspecting images",
+            unit="img",
+        ):
+            found.append(result)
+            inspected.add(1)
     table = pd.concat([records, pd.DataFrame(found)], axis=1)
     for column, empty in (("bytes", 0), ("sha256", ""), ("phash", ""), ("width", 0), ("height", 0),
                           ("mode", ""), ("format", "")):
@@ -369,7 +369,27 @@ def curate(images: pd.DataFrame, data, audit_params) -> tuple[pd.DataFrame, pd.D
         )
         images = _leave_out(images, images["label"].isin(small.index), reasons)
     found = [table for table in warnings_found if not table.empty]
-    return images, (pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=WARNING_COLUMNS))
+    table = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=WARNING_COLUMNS)
+    for sentence in warning_sentences(table):
+        progress.warn(sentence)  # the runner shows it: the person running the study should know
+    return images, table
+
+
+def warning_sentences(warnings_found: pd.DataFrame) -> list[str]:
+    """`curate`'s warnings in words, one sentence per kind (label conflicts, extreme images)."""
+    conflict = warnings_found["warning"].str.startswith("label conflict")
+    sentences = []
+    for rows, what, switch in (
+        (conflict, "file(s) whose identical bytes are also filed under another class (label conflicts)",
+         "audit.keep_label_conflicts"),
+        (~conflict, "extreme image(s): a side below audit.min_image_side or a long side over audit.max_aspect_ratio "
+         "times the short one", "audit.exclude_extreme_images"),
+    ):
+        if rows.any():
+            excluded = bool(warnings_found.loc[rows, "excluded"].iloc[0])
+            sentences.append(f"{int(rows.sum())} {what}: {'left out' if excluded else 'kept'} ({switch}); "
+                             "the audit's data/warnings.csv lists them")
+    return sentences
 
 
 def cross_class_pairs(described_pairs: pd.DataFrame) -> pd.DataFrame:
@@ -464,35 +484,3 @@ def write_outputs(
     }
     paths.audit_summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def findings_markdown(summary: dict) -> str:
-    """The audit's findings in a few sentences of Markdown (class names escaped: they are data)."""
-    counts = summary["classes"]
-    largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
-    lines = [
-        f"- **{summary['images_usable']:,}** usable images in **{len(counts)}** classes "
-        f"({summary['files_excluded']} file(s) excluded).",
-        f"- Largest class *{escape(largest)}* ({counts[largest]:,}), smallest *{escape(smallest)}* "
-        f"({counts[smallest]:,}): an imbalance ratio of **{summary['imbalance_ratio']:.1f} : 1**.",
-        f"- Exact duplicate pairs: {summary['exact_duplicate_pairs']} "
-        f"({summary['exact_duplicate_pairs_across_splits']} across splits); near-duplicate pairs: "
-        f"{summary['near_duplicate_pairs']} ({summary['near_duplicate_pairs_across_splits']} across splits).",
-        f"- Feature near-duplicate pairs (cosine of ImageNet features at least "
-        f"{summary['thresholds']['feature_min_similarity']}): {summary['feature_duplicate_pairs']} "
-        f"({summary['feature_duplicate_pairs_across_splits']} across the first round's splits).",
-        f"- Test images with a duplicate or near-duplicate in training (first round): "
-        f"**{summary['test_images_with_a_train_duplicate']}** of {summary['split_sizes'].get('test', 0)}"
-        + (" after keeping near-duplicate groups whole." if summary["group_near_duplicates"]
-           else " (near-duplicate groups are not kept whole: split.group_near_duplicates is off)."),
-        f"- Near-duplicate groups (chains of pairs within each class, cut by complete linkage beyond "
-        f"{summary['max_group_size'] or 'any number of'} images or {summary.get('max_group_share') or 1:.0%} of "
-        f"the class): {summary['near_duplicate_groups']:,}, the largest "
-        f"of {summary['largest_group']} images"
-        + (f"; chaining the pairs instead would have made {summary['chained_groups']:,}, the largest of "
-           f"{summary['largest_chained_group']}." if "chained_groups" in summary else "."),
-        f"- Label conflicts (identical files under two classes): {summary['label_conflicts']}; extreme images "
-        f"(tiny or very elongated): {summary['extreme_images']}; near-duplicate pairs across classes, to "
-        f"review: {summary['cross_class_pairs']}.",
-    ]
-    return "\n".join(lines)

@@ -7,4 +7,5 @@
     job          one step as a job: a request of plain values, run here or as `python -m lib.pipeline.job`
     interactive  a notebook opened by hand: reuse the published step, or compute into a scratch run
     store        the run store: the run's lock, staging, publish as one atomic switch, recovery after a kill
+    progress     what a person watching a run sees: each step's progress, the time left, no start-up noise
 """

@@ -17,6 +17,7 @@ from lib.pipeline.steps import PlannedStep
 
 IOPUB_TIMEOUT_SECONDS = 120
 RUNNER_PID_VARIABLE = "STUDY_RUNNER_PID"  # the process that started a step's kernel: the kernel ends with it
+KERNEL_KEEPS_LOW_LEVEL_OUTPUT_OUT = "--IPKernelApp.capture_fd_output=False"
 # What a failure in a kernel that trains with other processes most likely means, whatever JAX or gloo called it
 ACROSS_PROCESSES_HINT = ("This step trains across processes: another process of the run may have stopped (JAX ends "
                          "the run's other kernels, and their collectives fail, when one of them dies)")
@@ -121,7 +122,9 @@ def execute_step(planned: PlannedStep, params_file: Path, run: RunPaths, key: st
                 parameters=parameters,
                 kernel_name="python3",
                 cwd=str(NOTEBOOKS_DIR),
-                progress_bar=True,
+                progress_bar=False,  # the runner shows the step's own progress (`lib.pipeline.progress`)
+                # the frameworks' C++ logs go to the runner's stderr (which filters them), not into the notebook
+                extra_arguments=[KERNEL_KEEPS_LOW_LEVEL_OUTPUT_OUT],
                 # papermill fails a cell whose output the kernel has not sent 4 s after it finished; on a loaded
                 # machine (a nice'd benchmark beside other work) that wait is longer, and the results are fine.
                 iopub_timeout=IOPUB_TIMEOUT_SECONDS,

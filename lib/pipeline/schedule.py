@@ -12,6 +12,7 @@ the plan's order. A step's results do not depend on which slot it ran on or what
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.core import store
-from lib.core.hardware import nvidia_gpus
+from lib.core.backends import visible_gpus
 from lib.core.paths import RunPaths
 from lib.pipeline.execute import StepFailed, StepInterrupted
 from lib.pipeline.job import execute_request
@@ -33,6 +34,7 @@ from lib.pipeline.steps import PlannedStep
 Begin = Callable[[PlannedStep, int], tuple[str, dict | None]]
 Request = Callable[[PlannedStep, str], dict]  # what the step's job runs under that key (`lib.pipeline.job`)
 Finish = Callable[[PlannedStep, dict], None]  # records its steps.json entry
+Watching = Callable[[PlannedStep], contextlib.AbstractContextManager]  # held while the step runs
 JOB_MODULE = "lib.pipeline.job"  # what a job runs: python -m JOB_MODULE REQUEST RESULT
 
 
@@ -105,15 +107,6 @@ class Slot:
         return f"GPU {','.join(self.gpus)}{shared}, {cores}"
 
 
-def visible_gpus() -> tuple[str, ...]:
-    """The GPUs the runner may hand out: those ``CUDA_VISIBLE_DEVICES`` names when it is set, else those
-    ``nvidia-smi`` lists (none on a machine without it)."""
-    named = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if named is not None:
-        return tuple(g.strip() for g in named.split(",") if g.strip() not in ("", "-1"))
-    return tuple(gpu["index"] for gpu in nvidia_gpus())
-
-
 def _shares(items: tuple, jobs: int) -> list[tuple]:
     """``items`` in ``jobs`` contiguous near-equal groups; fewer items than jobs: one item each, round robin."""
     if len(items) >= jobs:
@@ -137,10 +130,12 @@ def job_slots(jobs: int, cores: tuple[int, ...] | None = None, gpus: tuple[str, 
 
 
 class _Job:
-    """A step running as a job of its own (``python -m lib.pipeline.job``) on a slot."""
+    """A step running as a job of its own (``python -m lib.pipeline.job``) on a slot, watched while it runs."""
 
-    def __init__(self, planned: PlannedStep, key: str, slot: Slot, request: dict, folder: Path):
+    def __init__(self, planned: PlannedStep, key: str, slot: Slot, request: dict, folder: Path, watching: Watching):
         self.planned, self.key, self.slot, self.start = planned, key, slot, time.perf_counter()
+        self.watch = contextlib.ExitStack()
+        self.watch.enter_context(watching(planned))
         name = planned.label.replace("/", "--")
         request_file, self.result_file = folder / f"{name}.request.json", folder / f"{name}.result.json"
         self.result_file.unlink(missing_ok=True)
@@ -156,20 +151,22 @@ class _Job:
         return ("done", result["done"]) if "done" in result else ("failed", result["failed"])
 
 
-def _run_here(planned: PlannedStep, request: dict, run: RunPaths) -> dict:
-    """Run one step in this process (one job at a time); its steps.json entry."""
+def _run_here(planned: PlannedStep, request: dict, run: RunPaths, watching: Watching) -> dict:
+    """Run one step in this process (one job at a time), watched; its steps.json entry."""
     try:
-        return execute_request(request)
+        with watching(planned):
+            return execute_request(request)
     except KeyboardInterrupt:
         raise StepInterrupted(f"in {planned.label}; its executed copy so far is {planned.executed_copy(run)}") from None
 
 
 def run_steps(plan: list[PlannedStep], run: RunPaths, jobs: int, begin: Begin, request: Request,
-              finish: Finish) -> None:
+              finish: Finish, watching: Watching = lambda planned: contextlib.nullcontext()) -> None:
     """Run (or reuse) every step of ``plan``, up to ``jobs`` at once, each once the steps it waits for are done.
 
     ``begin`` is called (in this process) when a step is ready and a slot is free, ``request`` gives what its job
-    runs, ``finish`` is called when it has ended; a step that fails ends the run (`StepFailed`) once the steps
+    runs, ``watching(planned)`` is held while it runs (`lib.pipeline.progress`), ``finish`` is called when it has
+    ended; a step that fails ends the run (`StepFailed`) once the steps
     running beside it have finished (and been recorded, so that the next run reuses them).
     """
     waits, free = prerequisites(plan, run), job_slots(jobs)
@@ -195,9 +192,9 @@ def run_steps(plan: list[PlannedStep], run: RunPaths, jobs: int, begin: Begin, r
                     done.add(planned.label)
                 elif jobs == 1:  # in this process, in the plan's order
                     slot, start = free[0], time.perf_counter()
-                    record(planned, _run_here(planned, request(planned, key), run), slot, start)
+                    record(planned, _run_here(planned, request(planned, key), run, watching), slot, start)
                 else:
-                    job = _Job(planned, key, free.pop(0), request(planned, key), jobs_folder)
+                    job = _Job(planned, key, free.pop(0), request(planned, key), jobs_folder, watching)
                     print(f"    {planned.label} runs on {job.slot.describe()}", flush=True)
                     running.append(job)
                 continue
@@ -216,6 +213,7 @@ def run_steps(plan: list[PlannedStep], run: RunPaths, jobs: int, begin: Begin, r
     finally:
         for job in running:  # the runner is leaving: no job goes on writing into the run
             job.process.kill()
+            job.watch.close()
         shutil.rmtree(jobs_folder, ignore_errors=True)
     if failures:
         raise StepFailed("\n".join(failures))
@@ -231,6 +229,7 @@ def _collect(running: list[_Job], free: list[Slot], failures: list[str], record)
             still.append(job)
             continue
         free.append(job.slot)
+        job.watch.close()
         outcome, detail = job.outcome()
         if outcome == "done":
             print(f"    {job.planned.label} done on {job.slot.describe()} ({detail['seconds']} s)", flush=True)

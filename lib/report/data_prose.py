@@ -171,3 +171,35 @@ def grouping_html(audit: dict) -> str:
         f"Test images with a near-duplicate in training, over {'the ' + count(len(leaks), 'round') if len(leaks) > 1 else 'the one round'}: "
         f"{int(plain.sum())} with plain stratified splits, <b>{int(used.sum())}</b> with the splits used.</p>"
     )
+
+
+def audit_findings(summary: dict) -> str:
+    """The audit's findings in a few sentences of Markdown (class names escaped: they are data)."""
+    counts = summary["classes"]
+    largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
+    lines = [
+        f"- **{summary['images_usable']:,}** usable images in **{len(counts)}** classes "
+        f"({summary['files_excluded']} file(s) excluded).",
+        f"- Largest class *{escape(largest)}* ({counts[largest]:,}), smallest *{escape(smallest)}* "
+        f"({counts[smallest]:,}): an imbalance ratio of **{summary['imbalance_ratio']:.1f} : 1**.",
+        f"- Exact duplicate pairs: {summary['exact_duplicate_pairs']} "
+        f"({summary['exact_duplicate_pairs_across_splits']} across splits); near-duplicate pairs: "
+        f"{summary['near_duplicate_pairs']} ({summary['near_duplicate_pairs_across_splits']} across splits).",
+        f"- Feature near-duplicate pairs (cosine of ImageNet features at least "
+        f"{summary['thresholds']['feature_min_similarity']}): {summary['feature_duplicate_pairs']} "
+        f"({summary['feature_duplicate_pairs_across_splits']} across the first round's splits).",
+        f"- Test images with a duplicate or near-duplicate in training (first round): "
+        f"**{summary['test_images_with_a_train_duplicate']}** of {summary['split_sizes'].get('test', 0)}"
+        + (" after keeping near-duplicate groups whole." if summary["group_near_duplicates"]
+           else " (near-duplicate groups are not kept whole: split.group_near_duplicates is off)."),
+        f"- Near-duplicate groups (chains of pairs within each class, cut by complete linkage beyond "
+        f"{summary['max_group_size'] or 'any number of'} images or {summary.get('max_group_share') or 1:.0%} of "
+        f"the class): {summary['near_duplicate_groups']:,}, the largest "
+        f"of {summary['largest_group']} images"
+        + (f"; chaining the pairs instead would have made {summary['chained_groups']:,}, the largest of "
+           f"{summary['largest_chained_group']}." if "chained_groups" in summary else "."),
+        f"- Label conflicts (identical files under two classes): {summary['label_conflicts']}; extreme images "
+        f"(tiny or very elongated): {summary['extreme_images']}; near-duplicate pairs across classes, to "
+        f"review: {summary['cross_class_pairs']}.",
+    ]
+    return "\n".join(lines)

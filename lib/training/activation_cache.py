@@ -30,11 +30,13 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from lib.core import progress
 from lib.core.config import MobileNetV2Params
 from lib.core.devices import on_this_process
 from lib.data.augmentation import Augmentation
 from lib.data.inputs import Batches, image_batches
 from lib.data.pixels import SplitData
+from lib.training.features import ImagesPredicted
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,9 @@ class ActivationCache:
             self.views = 1  # without augmentation every view would be the same image
         start = time.perf_counter()
         extract = self._extractor(data.image_size)
-        self.train = self._run(extract, data.train, data.augmenter, self.views, "train")
-        self.val = self._run(extract, data.val, None, 1, "val")
+        images = progress.ImagesDone("activation cache", self.views * len(data.train) + len(data.val))
+        self.train = self._run(extract, data.train, data.augmenter, self.views, "train", images)
+        self.val = self._run(extract, data.val, None, 1, "val", images)
         self.seconds = time.perf_counter() - start
 
     def _extractor(self, image_size) -> keras.Model:
@@ -171,14 +174,16 @@ class ActivationCache:
         base_output = self.top(below_top) if self.top is not None else below_top
         return keras.Model(pixels, [below_top, self.model.get_layer("pool")(base_output)], name="frozen_features")
 
-    def _run(self, extract, split: SplitData, augmenter, views: int, name: str) -> dict[str, np.ndarray]:
+    def _run(self, extract, split: SplitData, augmenter, views: int, name: str,
+             images: progress.ImagesDone) -> dict[str, np.ndarray]:
         """Both cached activations of ``views`` (augmented) views of every image of a split, each view
-        written into arrays allocated once (no second copy of the whole cache)."""
+        written into arrays allocated once (no second copy of the whole cache); ``images`` counts them."""
         cached = None
         for view in range(views):
             start = time.perf_counter()
             batches = image_batches(split.images, self.data.batch_size, augmenter, view=view, threads=self.data.threads)
-            outputs = keras.tree.flatten(extract.predict(batches, verbose=0))
+            counting = ImagesPredicted(images, self.data.batch_size, len(split), start=images.done)
+            outputs = keras.tree.flatten(extract.predict(batches, verbose=0, callbacks=[counting]))
             if cached is None:
                 cached = [np.empty((views, *output.shape), dtype=output.dtype) for output in outputs]
             for array, output in zip(cached, outputs):

@@ -19,10 +19,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from lib.core import minority
-from lib.core.backends import check_active_backend
+from lib.core import minority, progress
+from lib.core.backends import check_active_backend, visible_gpus
 from lib.core.config import Params, load_params
-from lib.core.devices import Devices, data_parallel, on_this_process, visible_devices
+from lib.core.devices import (Devices, data_parallel, missing_gpu_warning, on_this_process,
+                              visible_devices)
 from lib.core.distribution import join_from_environment
 from lib.core.paths import ModelPaths, RoundPaths, RunPaths, run_paths
 from lib.core.provenance import set_seed
@@ -149,6 +150,8 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
     # A kernel of a run across processes joins the others before anything computes (`lib.run.run_study`)
     where = join_from_environment() if writes else None
     devices = visible_devices()  # across processes: every process's devices
+    if writes and (missing := missing_gpu_warning(devices, visible_gpus())):
+        progress.warn(missing)
     set_seed(round_.seed, deterministic=params.training.deterministic)
     set_precision(params.training.precision, devices)
     paths = run_paths(params, run_dir)
@@ -237,12 +240,16 @@ def train_each_method(experiment: Experiment,
     With several devices, each training runs over all of them (`lib.core.devices.data_parallel`).
     """
     trained = {}
-    for name in experiment.methods_to_train():
-        if (saved := saved_training(experiment, name)) is not None:
+    names = experiment.methods_to_train()
+    for number, name in enumerate(names, start=1):
+        method = minority.METHODS[name]
+        saved = saved_training(experiment, name)
+        progress.report("training", model=experiment.model_name, method=name.replace("_", " "), number=number,
+                        of=len(names), reused=saved is not None)
+        if saved is not None:
             trained[name] = saved
             continue
-        method = minority.METHODS[name]
-        print(f"--- {method.title}", flush=True)
+        print(f"--- {method.title} ({number} of {len(names)})", flush=True)
         set_seed(experiment.round.seed, deterministic=experiment.params.training.deterministic)
         with data_parallel(experiment.devices, experiment.params.training.batch_size):
             trained[name] = train(method)
@@ -271,6 +278,7 @@ def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> t
 
     The table also holds each method's test scores, for the record: they play no part in the choice.
     """
+    progress.report("stage", text="choosing the method on the validation split")
     table = methods_table(experiment, trained)
     chosen = minority.best_method(table, experiment.params.minority.selection_metric, list(trained))
     table["chosen"] = table["method"] == chosen
@@ -310,6 +318,7 @@ def evaluate_and_save(
     The test probabilities pass through the method's post-processing (fitted on validation).
     ``training_inputs`` says what the model trained on (e.g. `lib.training.activation_cache`'s cache summary).
     """
+    progress.report("stage", text="testing the chosen model, saving it")
     test, names = experiment.data.test, experiment.data.class_names
     probabilities, seconds_per_image = evaluate.predict(trained.model, test.images, experiment.params.training.batch_size)
     probabilities = trained.postprocessing.apply(probabilities)

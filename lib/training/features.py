@@ -15,9 +15,22 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from lib.core import progress
 from lib.core.config import MobileNetV2Params
 from lib.data.images import load_rgb
 from lib.training.models import build_mobilenet_v2
+
+
+class ImagesPredicted(keras.callbacks.Callback):
+    """Counts the images ``predict`` has done, batch by batch, into a `lib.core.progress.ImagesDone` (``start``:
+    the images done before this ``predict``)."""
+
+    def __init__(self, images: progress.ImagesDone, batch_size: int, count: int, start: int = 0):
+        super().__init__()
+        self.images, self.batch_size, self.count, self.start = images, batch_size, count, start
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.images.update(self.start + min((batch + 1) * self.batch_size, self.count))
 
 
 def feature_extractor(image_size: tuple[int, int], weights: str | None = "imagenet"):
@@ -59,11 +72,14 @@ def streamed_features(paths, image_size: tuple[int, int], weights: str | None = 
         features = np.lib.format.open_memmap(spill, "w+", np.float32, shape)
     else:
         features = np.empty(shape, dtype=np.float32)
+    images = progress.ImagesDone("image features", len(paths))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in tqdm(range(0, len(paths), chunk), desc="Image features", unit="chunk"):
             pixels = np.stack(list(pool.map(lambda p: np.asarray(load_rgb(p, image_size), dtype=np.uint8),
                                             paths[start : start + chunk])))
-            features[start : start + len(pixels)] = extractor.predict(pixels, batch_size=batch_size, verbose=0)
+            counting = ImagesPredicted(images, batch_size, len(pixels), start=start)
+            features[start : start + len(pixels)] = extractor.predict(pixels, batch_size=batch_size, verbose=0,
+                                                                      callbacks=[counting])
     return features
 
 

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib.core import minority
+from lib.core import minority, progress
 from lib.core.config import Params
 from lib.core.study import PROBE_MODEL, PROBE_NAME
 from lib.core.provenance import set_seed
@@ -146,6 +146,7 @@ def fit_and_save(experiment: Experiment, chosen: TrainedModel, inputs=None) -> P
     ``chosen``: the `lib.training.experiment.TrainedModel` the round keeps; ``inputs``: what it trained on
     (`lib.training.recipes.mobilenet_v2_by_method`), whose cached frozen features are reused.
     """
+    progress.report("stage", text="the linear probe")
     data, names, params = experiment.data, experiment.data.class_names, experiment.params
     method = minority.METHODS[chosen.method]
     start = time.perf_counter()

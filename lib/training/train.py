@@ -14,20 +14,29 @@ import keras
 import numpy as np
 import pandas as pd
 
+from lib.core import progress
 from lib.data.inputs import keras_input
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch, validation included."""
+    """Wall time of every epoch, validation included; each epoch, with its scores, also told to the runner
+    (`lib.core.progress`) under the phase's name."""
+
+    def __init__(self, phase: str = "training"):
+        super().__init__()
+        self.phase = phase
 
     def on_train_begin(self, logs=None):
         self.seconds: list[float] = []
+        progress.report("phase", phase=self.phase, epochs=self.params.get("epochs"))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+        progress.report("epoch", phase=self.phase, epoch=epoch + 1, epochs=self.params.get("epochs"),
+                        seconds=round(self.seconds[-1], 2), metrics=dict(logs or {}))
 
 
 def learning_rate_schedule(phase, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -78,7 +87,7 @@ def fit_phase(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=phase.label_smoothing),
         metrics=["accuracy"],
     )
-    timer = EpochTimer()
+    timer = EpochTimer(name)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience, restore_best_weights=True),
         timer,
