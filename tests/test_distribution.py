@@ -281,8 +281,8 @@ def test_the_study_across_two_processes_gives_the_predictions_of_two_devices_in_
     assert list(json.loads((own / "steps.json").read_text())) == [
         "01_data_audit.ipynb", "rounds/seed-42/02_cnn.ipynb", "rounds/seed-42/03_mobilenetv2.ipynb"]
     assert not (own / "comparison").exists() and not (own / "report.html").exists()
-    assert sorted(p.name for p in (tmp_path / "together").iterdir()) == [".processes", "report.html", "report.pdf",
-                                                                          "tiny"]
+    assert sorted(p.name for p in (tmp_path / "together").iterdir()) == [
+        ".locks", ".processes", ".runs", "report.html", "report.pdf", "tiny"]  # the store's locks and versions
 
 
 def test_a_run_across_processes_needs_jax_and_one_step_at_a_time(tmp_path, tiny_params, capsys):
