@@ -11,12 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from helpers import (  # noqa: E402
     NO_AUGMENTATION,
-    TINY_CLASSES,
     make_class_folders,
-    tree_digest,
     write_first_round_split,
     write_params,
-    write_tiny_study_params,
 )
 
 
@@ -77,16 +74,31 @@ def finished_run(tmp_path_factory) -> Path:
     return make_finished_run(tmp_path_factory.mktemp("finished"))
 
 
-@pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory):
-    """The whole study, every notebook and the report, run once a session on a tiny generated dataset:
-    (params file, run folder, steps record, (dataset folder, its digest before)). Tests that run again copy it
-    first (`helpers.copy_of_the_study`)."""
-    from lib import run
+def _shared_study_folder(config) -> Path:
+    """Where this session's tiny study is built: one folder for every pytest worker of the session (a worker's
+    temporary folder is under the session's)."""
+    base = config._tmp_path_factory.getbasetemp()  # the tmp_path_factory fixture's, before any fixture runs
+    return (base.parent if hasattr(config, "workerinput") else base) / "shared-tiny-study"
 
-    root = tmp_path_factory.mktemp("study")
-    folder = make_class_folders(root / "images", TINY_CLASSES)
-    params_file = write_tiny_study_params(root, folder, "tiny", evaluation={"seeds": [1, 2]})
-    dataset_before = tree_digest(folder)
-    record = run.run_study(params_file)
-    return params_file, root / "reports" / "tiny", record, (folder, dataset_before)
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests of the shared tiny study last, and its build started now, in its own process: the other tests run
+    while it is built."""
+    uses_study = [item for item in items if "tiny_study" in getattr(item, "fixturenames", ())]
+    if uses_study:
+        from shared_study import start
+
+        start(_shared_study_folder(config))
+        items[:] = [item for item in items if item not in uses_study] + uses_study
+
+
+@pytest.fixture(scope="session")
+def tiny_study(request):
+    """The whole study, every notebook and the report, run once a session on a tiny generated dataset
+    (`tests/shared_study.py`): (params file, run folder, steps record, (dataset folder, its digest before)).
+    Tests that run again copy it first (`helpers.copy_of_the_study`)."""
+    from shared_study import start, wait_for
+
+    folder = _shared_study_folder(request.config)
+    start(folder)  # a no-op when collection started it
+    return wait_for(folder)

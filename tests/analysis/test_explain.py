@@ -156,7 +156,7 @@ def test_a_layer_that_a_residual_connection_bypasses_is_refused():
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="started once, from the TensorFlow run")
 def test_this_file_passes_under_the_jax_backend():
     """grad_cam's gradient has one branch per backend: where JAX is installed, its branch runs these tests too."""
-    run = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
+    run = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-n", "0"],
                          env=os.environ | {"KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:]  # pytest exits 1 on a failure, 5 when nothing ran
 
