@@ -27,6 +27,9 @@ if sys.argv[2] == "tensorflow":  # before anything starts TensorFlow's devices
     tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                                [tf.config.LogicalDeviceConfiguration()] * 2)
 from lib.core import devices
+from lib.core.config import load_params
+from lib.core.paths import run_paths
+from lib.core.step import StepRun
 from lib.training import experiment, recipes
 
 
@@ -39,13 +42,13 @@ def model_replicas(model) -> int:  # over how many devices the variables are lai
     return strategy.num_replicas_in_sync if strategy is not None else 1
 
 
-report = {}
-for model_name, train in (("cnn", recipes.cnn_by_method), ("mobilenetv2", lambda e: recipes.mobilenet_v2_by_method(e)[0])):
+report, params = {}, load_params(sys.argv[1])
+for model_name, train in (("cnn", recipes.cnn_by_method), ("mobilenetv2", recipes.mobilenet_v2_by_method)):
     runs = []
     for attempt in range(2):
-        study = experiment.prepare(sys.argv[1], model_name)
+        study = experiment.prepare(StepRun(params, run_paths(params)), model_name)
         trained = train(study)["class_weight"]
-        metrics, predictions = experiment.evaluate_and_save(study, trained)
+        metrics, predictions = experiment.compute_evaluation(study, trained)
         runs.append(predictions.filter(like="p_").to_numpy())
     report[model_name] = {
         "devices": study.devices.to_dict(),
