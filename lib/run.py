@@ -36,6 +36,7 @@ from lib.core.paths import RunPaths, copy_run, run_paths
 from lib.data.assets import seed_keras_cache
 from lib.pipeline.execute import StepFailed, execute_step
 from lib.pipeline.keys import data_source_listing, step_key
+from lib.pipeline import tracking
 from lib.pipeline.schedule import run_steps
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.report import render as rendering
@@ -81,9 +82,10 @@ def process_run(params, index: int) -> RunPaths:
     return run_paths(params, params.reports_dir / ".processes" / f"{params.run_name}-{index}")
 
 
+@tracking.marks_failed_runs
 def run_study(params_file: str | Path, force: bool = False, render: bool = True,
               overrides: dict | list[str] | None = None, jobs: int = 1,
-              where: Coordinates | None = None) -> dict[str, dict]:
+              where: Coordinates | None = None, reuse_from: Path | None = None) -> dict[str, dict]:
     """Validate the params (with ``overrides``: `lib.core.config.load_params`), run (or reuse) every step in a
     staging folder, render, publish.
 
@@ -96,6 +98,9 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
     every process's devices, each process feeding its share of every batch. Process 0 writes the run and
     publishes it; another process runs the audit and the model steps (which their training needs) in its own
     folder (`process_run`) and publishes nothing.
+
+    ``reuse_from``: a finished run folder whose steps a run without a folder of its own reuses where their keys
+    match (a sweep's earlier run). Process 0 logs the run to MLflow (`lib.pipeline.tracking`).
     """
     # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in a progress display.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -123,11 +128,15 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         previous |= json.loads(progress.read_text())
     else:
         shutil.rmtree(staging.root, ignore_errors=True)
-        if final.root.is_dir():
-            copy_run(final.root, staging.root)  # what unchanged steps reuse
+        source = final.root if final.root.is_dir() or reuse_from is None else Path(reuse_from)
+        if source.is_dir():
+            copy_run(source, staging.root)  # what unchanged steps reuse
+            if not previous and RunPaths(source).steps.is_file():  # a sweep's earlier run: its keys
+                previous = json.loads(RunPaths(source).steps.read_text())
     staging.root.mkdir(parents=True, exist_ok=True)
     staging.params_used.write_text(json.dumps(params.study_values(), indent=2) + "\n")
     staging.overrides.write_text(json.dumps(override_words(overrides), indent=2) + "\n")
+    tracker = tracking.begin(params, params_path, overrides, backend, staging) if writes_the_run else None
     data_listing = data_source_listing(params)
 
     plan = planned_steps(params)
@@ -180,6 +189,8 @@ def run_study(params_file: str | Path, force: bool = False, render: bool = True,
         staging.report_info.write_text(json.dumps({"pdf_pages": pages}) + "\n")
     progress.unlink()
     publish(staging, final, params.reports_dir if writes_the_run else None)
+    if tracker is not None:
+        tracker.published(final, data_listing)
     return record
 
 
