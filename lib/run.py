@@ -38,6 +38,7 @@ from lib.pipeline.execute import StepFailed, execute_step
 from lib.pipeline.keys import data_source_listing, step_key
 from lib.pipeline import tracking
 from lib.pipeline.schedule import run_steps
+from lib.pipeline.sweep import run_sweep
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.report import render as rendering
 
@@ -213,6 +214,16 @@ def main(argv: list[str] | None = None) -> int:
         help="change one param by its dotted name, e.g. --set mobilenet_v2.dropout=0.4 (repeatable; the value "
         "is read as YAML: 0.4, true, null, [42, 43]); validated with the params file, recorded in overrides.json",
     )
+    parser.add_argument(
+        "--sweep",
+        dest="sweeps",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="run every combination of the swept values as a run of its own, named from its values, e.g. --sweep "
+        "cnn.dropout=0.3,0.5 (repeatable; values read as --set reads them), then compare them "
+        "(reports/comparisons/<run_name>-sweep/comparison.html); steps the runs share are computed once",
+    )
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="run up to N steps whose inputs are ready at once, each on its own GPUs or share of the "
                         "CPU cores (default 1: one after another)")
@@ -229,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.assets:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
+        if args.sweeps:
+            folders, page = run_sweep(run_study, args.params_file, args.overrides, args.sweeps,
+                                      writes_pages=where is None or where.index == 0, force=args.force, jobs=args.jobs,
+                                      where=where)
+            print(f"\nSweep: {len(folders)} runs in {time.perf_counter() - started:.1f} s: "
+                  + ", ".join(folder.name for folder in folders) + (f"\nComparison: {page}" if page else ""))
+            return 0
         record = run_study(args.params_file, force=args.force, overrides=args.overrides, jobs=args.jobs, where=where)
     except (ParamsError, FileNotFoundError, ValueError, DistributionError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -27,7 +27,7 @@ from lib.core.backends import resolve_backend
 from lib.core.config import Params, load_params
 from lib.core.overrides import changed_fields
 from lib.core.paths import RunPaths, copy_run, run_paths
-from lib.pipeline import keys
+from lib.pipeline import keys, tracking
 from lib.pipeline.steps import PlannedStep, planned_steps
 
 SCRATCH_DIR = ".scratch"  # under reports_dir; a run name cannot start with a dot, so no run is called this
@@ -70,11 +70,14 @@ class NotebookRun:
 
     def finished(self) -> None:
         """Record a step computed by hand in its scratch run, so that the notebooks after it (and this one,
-        run again with the same inputs) reuse it. Called by each notebook's last cell; nothing to do otherwise."""
+        run again with the same inputs) reuse it, and log it to MLflow (`lib.pipeline.tracking`). Called by each
+        notebook's last cell; nothing to do otherwise."""
         if self.by_hand and not self.reuses:
             record = _steps(self.folder)
             record[self.planned.label] = {"key": self.key, "seconds": None, "reused": False, "by_hand": True}
             self.folder.steps.write_text(json.dumps(record, indent=2) + "\n")
+            tracking.log_step_by_hand(self.params, self.folder, self.planned.label, self.key,
+                                      resolve_backend(self.params.training.backend))
 
 
 def scratch_paths(params: Params) -> RunPaths:

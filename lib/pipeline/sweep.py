@@ -18,7 +18,6 @@ from lib.core.config import ParamsError, load_params
 from lib.core.overrides import changed_fields
 from lib.core.paths import run_paths
 from lib.core.sweeps import sweep_overrides
-from lib.report.run_comparison import comparisons_dir, write_comparison_page
 
 
 def nearest_run(params, finished: list[Path]) -> Path | None:
@@ -53,6 +52,7 @@ def run_sweep(run_study: Callable, params_file: str | Path, sets: list[str] | No
         finished.append(folders[-1])
     if not writes_pages:
         return folders, None
+    from lib.report.run_comparison import comparisons_dir, write_comparison_page  # matplotlib: only when needed
     page = write_comparison_page(folders, comparisons_dir(base.reports_dir) / f"{base.run_name}-sweep",
                                  title=f"Sweep of {', '.join(s.partition('=')[0] for s in sweeps)}")
     return folders, page
