@@ -9,4 +9,6 @@
     devices      the devices Keras' backend trains on; training over several of them
     distribution training across processes and hosts: coordinates, joining the run, each process's share of a batch
     provenance   seeds, versions, machine, git commit, manifest hash
+    sweeps       a sweep of settings (--sweep NAME=V1,V2): every combination as overrides, named from its values
+    tracking_store  the MLflow store runs are logged to: where, one writer at a time, retried when busy
 """

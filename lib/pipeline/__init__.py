@@ -5,4 +5,6 @@
     execute      one step run by papermill in its own kernel, with its memory peak
     schedule     the steps in order or side by side (--jobs N): which are ready, each job's GPUs or CPU cores
     interactive  a notebook opened by hand: reuse the published step, or compute into a scratch run
+    tracking     every run in MLflow: a parent run per run, a child per training, read from the run folder
+    sweep        a sweep's runs one after another, each reusing the nearest finished run, then their page
 """

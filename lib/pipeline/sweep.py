@@ -52,7 +52,8 @@ def run_sweep(run_study: Callable, params_file: str | Path, sets: list[str] | No
         finished.append(folders[-1])
     if not writes_pages:
         return folders, None
-    from lib.report.run_comparison import comparisons_dir, write_comparison_page  # matplotlib: only when needed
+    # matplotlib, which every run would load otherwise: only when a sweep writes its page
+    from lib.report.run_comparison import comparisons_dir, write_comparison_page
     page = write_comparison_page(folders, comparisons_dir(base.reports_dir) / f"{base.run_name}-sweep",
                                  title=f"Sweep of {', '.join(s.partition('=')[0] for s in sweeps)}")
     return folders, page
