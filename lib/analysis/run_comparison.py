@@ -93,7 +93,7 @@ def paired_tests(folders: list[Path]) -> tuple[pd.DataFrame, list[str]]:
             for model, title in MODELS.items():
                 pa, pb = (pd.read_csv(r.round(name).model(model).predictions, keep_default_na=False)
                           .set_index("relpath") for r in (a, b))
-                both = pa.join(pb, how="inner", lsuffix="_a", rsuffix="_b")
+                both = pa.merge(pb, left_index=True, right_index=True, suffixes=("_a", "_b"))
                 test = mcnemar_exact(both["true_label_a"] == both["predicted_label_a"],
                                      both["true_label_b"] == both["predicted_label_b"])
                 rows.append({"model": title, "round": name, "run A": a.root.name, "run B": b.root.name,
