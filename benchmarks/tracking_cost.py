@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.pairs):
             for enabled in (False, True):
                 where = root / f"run-{number}-{'on' if enabled else 'off'}"
+                where.mkdir()
                 params = write_tiny_study_params(where, folder, "tiny", evaluation={"seeds": [1, 2]},
                                                  tracking={"enabled": enabled})
                 waited.clear()

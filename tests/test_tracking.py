@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sqlite3
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from helpers import copy_of_the_study, write_params
 
 from lib import run
@@ -24,6 +22,9 @@ from lib.core.tracking_store import Store, _Retrying, default_uri, store_uri
 from lib.pipeline import tracking
 
 PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "tools"))
+import app_browser  # noqa: E402
+
 EXPERIMENT = "product-image-study"
 
 
@@ -267,20 +268,10 @@ def test_a_two_value_sweep_runs_the_audit_once_and_writes_its_comparison(tiny_st
 
 # ---- the MLflow UI in a browser
 
-sys.path.insert(0, str(PROJECT / "tools"))
-import app_browser  # noqa: E402
-
-
-def _missing_browser() -> str:
-    if not app_browser.CHROMIUM.is_file():
-        return f"no Chromium at {app_browser.CHROMIUM} (apt-get install chromium; .ci/run installs it)"
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed (it is in requirements.lock)"
-    return ""
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(_missing_browser()), reason=_missing_browser() or "browser present")
+@pytest.mark.skipif(bool(app_browser.missing_browser()),
+                    reason=app_browser.missing_browser() or "browser present")
 def test_the_mlflow_ui_shows_the_tiny_run_with_its_test_macro_f1(tiny_study, tmp_path):
     _, run_dir, _, _ = tiny_study
     [parent] = _parents(_store(run_dir.parent), "tiny")
