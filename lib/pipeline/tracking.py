@@ -88,7 +88,7 @@ class RunLogger:
         self.steps = _read_json(run.steps, {})
         self.values = values if values is not None else _read_json(run.params_used, {})
 
-    def log(self, parent_id: str, step: int = 0, metrics: dict | None = None, params: dict | None = None,
+    def log(self, run_id: str, step: int = 0, metrics: dict | None = None, params: dict | None = None,
             tags: dict | None = None) -> None:
         """Metrics (name: value, or name: [(step, value), ...]), params and tags in MLflow's batches."""
         timestamp = int(pd.Timestamp.now().timestamp() * 1000)
@@ -99,11 +99,11 @@ class RunLogger:
         params = [self.Param(metric_name(k), v) for k, v in (params or {}).items()]
         tags = [self.RunTag(k, _value(v)) for k, v in (tags or {}).items()]
         for chunk in _batches(entries, 1000):
-            self.client.log_batch(parent_id, metrics=chunk)
+            self.client.log_batch(run_id, metrics=chunk)
         for chunk in _batches(params, 100):
-            self.client.log_batch(parent_id, params=chunk)
+            self.client.log_batch(run_id, params=chunk)
         for chunk in _batches(tags, 100):
-            self.client.log_batch(parent_id, tags=chunk)
+            self.client.log_batch(run_id, tags=chunk)
 
     # ---- the parent run
 
@@ -134,7 +134,7 @@ class RunLogger:
             if file.is_file():
                 self.client.log_artifact(parent_id, str(file))
 
-    def refer_to_computing_runs(self, parent_id: str, kind: str) -> None:
+    def refer_to_computing_runs(self, parent_id: str) -> None:
         """Each step's ``step_run/<step>``: its child runs (a training), or the parent run that computed it."""
         tags = {}
         for label, entry in self.steps.items():
@@ -245,7 +245,7 @@ def log_finished_run(store: Store, run: RunPaths, tags: dict) -> str:
     with store.writing():
         parent_id = logger.create_parent(run.root.name, tags)
         logger.log_trainings(parent_id, tags["study.kind"])
-        logger.refer_to_computing_runs(parent_id, tags["study.kind"])
+        logger.refer_to_computing_runs(parent_id)
         logger.log_parent_results(parent_id)
         store.client.set_terminated(parent_id, "FINISHED")
     return parent_id
@@ -373,7 +373,7 @@ def log_step_by_hand(params, run: RunPaths, label: str, key: str, backend: str) 
                 parent_id = parent.info.run_id
             logger.steps = {label: logger.steps.get(label, {}) | {"key": key}}
             logger.log_trainings(parent_id, "scratch")
-            logger.refer_to_computing_runs(parent_id, "scratch")
+            logger.refer_to_computing_runs(parent_id)
             logger.log(parent_id, tags={f"step_key/{metric_name(label)}": key})
     except Exception as error:  # the view must never stop the notebook: the scratch run holds the results
         print(f"warning: this step was not logged to MLflow: {type(error).__name__}: {error}", file=sys.stderr)
