@@ -17,6 +17,7 @@ from helpers import copy_of_the_study, write_params
 
 from lib import run
 from lib.core.config import ParamsError, load_params, parse_params
+from lib.core.paths import RunPaths
 from lib.core.sweeps import sweep_overrides, swept_values
 from lib.core.tracking_store import Store, _Retrying, default_uri, store_uri
 from lib.pipeline import tracking
@@ -150,6 +151,25 @@ def test_two_processes_logging_at_once_into_a_new_store_leave_it_whole(tmp_path)
     runs = _store(tmp_path).search("")
     assert sorted(r.info.run_name for r in runs) == sorted(Path(f).name for group in folders for f in group)
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_exported_models_are_logged_to_their_run_and_registered_with_their_test_metrics(tmp_path):
+    from lib.core.tracking_store import write_settings
+    from lib.deploy.registry import register_exports
+
+    folder = _finished_folder(tmp_path, "tiny")
+    store = _store(tmp_path)
+    parent_id = tracking.log_finished_run(store, RunPaths(folder), {"study.kind": "published",
+                                                                    "study.run_folder": str(folder)})
+    (folder / "export" / "cnn").mkdir(parents=True)
+    (folder / "export" / "cnn" / "model.json").write_text("{}")
+    described = {"cnn": {"test_metrics": {"macro_f1": 0.75, "per_class": {"beta": {"f1": 0.5}}}}}
+    assert register_exports(folder, described) == [], "a run that was not logged registers nothing"
+    write_settings(folder, default_uri(tmp_path), EXPERIMENT)
+    assert register_exports(folder, described) == ["tiny.cnn version 1"]
+    [version] = store.client.search_model_versions("name = 'tiny.cnn'")
+    assert version.run_id == parent_id and version.tags == {"test_macro_f1": "0.75", "test_f1/beta": "0.5"}
+    assert [a.path for a in store.client.list_artifacts(parent_id, "export/cnn")] == ["export/cnn/model.json"]
 
 
 def test_a_busy_database_is_tried_again():
