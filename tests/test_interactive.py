@@ -4,6 +4,7 @@ run's results when its inputs are unchanged, and computes what changed into a sc
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from helpers import copy_of_the_study, load_script, tree_digest, write_params
@@ -12,6 +13,7 @@ from lib import run
 from lib.pipeline import job
 from lib.core.config import ParamsError, load_params
 from lib.core.overrides import changed_fields, dotted_overrides, nested_overrides, override_words
+from lib.core.tracking_store import Store, default_uri
 from lib.pipeline import interactive
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +139,14 @@ def test_notebooks_by_hand_never_write_the_published_run_and_train_only_what_cha
     assert scratch.root.parent == reports / interactive.SCRATCH_DIR
     recorded = json.loads(scratch.steps.read_text())["rounds/seed-1/03_mobilenetv2.ipynb"]
     assert recorded["by_hand"] is True
+    # ... and logged to MLflow: the scratch run's parent, a child per method it trained, under the step's key
+    store = Store(default_uri(reports), "product-image-study")
+    [parent] = [r for r in store.search("tags.`study.kind` = 'scratch'") if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["study.run_folder"] == str(scratch.root.resolve())
+    children = store.search(f"tags.`study.step_key` = '{recorded['key']}'")
+    trained = pd.read_csv(scratch.round("seed-1").model("mobilenetv2").methods)["method"].unique()
+    assert sorted(c.info.run_name for c in children) == sorted(f"seed-1/mobilenetv2/{m}" for m in trained)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     for notebook in ("01_data_audit.ipynb", "02_cnn.ipynb", "03_mobilenetv2.ipynb"):
         printed = run_by_hand(notebook, params_file, out, overrides=change)
         assert f"showing the results of {scratch.root}" in printed and TRAINING_LINE not in printed

@@ -392,6 +392,22 @@ class ReportParams(_Section):
     )
 
 
+class TrackingParams(_Section):
+    """Where the run is logged for browsing and comparing runs (MLflow, `lib.pipeline.tracking`): a view of the
+    run folders, never an input of a step, so that changing it reuses every step."""
+
+    enabled: bool = Field(default=True, description="Log every published run and every step a notebook computes "
+                          "by hand; false logs nothing.")
+    uri: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:")] | None = Field(
+        default=None,
+        description="An MLflow tracking URI (sqlite:///reports/mlruns.db, http://host:5000; a relative SQLite path is "
+        "from the project root); null: MLFLOW_TRACKING_URI when set, else sqlite:///<reports_dir>/mlruns.db.",
+    )
+    experiment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
+        default="product-image-study", description="The MLflow experiment the runs are logged under."
+    )
+
+
 class Params(_Section):
     """All parameters of one run of the study."""
 
@@ -413,6 +429,7 @@ class Params(_Section):
     cnn: CNNParams = CNNParams()
     mobilenet_v2: MobileNetV2Params = MobileNetV2Params()
     report: ReportParams = ReportParams()
+    tracking: TrackingParams = TrackingParams()
 
     @field_validator("run_name")
     @classmethod
@@ -432,8 +449,10 @@ class Params(_Section):
         return json.loads(self.model_dump_json())
 
     def study_values(self) -> dict:
-        """Every value that shapes the results: all but where they are kept (``reports_dir``, ``scratch_runs_kept``)."""
-        return {key: value for key, value in self.to_dict().items() if key not in ("reports_dir", "scratch_runs_kept")}
+        """Every value that shapes the results: all but where they are kept and logged (``reports_dir``,
+        ``scratch_runs_kept``, ``tracking``)."""
+        return {key: value for key, value in self.to_dict().items()
+                if key not in ("reports_dir", "scratch_runs_kept", "tracking")}
 
     def fingerprint(self) -> str:
         """A short hash of the study's values: two runs with the same fingerprint used the same params
