@@ -229,7 +229,8 @@ def test_the_tiny_study_logs_one_parent_and_a_child_per_training_with_its_metric
     assert "probe.test_macro_f1" in chosen.data.metrics and chosen.data.params["mobilenet_v2.dropout"] == "0.5"
     history = pd.read_csv(run_dir / "rounds/seed-1/mobilenetv2/history.csv")
     logged = store.client.get_metric_history(chosen.info.run_id, "val_loss")
-    assert [(m.step, m.value) for m in logged] == [(e, pytest.approx(v)) for e, v in zip(history.epoch, history.val_loss)]
+    assert [(m.step, m.value) for m in logged] == [(e, pytest.approx(v))
+                                                   for e, v in zip(history.epoch, history.val_loss)]
     assert json.loads((run_dir / "tracking.json").read_text())["uri"] == default_uri(run_dir.parent)
 
 

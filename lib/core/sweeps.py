@@ -29,7 +29,8 @@ def swept_values(sweeps: list[str]) -> dict[str, list]:
         if not equals or not name or not text.strip():
             raise ValueError(f"sweep {item!r}: expected NAME=VALUE,VALUE,..., e.g. cnn.dropout=0.3,0.5")
         if name == "run_name":
-            raise ValueError(f"sweep {item!r}: a sweep names each of its runs from its values (run_name cannot be swept)")
+            raise ValueError(f"sweep {item!r}: a sweep names each of its runs from its values "
+                             "(run_name cannot be swept)")
         if name in swept:
             raise ValueError(f"sweep {item!r}: {name} is swept twice")
         try:
