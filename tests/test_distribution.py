@@ -283,7 +283,8 @@ def test_the_study_across_two_processes_gives_the_predictions_of_two_devices_in_
         "01_data_audit.ipynb", "rounds/seed-42/02_cnn.ipynb", "rounds/seed-42/03_mobilenetv2.ipynb"]
     assert not (own / "comparison").exists() and not (own / "report.html").exists()
     assert sorted(p.name for p in (tmp_path / "together").iterdir()) == [
-        ".processes", "mlartifacts", "mlruns.db", "mlruns.db.lock", "report.html", "report.pdf", "tiny"]
+        ".locks", ".processes", ".runs", "mlartifacts", "mlruns.db", "mlruns.db.lock", "report.html", "report.pdf",
+        "tiny"]  # the store's locks and versions, the MLflow store
     # process 0 alone logs the run to MLflow: one parent run, a child per training
     store = Store(default_uri(tmp_path / "together"), "product-image-study")
     runs = store.search("")

@@ -10,7 +10,6 @@ import pytest
 from helpers import copy_of_the_study, write_params
 
 from lib import run
-from lib.pipeline import job
 from lib.core.config import load_params
 from lib.core.paths import RunPaths
 from lib.pipeline.schedule import Slot, job_slots, prerequisites

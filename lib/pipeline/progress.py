@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
