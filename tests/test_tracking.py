@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -210,6 +211,7 @@ def test_the_tiny_study_logs_one_parent_and_a_child_per_training_with_its_metric
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
     assert tags["study.kind"] == "published" and tags["study.run_folder"] == str(run_dir)
+    assert tags["study.run_version"] == run_dir.resolve().name != run_dir.name
     assert tags["study.backend"] and tags["study.device"] != "unknown" and tags["study.commit"]
     assert tags["step_key/01_data_audit.ipynb"] == record["01_data_audit.ipynb"]["key"]
     summary = pd.read_csv(run_dir / "comparison" / "summary.csv").set_index(["model", "metric"])
@@ -268,8 +270,10 @@ def test_two_runs_differing_in_one_set_are_compared_and_the_page_names_that_fiel
 @pytest.mark.slow
 def test_a_two_value_sweep_runs_the_audit_once_and_writes_its_comparison(tiny_study, tmp_path):
     reports, values = copy_of_the_study(tiny_study, tmp_path)
-    for stale in (reports / "tiny", reports / "mlruns.db"):  # no earlier run to reuse: the sweep's own only
-        stale.unlink() if stale.is_file() else __import__("shutil").rmtree(stale)
+    # no earlier run to reuse (its link, its versions) and no earlier store: the sweep's own only
+    (reports / "tiny").unlink()
+    shutil.rmtree(reports / ".runs" / "tiny")
+    (reports / "mlruns.db").unlink()
     params_file = write_params(tmp_path / "tiny.yaml", values)
     code = run.main([str(params_file), "--set", "evaluation.seeds=[1]", "--set", "minority.methods=[class_weight]",
                      "--sweep", "cnn.dropout=0.3,0.5"])

@@ -6,7 +6,8 @@ run's files (``params.json``, ``steps.json``, each model folder's ``history.csv`
 
 - **Parent run** (named ``run_name``): tags ``study.commit``, ``study.backend``, ``study.device``,
   ``study.params_file``, ``study.overrides``, ``study.data_listing_sha256``, ``study.kind`` (published or
-  scratch) and ``study.run_folder``; every param by dotted name; each model's test metrics over the rounds
+  scratch), ``study.run_folder`` (a published run's link) and ``study.run_version`` (the version it was); every
+  param by dotted name; each model's test metrics over the rounds
   (``<model>.test_macro_f1`` and its interval ``.low``/``.high``); each step's seconds; for each step its key
   (``step_key/<step>``) and the MLflow run(s) that computed it (``step_run/<step>``); artefacts: the report
   (HTML, PDF) and the first round's confusion matrices.
@@ -33,6 +34,7 @@ import functools
 import hashlib
 import inspect
 import json
+import os
 import re
 import signal
 import subprocess
@@ -233,7 +235,9 @@ def run_tags(params, kind: str, run_dir: Path, params_file, overrides, backend: 
     """The parent run's tags."""
     first = next(iter(sorted(Path(run_dir).glob("rounds/*/*/metrics.json"))), None)
     runtime = _read_json(first, {}).get("runtime", {}) if first else {}
-    return {"study.kind": kind, "study.run_folder": str(Path(run_dir).resolve()), "study.commit": git_commit(),
+    # the folder readers open (a published run's link, not the version it points to now) and that version
+    return {"study.kind": kind, "study.run_folder": os.path.abspath(run_dir),
+            "study.run_version": Path(run_dir).resolve().name, "study.commit": git_commit(),
             "study.backend": backend, "study.device": runtime.get("description", "unknown"),
             "study.params_file": str(params_file), "study.overrides": " ".join(override_words(overrides)) or "none",
             "study.data_listing_sha256": hashlib.sha256((data_listing or "").encode()).hexdigest(),
