@@ -1,7 +1,7 @@
 """Shared code of the study: the notebooks narrate and show, these packages compute.
 
 The packages are the floors of the study, bottom first; data flows up through them, and a
-module imports only from its own floor or the floors below (tests/test_layout.py keeps it so).
+module imports only from its own floor or the floors below (tests/project/test_layout.py keeps it so).
 Each package's ``__init__`` is its map, module by module.
 
     core        params schema and overrides, artefact paths, backends, devices, versions, provenance

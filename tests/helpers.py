@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
+import zipfile
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import yaml
@@ -17,6 +19,8 @@ from PIL import Image
 
 from lib.core.paths import PROJECT_ROOT, run_paths
 from lib.data import audit, rounds, sources, split
+
+GROCERY_ARCHIVE_TOP = f"GroceryStoreDataset-{sources.GROCERY_STORE_COMMIT}"  # the archive's top folder
 
 SHARED_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 GROCERY_ARCHIVE = SHARED_ASSETS / "datasets" / "GroceryStoreDataset-fc80ba90f803d79d0383df52c5a4ac5de99ff6fc.zip"
@@ -126,3 +130,45 @@ def load_script(relative_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def save_as_jupyter_does(notebook_file) -> None:
+    """What a save in Jupyter writes into a notebook whose code is unchanged: outputs, execution counts, cell and
+    notebook metadata."""
+    notebook = nbformat.read(notebook_file, as_version=4)
+    for count, cell in enumerate(notebook.cells, start=1):
+        cell.metadata["collapsed"] = False
+        cell.metadata["execution"] = {"iopub.execute_input": "2026-12-07T10:00:00Z"}
+        if cell.cell_type == "code":
+            cell.execution_count = count
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output {count}\n")]
+    notebook.metadata["widgets"] = {"state": {}}
+    notebook.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    nbformat.write(notebook, notebook_file)
+
+
+def make_grocery_archive(path: Path, drop_image: bool = False) -> Path:
+    """A miniature archive with the real layout: 2 coarse classes, 3 fine classes."""
+    rng = np.random.default_rng(1)
+    classes = [("Golden-Delicious", 0, "Apple", 0, "Fruit/Apple/Golden-Delicious"),
+               ("Granny-Smith", 1, "Apple", 0, "Fruit/Apple/Granny-Smith"),
+               ("Bravo-Apple-Juice", 2, "Juice", 1, "Packages/Juice/Bravo-Apple-Juice")]
+    lists = {"train": [], "val": [], "test": []}
+    with zipfile.ZipFile(path, "w") as archive:
+        header = "Class Name (str),Class ID (int),Coarse Class Name (str),Coarse Class ID (int)," \
+                 "Iconic Image Path (str),Product Description Path (str)\n"
+        body = "".join(f"{f},{fi},{c},{ci},/iconic/{f}.jpg,/iconic/{f}.txt\n" for f, fi, c, ci, _ in classes)
+        archive.writestr(f"{GROCERY_ARCHIVE_TOP}/dataset/classes.csv", header + body)
+        for fine, fine_id, _, coarse_id, folder in classes:
+            for split, count in (("train", 4), ("val", 1), ("test", 2)):
+                for number in range(count):
+                    rel = f"{split}/{folder}/{fine}_{split}{number}.jpg"
+                    lists[split].append(f"{rel}, {fine_id}, {coarse_id}")
+                    if drop_image and split == "test" and number == 1:
+                        continue
+                    buffer = __import__("io").BytesIO()
+                    random_image(rng).save(buffer, "JPEG")
+                    archive.writestr(f"{GROCERY_ARCHIVE_TOP}/dataset/{rel}", buffer.getvalue())
+        for split, lines in lists.items():
+            archive.writestr(f"{GROCERY_ARCHIVE_TOP}/dataset/{split}.txt", "\n".join(lines) + "\n")
+    return path

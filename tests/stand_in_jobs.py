@@ -1,4 +1,4 @@
-"""A stand-in for ``python -m lib.pipeline.job`` in the tests of ``--jobs`` (tests/test_schedule.py): each step's
+"""A stand-in for ``python -m lib.pipeline.job`` in the tests of ``--jobs`` (tests/pipeline/test_schedule.py): each step's
 notebook is replaced by what ``STAND_IN`` names, with its marker files in ``STAND_IN_DIR``. Jobs are fresh
 processes, so the stand-in comes in as the job's module (`lib.pipeline.schedule.JOB_MODULE`), not as a patch.
 

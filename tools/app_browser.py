@@ -5,7 +5,7 @@
 Starts the app on a free localhost port, uploads each photo in Debian's Chromium through Playwright
 (`executable_path`: Playwright's own browser download is not used), prints each model's predicted label
 and the time from upload to answer, and saves a screenshot (downscaled to a small PNG). The end-to-end
-test (tests/test_app.py) uses the same functions.
+test (tests/deploy/test_app.py) uses the same functions.
 """
 
 from __future__ import annotations

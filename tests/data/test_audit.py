@@ -8,8 +8,8 @@ from helpers import random_image
 from PIL import Image, ImageEnhance
 
 from lib.data import audit, sources
-from lib.report import data_prose
 from lib.data.images import load_rgb
+from lib.report import data_prose
 
 MAX_PIXELS = 10_000_000
 

@@ -10,11 +10,10 @@ import yaml
 from helpers import copy_of_the_study, load_script, tree_digest, write_params
 
 from lib import run
-from lib.pipeline import job
 from lib.core.config import ParamsError, load_params
 from lib.core.overrides import changed_fields, dotted_overrides, nested_overrides, override_words
 from lib.core.tracking_store import Store, default_uri
-from lib.pipeline import interactive
+from lib.pipeline import interactive, job
 
 # ---------------------------------------------------------------------------------------------
 # Overrides by dotted name

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib.core.paths import PROJECT_ROOT
 from lib.deploy import app
 from lib.deploy import finished_run as deploy
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = PROJECT_ROOT
 sys.path.insert(0, str(PROJECT / "tools"))
 import app_browser
 

@@ -4,10 +4,9 @@ import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from helpers import GROCERY_ARCHIVE, make_class_folders, random_image
+from helpers import GROCERY_ARCHIVE, GROCERY_ARCHIVE_TOP, make_class_folders, make_grocery_archive
 
 from lib.core.config import load_params
 from lib.data import sources
@@ -89,34 +88,8 @@ def test_manifest_without_the_needed_columns(image_folder):
 # The Grocery Store dataset, on a small archive in the same layout
 # --------------------------------------------------------------------------------------
 
-TOP = f"GroceryStoreDataset-{sources.GROCERY_STORE_COMMIT}"
 
 
-def make_grocery_archive(path: Path, drop_image: bool = False) -> Path:
-    """A miniature archive with the real layout: 2 coarse classes, 3 fine classes."""
-    rng = np.random.default_rng(1)
-    classes = [("Golden-Delicious", 0, "Apple", 0, "Fruit/Apple/Golden-Delicious"),
-               ("Granny-Smith", 1, "Apple", 0, "Fruit/Apple/Granny-Smith"),
-               ("Bravo-Apple-Juice", 2, "Juice", 1, "Packages/Juice/Bravo-Apple-Juice")]
-    lists = {"train": [], "val": [], "test": []}
-    with zipfile.ZipFile(path, "w") as archive:
-        header = "Class Name (str),Class ID (int),Coarse Class Name (str),Coarse Class ID (int)," \
-                 "Iconic Image Path (str),Product Description Path (str)\n"
-        body = "".join(f"{f},{fi},{c},{ci},/iconic/{f}.jpg,/iconic/{f}.txt\n" for f, fi, c, ci, _ in classes)
-        archive.writestr(f"{TOP}/dataset/classes.csv", header + body)
-        for fine, fine_id, _, coarse_id, folder in classes:
-            for split, count in (("train", 4), ("val", 1), ("test", 2)):
-                for number in range(count):
-                    rel = f"{split}/{folder}/{fine}_{split}{number}.jpg"
-                    lists[split].append(f"{rel}, {fine_id}, {coarse_id}")
-                    if drop_image and split == "test" and number == 1:
-                        continue
-                    buffer = __import__("io").BytesIO()
-                    random_image(rng).save(buffer, "JPEG")
-                    archive.writestr(f"{TOP}/dataset/{rel}", buffer.getvalue())
-        for split, lines in lists.items():
-            archive.writestr(f"{TOP}/dataset/{split}.txt", "\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -130,7 +103,7 @@ def keras_home(tmp_path, monkeypatch):
 def test_extract_verifies_and_reads_fine_and_coarse_labels(tmp_path, keras_home):
     archive = make_grocery_archive(tmp_path / "mini.zip")
     dataset_dir = sources.extract_grocery_store(archive, expected_sha256=None)
-    assert dataset_dir == keras_home / "datasets" / TOP / "dataset"
+    assert dataset_dir == keras_home / "datasets" / GROCERY_ARCHIVE_TOP / "dataset"
 
     coarse = sources.load_grocery_store(dataset_dir, "coarse")
     fine = sources.load_grocery_store(dataset_dir, "fine")
@@ -165,7 +138,7 @@ def test_extraction_rejects_incomplete_or_different_content(tmp_path, keras_home
     complete = make_grocery_archive(tmp_path / "complete.zip")
     with pytest.raises(DatasetUnavailableError, match="label files differ from commit"):
         sources.extract_grocery_store(complete)  # the real commit's checksum
-    assert not (keras_home / "datasets" / TOP).exists(), "a failed extraction must leave nothing behind"
+    assert not (keras_home / "datasets" / GROCERY_ARCHIVE_TOP).exists(), "a failed extraction must leave nothing behind"
 
 
 def test_archive_named_by_the_environment_is_used(tmp_path, keras_home, monkeypatch):
@@ -245,7 +218,7 @@ def test_real_grocery_store_default_subset(keras_home, monkeypatch):
     assert records["label"].value_counts().to_dict() == {
         "Apple": 576, "Juice": 495, "Yoghurt": 373, "Milk": 372, "Oat-Milk": 14,
     }
-    dataset_dir = keras_home / "datasets" / TOP / "dataset"
+    dataset_dir = keras_home / "datasets" / GROCERY_ARCHIVE_TOP / "dataset"
     assert len(sources.load_grocery_store(dataset_dir)) == sources.GROCERY_STORE_IMAGE_COUNT
 
     split = stratified_split(records["label"], (params.split.train, params.split.val, params.split.test), 42)

@@ -1,5 +1,5 @@
 """Steps side by side (`lib.pipeline.schedule`, ``--jobs N``): which wait for which, each job's share of the machine,
-and the runner with stand-ins for the notebooks (tests/test_run.py runs the real ones)."""
+and the runner with stand-ins for the notebooks (tests/study/test_study.py runs the real ones)."""
 
 import json
 import os

@@ -5,12 +5,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_sources import make_grocery_archive
+from helpers import make_grocery_archive
 
 from lib.core.config import parse_params
+from lib.core.paths import PROJECT_ROOT
 from lib.data import sources
 
-spec = importlib.util.spec_from_file_location("device_kit", Path(__file__).parents[1] / "tools" / "device_kit.py")
+spec = importlib.util.spec_from_file_location("device_kit", PROJECT_ROOT / "tools" / "device_kit.py")
 device_kit = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(device_kit)
 

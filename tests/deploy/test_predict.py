@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib.core.paths import PROJECT_ROOT
 from lib.data.audit import inspect_image
 from lib.data.images import load_rgb
 from lib.deploy import finished_run as deploy
 from lib.deploy import predict
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = PROJECT_ROOT
 
 
 def _photo(rng, size=(40, 56), colour=(200, 40, 40)) -> np.ndarray:

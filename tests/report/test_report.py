@@ -169,13 +169,13 @@ def test_the_step_table_gives_a_model_steps_median_and_slowest_epoch_per_phase()
 
 
 def test_the_report_warns_about_the_probe_only_beyond_the_paired_interval_and_the_abstract_only_then():
-    from test_probe_check import PARAMS, _checks, _crippled, _one_rare_image_wrong
+    from made_results import PARAMS, checks_of, crippled_validation, one_rare_image_wrong
 
-    crippled = _checks(_crippled())
+    crippled = checks_of(crippled_validation())
     words = report.probe_html(crippled, PARAMS)
     assert "Warning: the fine-tuned MobileNetV2 scores below a linear probe" in words and 'class="warning"' in words
     assert report.probe_abstract_sentence(crippled).startswith(" <b>In its one round, the fine-tuned MobileNetV2 scored")
-    noise = _checks(_one_rare_image_wrong())
+    noise = checks_of(one_rare_image_wrong())
     words = report.probe_html(noise, PARAMS)
     assert "Warning" not in words and 'class="warning"' not in words and "within noise of the probe" in words
     assert report.probe_abstract_sentence(noise) == ""
@@ -214,10 +214,10 @@ def test_prose_on_a_balanced_two_class_folder_in_one_round_fits_the_data(tmp_pat
 
 def test_the_abstract_names_the_subject_and_the_smallest_class_only_when_the_classes_are_imbalanced():
     import numpy as np
-    from test_compare import _comparison, _rounds
+    from made_results import comparison_of, rounds_of
 
-    rounds = _rounds((np.ones(30, dtype=bool), np.r_[np.ones(20, dtype=bool), np.zeros(10, dtype=bool)]))
-    comparison = _comparison(rounds)
+    rounds = rounds_of((np.ones(30, dtype=bool), np.r_[np.ones(20, dtype=bool), np.zeros(10, dtype=bool)]))
+    comparison = comparison_of(rounds)
     comparison.first_round = pd.DataFrame({"Model A": [10], "Model B": [20]}, index=["trainable parameters"])
     audit = _balanced_audit(classes=("c0", "c1", "c2"))
     words = report.abstract_html(audit, comparison, replication=False, grouped=True, subject="images")

@@ -2,7 +2,7 @@
 that a kill at any point leaves whole, state files written whole, scratch runs that are never stale.
 
 The runner runs here with stand-ins for the notebooks (each writes its executed copy and nothing else), so that
-every case takes seconds; tests/test_run.py runs the real notebooks.
+every case takes seconds; tests/study/test_study.py runs the real notebooks.
 """
 
 import errno
@@ -344,9 +344,10 @@ def test_after_a_notebook_is_saved_in_jupyter_a_run_reuses_every_step(tiny_param
                                                                        monkeypatch):
     import shutil
 
+    from helpers import save_as_jupyter_does
+
     from lib.core.paths import NOTEBOOKS_DIR
     from lib.pipeline import keys
-    from test_step_keys import save_as_jupyter_does
 
     copy = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS_DIR, copy)

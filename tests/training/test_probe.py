@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import NO_AUGMENTATION, write_first_round_split, write_params
+from made_results import CONFIDENCE, comparison_of, rounds_of
 from PIL import Image
-from test_compare import CONFIDENCE, _comparison, _rounds
 
 from lib.analysis import compare, probe_check
 from lib.core.minority import METHODS, Postprocessing
-from lib.core.study import PROBE_NAME
 from lib.core.provenance import set_seed
+from lib.core.study import PROBE_NAME
 from lib.report import sections as report
 from lib.report import tables
 from lib.training import evaluate, probe
@@ -146,7 +146,7 @@ def _with_probe(rounds, probe_correct):
 def test_the_probe_is_a_third_row_of_the_statistics_and_stays_out_of_the_paired_tests():
     a = np.ones(200, dtype=bool)
     b = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
-    rounds = _rounds((a, b), (a, np.roll(b, 7)))
+    rounds = rounds_of((a, b), (a, np.roll(b, 7)))
     probed = _with_probe(rounds, np.r_[np.ones(100, dtype=bool), np.zeros(100, dtype=bool)])
     summary = compare.summary_across_rounds(probed, seed=0, confidence=CONFIDENCE, n_resamples=300)
     assert list(summary.index.get_level_values("model").unique()) == ["Model A", "Model B", PROBE_NAME]
@@ -154,8 +154,8 @@ def test_the_probe_is_a_third_row_of_the_statistics_and_stays_out_of_the_paired_
     assert summary.loc[(PROBE_NAME, "accuracy"), "low"] < 0.5 < summary.loc[(PROBE_NAME, "accuracy"), "high"]
     two = compare.summary_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=300)
     tests = compare.paired_tests(rounds)
-    comparison = _comparison(rounds, summary, tests)
-    assert comparison.verdict == _comparison(rounds, two, tests).verdict, "the probe changes no verdict"
+    comparison = comparison_of(rounds, summary, tests)
+    assert comparison.verdict == comparison_of(rounds, two, tests).verdict, "the probe changes no verdict"
     per_round = compare.per_round_table(probed)
     assert list(per_round["model"].unique()) == ["Model A", "Model B", PROBE_NAME]
     assert list(compare.compared_models(per_round)["model"].unique()) == ["Model A", "Model B"]
@@ -255,8 +255,8 @@ def test_a_fine_tuning_that_clears_its_probe_gets_no_warning(tmp_path):
     from lib import run
     from lib.core.config import load_params
     from lib.core.paths import run_paths
-    from lib.pipeline import job
     from lib.data.rounds import evaluation_rounds
+    from lib.pipeline import job
 
     healthy = {"head": {"learning_rate": 1e-3, "epochs": 10, "patience": 3},
                "fine_tune": {"learning_rate": 1e-5, "epochs": 1, "patience": 1}}

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from lib.core.paths import PROJECT_ROOT
 from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME, sha256_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 SETUP_ENV = ROOT / "tools" / "setup_env.sh"
 
 

@@ -1,4 +1,5 @@
-"""The shape of `lib`: stages as packages, imports that only go down, modules of one idea.
+"""The shape of `lib` and of its tests: stages as packages, imports that only go down, modules of one idea, tests
+in folders that mirror the packages.
 
 Read from the source (every import, including those inside functions), so that a circle or a
 climb back up is caught before it is hidden by an import placed inside a function.
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[1] / "lib"
+from lib.core.paths import PROJECT_ROOT
+
+LIB = PROJECT_ROOT / "lib"
 
 # The floors, bottom first: a module may import from its own floor or any below it, never above.
 FLOORS = ("core", "data", "training", "analysis", "report", "deploy", "pipeline", "run")
@@ -135,3 +138,16 @@ def test_the_study_models_are_named_in_one_module():
         allowed = set() if path != schema else sections
         found = [(text, line) for text, line in string_constants(path) if text in named - allowed]
         assert path == home or not found, f"{path.relative_to(LIB.parent)} names a model: {found}"
+
+
+def test_the_tests_mirror_lib_one_folder_per_package():
+    """Each test sits in the folder of what it tests: one folder per `lib` package (and `study/` for the whole
+    study, `benchmarks/` and `project/` for the scripts and pages beside `lib`); no test file at the top."""
+    tests = PROJECT_ROOT / "tests"
+    packages = {floor for floor in FLOORS if (LIB / floor).is_dir()}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert packages <= folders, f"lib packages without a tests folder: {sorted(packages - folders)}"
+    assert folders - packages <= {"study", "benchmarks", "project"}, sorted(folders - packages)
+    assert not sorted(tests.glob("test_*.py")), "a test file outside the folders"
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), "two test files of one name: pytest imports them by name"

@@ -12,14 +12,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import load_script
 from pydantic import BaseModel
 
-from helpers import load_script
 from lib.core.config import Params, parse_params
 from lib.core.minority import METHODS
+from lib.core.paths import PROJECT_ROOT
 from lib.data.sources import IMAGE_EXTENSIONS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from made_results import ALPHA, CONFIDENCE, comparison_of, paired_results, rounds_of
 
 from lib.analysis import compare
 from lib.core.config import parse_params
@@ -8,55 +9,25 @@ from lib.report import document, tables
 from lib.report import sections as report
 
 # The params' levels, as a run without them in its params file reads them
-CONFIDENCE, ALPHA = parse_params({}).evaluation.confidence, parse_params({}).evaluation.alpha
 
 
-def _results(correct_a, correct_b, n_classes=3):
-    true = np.array([f"c{i % n_classes}" for i in range(len(correct_a))])
-    wrong = np.array([f"c{(i + 1) % n_classes}" for i in range(len(correct_a))])
-    results = {}
-    for key, name, correct in (("a", "Model A", correct_a), ("b", "Model B", correct_b)):
-        predictions = pd.DataFrame({"relpath": [f"{i}.jpg" for i in range(len(true))], "true_label": true,
-                                    "predicted_label": np.where(correct, true, wrong)})
-        results[key] = compare.ModelResults(name, {"class_names": sorted(set(true))}, pd.DataFrame(), predictions)
-    return results
 
 
-def _rounds(*pairs):
-    """``{round: results}`` from (correct_a, correct_b) per round, with seeds and methods in the metrics."""
-    rounds = {}
-    for number, (a, b) in enumerate(pairs):
-        results = _results(a, b)
-        for r in results.values():
-            r.metrics.update({"seed": number, "minority_method": "class_weight"})
-        rounds[f"seed-{number}"] = results
-    return rounds
 
 
-def _comparison(rounds, summary=None, tests=None, **verdict_changes) -> compare.Comparison:
-    """The statistics part of a `compare.Comparison` of ``rounds`` (tables given replace those computed), its
-    verdict from `compare.verdict` with ``verdict_changes`` laid over it; the rest empty."""
-    if summary is None:
-        summary = compare.summary_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=300)
-    tests = compare.paired_tests(rounds) if tests is None else tests
-    difference = compare.difference_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=300)
-    empty = {name: pd.DataFrame() for name in ("per_round", "support", "methods", "calibration", "reliability",
-                                               "pr_curves", "first_round", "per_class_f1", "agreement", "confusion")}
-    return compare.Comparison(summary=summary, mcnemar=tests, difference=difference, **empty,
-                              verdict=compare.verdict(summary, tests, difference, CONFIDENCE, ALPHA) | verdict_changes)
 
 
 def test_a_clear_difference_is_called_significant():
     a = np.ones(200, dtype=bool)
     b = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
-    rounds = _rounds((a, b), (a, np.roll(b, 7)))
+    rounds = rounds_of((a, b), (a, np.roll(b, 7)))
     tests = compare.paired_tests(rounds)
     assert tests[["first", "second", "only_a", "only_b"]].values.tolist() == [["Model A", "Model B", 80, 0]] * 2
     summary = compare.summary_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=300)
     assert summary.loc[("Model A", "accuracy"), "mean"] == 1.0
     assert summary.loc[("Model B", "accuracy"), "mean"] == pytest.approx(0.6)
     assert summary.loc[("Model B", "accuracy"), "low"] < 0.6 < summary.loc[("Model B", "accuracy"), "high"]
-    comparison = _comparison(rounds, summary, tests)
+    comparison = comparison_of(rounds, summary, tests)
     assert comparison.verdict["significant"] and compare.models_differ(summary, tests, ALPHA)
     assert "is significant at the 5 % level" in report.statistics_html(comparison, "holdout")
     assert compare.significance_rule(CONFIDENCE, ALPHA) in report.statistics_html(comparison, "holdout")
@@ -66,18 +37,18 @@ def test_a_clear_difference_is_called_significant():
     widened = summary.copy()
     widened.loc[("Model B", "macro-F1"), "high"] = 1.0
     assert compare.intervals_overlap(widened) and not compare.models_differ(widened, tests, ALPHA)
-    words = report.statistics_html(_comparison(rounds, widened, tests), "holdout")
+    words = report.statistics_html(comparison_of(rounds, widened, tests), "holdout")
     assert "is not significant at the 5 % level (McNemar's test finds the two models' errors different" in words
 
 
 def test_a_small_difference_is_not_significant():
     a = np.r_[np.ones(40, dtype=bool), np.zeros(10, dtype=bool)]
     b = np.r_[np.ones(38, dtype=bool), np.zeros(12, dtype=bool)]
-    rounds = _rounds((a, b), (b, a))
+    rounds = rounds_of((a, b), (b, a))
     tests = compare.paired_tests(rounds)
     summary = compare.summary_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=300)
     assert (tests["p_value"].astype(float) > 0.05).all()
-    comparison = _comparison(rounds, summary, tests)
+    comparison = comparison_of(rounds, summary, tests)
     assert not comparison.verdict["significant"]
     assert "is not significant at the 5 % level" in report.statistics_html(comparison, "holdout")
     assert "McNemar's p is above 0.05 in seed-0, seed-1" in report.statistics_html(comparison, "holdout")
@@ -88,7 +59,7 @@ def test_one_round_with_a_large_p_value_makes_the_difference_not_significant():
     a = np.ones(200, dtype=bool)
     clear = np.r_[np.ones(120, dtype=bool), np.zeros(80, dtype=bool)]
     close = np.r_[np.ones(198, dtype=bool), np.zeros(2, dtype=bool)]
-    rounds = _rounds((a, clear), (a, close))
+    rounds = rounds_of((a, clear), (a, close))
     summary = compare.summary_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=200)
     assert not compare.models_differ(summary, compare.paired_tests(rounds), ALPHA)
 
@@ -96,7 +67,7 @@ def test_one_round_with_a_large_p_value_makes_the_difference_not_significant():
 def test_summary_mean_and_std_are_over_rounds():
     a = np.r_[np.ones(30, dtype=bool), np.zeros(10, dtype=bool)]   # accuracy 0.75
     b = np.r_[np.ones(20, dtype=bool), np.zeros(20, dtype=bool)]   # accuracy 0.5
-    rounds = _rounds((a, a), (b, b))
+    rounds = rounds_of((a, a), (b, b))
     summary = compare.summary_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=200)
     row = summary.loc[("Model A", "accuracy")]
     assert row["mean"] == pytest.approx(0.625) and row["std"] == pytest.approx(np.std([0.75, 0.5], ddof=1))
@@ -108,7 +79,7 @@ def test_summary_mean_and_std_are_over_rounds():
 
 
 def test_predictions_on_different_images_do_not_pair():
-    results = _results(np.ones(6, dtype=bool), np.ones(6, dtype=bool))
+    results = paired_results(np.ones(6, dtype=bool), np.ones(6, dtype=bool))
     results["b"].predictions["relpath"] = [f"other{i}.jpg" for i in range(6)]
     with pytest.raises(ValueError, match="tested on different images"):
         compare.correctness(results)
@@ -125,7 +96,7 @@ def test_one_rounds_intervals_bracket_scikit_learns_metrics():
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
     rng = np.random.default_rng(5)
-    results = _results(rng.random(150) < 0.9, rng.random(150) < 0.6)
+    results = paired_results(rng.random(150) < 0.9, rng.random(150) < 0.6)
     table = compare.intervals(results, seed=0, confidence=CONFIDENCE, n_resamples=300)
     assert list(table.index) == ["Model A", "Model B"]
     for r in results.values():
@@ -143,7 +114,7 @@ def test_one_rounds_intervals_bracket_scikit_learns_metrics():
 def test_difference_across_rounds_is_second_minus_first_with_a_paired_interval():
     a = np.r_[np.ones(30, dtype=bool), np.zeros(10, dtype=bool)]   # accuracy 0.75
     b = np.r_[np.ones(36, dtype=bool), np.zeros(4, dtype=bool)]    # accuracy 0.9, right wherever a is
-    rounds = _rounds((a, b), (a, b))
+    rounds = rounds_of((a, b), (a, b))
     difference = compare.difference_across_rounds(rounds, seed=0, confidence=CONFIDENCE, n_resamples=300)
     row = difference.loc["accuracy"]
     assert (row["first"], row["second"]) == ("Model A", "Model B")
@@ -153,19 +124,19 @@ def test_difference_across_rounds_is_second_minus_first_with_a_paired_interval()
     table = tables.difference_table(difference, CONFIDENCE)
     assert list(table.columns) == ["Model B − Model A", "95 % low", "95 % high"]
     assert table.loc["accuracy", "Model B − Model A"] == pytest.approx(0.15)
-    words = report.statistics_html(_comparison(rounds, summary), "holdout")
+    words = report.statistics_html(comparison_of(rounds, summary), "holdout")
     # B's errors are a subset of A's, so no resample can favour A: the interval lies above 0.
     assert difference.loc["macro-F1", "low"] > 0
     assert "difference in macro-F1 (Model B minus Model A" in words and "it excludes 0." in words
     # Not significant by the rule (say the intervals overlapped), yet every test favours B: the conclusion says so.
     tests = compare.paired_tests(rounds).assign(p_value=0.01)
     overlapping = {"significant": False, "intervals_overlap": True}
-    concluded = report.conclusion_html(_comparison(rounds, summary, tests, **overlapping))
+    concluded = report.conclusion_html(comparison_of(rounds, summary, tests, **overlapping))
     assert "but the difference is not significant by this study's rule" in concluded
     assert "both favour Model B" in concluded
     against = tests.assign(only_a=10, only_b=0)  # McNemar's discordant images point the other way
-    assert "favour" not in report.conclusion_html(_comparison(rounds, summary, against, **overlapping))
-    same = compare.difference_across_rounds(_rounds((a, a)), seed=0, confidence=CONFIDENCE, n_resamples=100)
+    assert "favour" not in report.conclusion_html(comparison_of(rounds, summary, against, **overlapping))
+    same = compare.difference_across_rounds(rounds_of((a, a)), seed=0, confidence=CONFIDENCE, n_resamples=100)
     assert "it includes 0." in report.difference_sentence(same)
     rounds["seed-1"]["b"].predictions["relpath"] = "other-" + rounds["seed-1"]["b"].predictions["relpath"]
     with pytest.raises(ValueError, match="do not pair up"):
@@ -176,7 +147,7 @@ def test_the_levels_are_the_params_and_the_words_follow_them():
     """``evaluation.confidence`` and ``evaluation.alpha`` set the intervals, the test and every word that names them."""
     a = np.r_[np.ones(40, dtype=bool), np.zeros(10, dtype=bool)]
     b = np.r_[np.ones(38, dtype=bool), np.zeros(12, dtype=bool)]
-    rounds = _rounds((a, b), (b, a))
+    rounds = rounds_of((a, b), (b, a))
     levels = parse_params({"evaluation": {"confidence": 0.8, "alpha": 0.01}}).evaluation
     wide = compare.summary_across_rounds(rounds, seed=0, confidence=0.99, n_resamples=300)
     narrow = compare.summary_across_rounds(rounds, seed=0, confidence=levels.confidence, n_resamples=300)
@@ -185,7 +156,7 @@ def test_the_levels_are_the_params_and_the_words_follow_them():
     verdict = compare.verdict(narrow, tests, difference, levels.confidence, levels.alpha)
     assert (verdict["confidence"], verdict["alpha"]) == (0.8, 0.01)
     assert "p ≤ 0.01 in every round" in verdict["rule"] and "80 % bootstrap intervals" in verdict["rule"]
-    comparison = _comparison(rounds, narrow, tests, **{k: verdict[k] for k in ("confidence", "alpha", "rule")})
+    comparison = comparison_of(rounds, narrow, tests, **{k: verdict[k] for k in ("confidence", "alpha", "rule")})
     words = report.statistics_html(comparison, "holdout")
     assert "not significant at the 1 % level" in words and "McNemar's p is above 0.01 in" in words
     assert "with a 80 % percentile bootstrap interval" in words and "95 %" not in words

@@ -1,7 +1,7 @@
-"""The notebooks executed end to end through papermill, as ./run_all.sh runs them."""
+"""The whole study, every notebook executed through papermill as ./run_all.sh runs them: outputs, reuse, resume,
+the dataset never written, another backend."""
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -20,13 +20,13 @@ from helpers import (
 )
 
 from lib import run
-from lib.pipeline import job
 from lib.core.config import load_params
 from lib.core.minority import Postprocessing
 from lib.core.paths import NOTEBOOKS_DIR, ModelPaths, RunPaths
 from lib.data.assets import MOBILENET_V2_WEIGHTS_NAME
 from lib.data.pixels import decode_images
 from lib.data.split import MANIFEST_COLUMNS
+from lib.pipeline import job
 from lib.training.models import load_trained_model
 
 
@@ -38,31 +38,6 @@ def test_source_notebooks_have_a_parameters_cell_and_no_outputs():
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
 
 
-@pytest.mark.slow
-def test_children_memory_peak_measures_what_a_child_process_holds():
-    """Measured in a fresh interpreter: this test process may have children of earlier tests (worker pools)."""
-    import subprocess
-    import sys
-
-    measure = """
-import subprocess, sys, time
-from lib.pipeline.execute import ChildrenMemoryPeak
-holding = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1.5)"
-already_running = subprocess.Popen([sys.executable, "-c", holding.replace("1.5", "30")])  # not the block's
-time.sleep(1.0)
-with ChildrenMemoryPeak(interval=0.05) as large:
-    subprocess.run([sys.executable, "-c", holding], check=True)
-with ChildrenMemoryPeak(interval=0.05) as small:
-    subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5)"], check=True)
-already_running.kill()
-print(large.gib, small.gib)
-"""
-    printed = subprocess.run([sys.executable, "-c", measure], check=True, capture_output=True, text=True).stdout
-    large, small = map(float, printed.split())
-    # Bounds that other work on the machine cannot break: what else runs can only add to a reading, and adds
-    # alike to both blocks, so the 300 MiB the first child touches shows as the floor and as the difference.
-    assert large >= 0.28
-    assert large - small >= 0.25
 
 
 def _published(reports: Path) -> dict[str, str]:
@@ -251,58 +226,8 @@ def test_assets_folder_seeds_the_keras_cache(tmp_path, monkeypatch):
     assert not (home / "models" / weights.name).exists()
 
 
-@pytest.mark.slow
-def test_report_is_rendered_with_the_runs_numbers_and_no_code(tiny_study):
-    _, root, _, _ = tiny_study
-    html = (root.parent / "report.html").read_text()
-    assert html == (root / "report.html").read_text()
-    # the first round's numbers, in the sentence of the results section that states them (best model first)
-    metrics = [json.loads((root / "rounds" / "seed-1" / name / "metrics.json").read_text())
-               for name in ("cnn", "mobilenetv2")]
-    best, other = sorted(metrics, key=lambda m: m["macro_f1"], reverse=True)
-    assert (f"reaches {100 * best['accuracy']:.1f} % test accuracy against {100 * other['accuracy']:.1f} % for"
-            in html)
-    assert f"macro-F1 {'the same' if round(best['macro_f1'], 3) == round(other['macro_f1'], 3) else 'higher'} " \
-           f"({best['macro_f1']:.3f} against {other['macro_f1']:.3f})" in html
-    # the statistics over rounds, in the macro-F1 row of their table (one cell per model, in order)
-    summary = pd.read_csv(RunPaths(root).comparison_table("summary")).set_index(["model", "metric"])
-    cells = [summary.loc[(model, "macro-F1")] for model in ("Custom CNN", "MobileNetV2")]
-    row = r"<th>macro-F1</th>\s*" + r"\s*".join(
-        re.escape(f"<td>{c['mean']:.3f} ± {c['std']:.3f} [{c['low']:.3f}, {c['high']:.3f}]</td>") for c in cells)
-    assert re.search(row, html), "the statistics table's macro-F1 row holds the comparison's summary"
-    # the linear probe: a third column of that table, and a warning exactly when a round's fine-tuned model is
-    # below its probe on validation beyond the paired interval (the comparison's check)
-    assert ("Linear probe (frozen MobileNetV2)", "macro-F1") in summary.index
-    below = pd.read_csv(RunPaths(root).comparison_table("probe_check"))["below_probe"].any()
-    assert ("Warning: the fine-tuned MobileNetV2 scores below a linear probe" in html) == below
-    assert ("the fine-tuned MobileNetV2 is compared with a linear probe" in html) == (not below)
-    for section in ("Abstract", "1 Introduction", "2 Data", "3 Methods", "4 Results", "5 Statistical analysis",
-                    "6 Discussion", "7 Conclusion and future work", "References", "Appendix: reproducibility"):
-        assert section in html
-    assert "McNemar" in html and "Limitations." in html and "ECE" in html
-    # explanations: Grad-CAM of both models on the same images, the top losses, the most-confused pairs
-    assert "Grad-CAM of both models on the same test images" in html and "Top losses:" in html
-    assert "most-confused class pairs" in html
-    # a user's folder, not the replication: no sentence about the original study; counts in the right number
-    assert "original study" not in html and "1,909" not in html and "replicate" not in html
-    assert not re.search(r"[a-z]\(s\)", html), "a count with '(s)' instead of its number"
-    figures = re.findall(r"<b>Figure (\d+)\.</b>", html)
-    assert figures == [str(n) for n in range(1, len(figures) + 1)] and len(figures) >= 9
-    assert "<b>Table 1.</b>" in html and "<b>Table 10.</b>" in html
-    assert "from lib import" not in html and "display(HTML" not in html and "jp-InputArea" not in html
-    assert "Traceback" not in html and "WARNING" not in html
-
-    pdf = (root.parent / "report.pdf").read_bytes()
-    assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
-    assert json.loads((root / "report.json").read_text())["pdf_pages"] >= 5
 
 
-@pytest.mark.slow
-def test_class_names_are_escaped_in_the_report(tiny_study):
-    _, root, _, _ = tiny_study
-    html = (root / "report.html").read_text()
-    assert "&lt;i&gt;gamma &amp; co" in html
-    assert "<i>gamma" not in html
 
 
 @pytest.mark.slow

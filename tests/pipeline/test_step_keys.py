@@ -3,7 +3,7 @@
 A step's key covers its notebook and code, the params it uses, its round, and the artefacts it
 reads; here each round's split manifest is written as the audit writes it (`write_round_splits`),
 so that the model steps read what they would read after the audit. A change that alters a model's
-outputs re-runs the comparison through those outputs (the end-to-end tests in test_run.py show
+outputs re-runs the comparison through those outputs (the end-to-end tests in tests/study/test_study.py show
 that); these tests show which steps a change reaches directly.
 """
 
@@ -15,7 +15,7 @@ import shutil
 import nbformat
 import numpy as np
 import pytest
-from helpers import make_class_folders, write_params
+from helpers import make_class_folders, save_as_jupyter_does, write_params
 from PIL import Image
 
 from lib.core.config import load_params
@@ -128,7 +128,7 @@ def test_a_changed_image_reruns_the_audit_and_every_training(step_keys):
 
 
 def test_how_batches_are_prepared_or_logged_retrains_nothing(step_keys):
-    # any number of worker threads serves the same batches (tests/test_inputs.py); verbosity only prints
+    # any number of worker threads serves the same batches (tests/data/test_inputs.py); verbosity only prints
     assert changed(step_keys(), step_keys(training={"data_workers": 0, "verbose": 0})) == {"05_report.ipynb"}
     assert {"rounds/seed-1/02_cnn.ipynb", "rounds/seed-1/03_mobilenetv2.ipynb"} <= changed(
         step_keys(), step_keys(training={"batch_size": 16}))
@@ -232,19 +232,6 @@ def notebooks_copy(tmp_path, monkeypatch):
     return copy
 
 
-def save_as_jupyter_does(notebook_file) -> None:
-    """What a save in Jupyter writes into a notebook whose code is unchanged: outputs, execution counts, cell and
-    notebook metadata."""
-    notebook = nbformat.read(notebook_file, as_version=4)
-    for count, cell in enumerate(notebook.cells, start=1):
-        cell.metadata["collapsed"] = False
-        cell.metadata["execution"] = {"iopub.execute_input": "2026-12-07T10:00:00Z"}
-        if cell.cell_type == "code":
-            cell.execution_count = count
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output {count}\n")]
-    notebook.metadata["widgets"] = {"state": {}}
-    notebook.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
-    nbformat.write(notebook, notebook_file)
 
 
 def test_a_notebook_saved_in_jupyter_keeps_its_keys_and_a_code_edit_reruns_its_steps(step_keys, notebooks_copy):

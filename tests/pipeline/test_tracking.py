@@ -18,13 +18,12 @@ from helpers import copy_of_the_study, write_params
 
 from lib import run
 from lib.core.config import ParamsError, load_params, parse_params
-from lib.core.paths import RunPaths
+from lib.core.paths import PROJECT_ROOT, RunPaths
 from lib.core.sweeps import sweep_overrides, swept_values
 from lib.core.tracking_store import Store, _Retrying, default_uri, store_uri
 from lib.pipeline import tracking
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT / "tools"))
+sys.path.insert(0, str(PROJECT_ROOT / "tools"))
 import app_browser  # noqa: E402
 
 EXPERIMENT = "product-image-study"
@@ -54,7 +53,8 @@ def test_tracking_params_are_validated_and_shape_no_result(tmp_path, monkeypatch
     assert off.fingerprint() == parse_params({}).fingerprint(), "where a run is logged changes no step's key"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert store_uri(parse_params({}).tracking, tmp_path) == "http://127.0.0.1:5999"
-    assert store_uri(off.tracking, tmp_path) == f"sqlite:///{PROJECT / 'elsewhere.db'}", "the param wins, from the root"
+    elsewhere = f"sqlite:///{PROJECT_ROOT / 'elsewhere.db'}"
+    assert store_uri(off.tracking, tmp_path) == elsewhere, "the param wins, from the root"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert store_uri(parse_params({}).tracking, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlruns.db'}"
 
@@ -144,7 +144,7 @@ for folder in sys.argv[2:]:
 def test_two_processes_logging_at_once_into_a_new_store_leave_it_whole(tmp_path):
     folders = [[str(_finished_folder(tmp_path, f"run{p}{i}")) for i in range(4)] for p in range(2)]
     uri = default_uri(tmp_path)
-    processes = [subprocess.Popen([sys.executable, "-c", _LOG_MANY, uri, *group], cwd=PROJECT,
+    processes = [subprocess.Popen([sys.executable, "-c", _LOG_MANY, uri, *group], cwd=PROJECT_ROOT,
                                   stderr=subprocess.PIPE, text=True) for group in folders]
     outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
     assert [code for code, _ in outcomes] == [0, 0], outcomes
