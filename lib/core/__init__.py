@@ -14,4 +14,6 @@
     hardware     the machine a step computes on, seen without starting Keras (GPUs, CPU, the precision 'auto' means)
     store        state files written whole, locks with their holder, processes that end with their parent
     progress     what a step's kernel tells the runner while it works (epochs, images done, warnings)
+    sweeps       a sweep of settings (--sweep NAME=V1,V2): every combination as overrides, named from its values
+    tracking_store  the MLflow store runs are logged to: where, one writer at a time, retried when busy
 """

@@ -38,7 +38,7 @@ from lib.core.config import Params, load_params
 from lib.core.overrides import changed_fields
 from lib.core.paths import RunPaths, copy_run, run_paths
 from lib.core.step import StepRun
-from lib.pipeline import keys
+from lib.pipeline import keys, tracking
 from lib.pipeline import store as run_store
 from lib.pipeline.execute import RUNNER_PID_VARIABLE
 from lib.pipeline.schedule import prerequisites
@@ -82,7 +82,8 @@ class NotebookRun(StepRun):
     def finished(self) -> None:
         """The notebook's last cell, run by hand: check the key again (code edited while the notebook ran changes
         it), then record a step computed by hand in its scratch run, so that the notebooks after it (and this one,
-        run again with the same inputs) reuse it; release the scratch run. Says what it did."""
+        run again with the same inputs) reuse it, and log it to MLflow (`lib.pipeline.tracking`); release the scratch
+        run. Says what it did."""
         if not self.by_hand:
             return
         try:
@@ -94,6 +95,8 @@ class NotebookRun(StepRun):
                 record = _steps(self.paths)
                 record[self.planned.label] = {"key": self.key, "seconds": None, "reused": False, "by_hand": True}
                 store.write_json(self.paths.steps, record)
+                tracking.log_step_by_hand(self.params, self.paths, self.planned.label, self.key,
+                                          resolve_backend(self.params.training.backend))
                 print(f"recorded in the scratch run {self.paths.root}")
         finally:
             self.lock.close()

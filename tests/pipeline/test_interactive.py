@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from helpers import copy_of_the_study, load_script, tree_digest, write_params
@@ -16,6 +17,7 @@ from lib.core.config import ParamsError, load_params
 from lib.core.overrides import changed_fields, dotted_overrides, nested_overrides, override_words
 from lib.core.paths import NOTEBOOKS_DIR, run_paths
 from lib.core.step import StepRun
+from lib.core.tracking_store import Store, default_uri
 from lib.pipeline import interactive, job
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +210,14 @@ def test_notebooks_by_hand_never_write_the_published_run_and_train_only_what_cha
     assert scratch.root.parent == reports / interactive.SCRATCH_DIR
     recorded = json.loads(scratch.steps.read_text())["rounds/seed-1/03_mobilenetv2.ipynb"]
     assert recorded["by_hand"] is True
+    # ... and logged to MLflow: the scratch run's parent, a child per method it trained, under the step's key
+    store = Store(default_uri(reports), "product-image-study")
+    [parent] = [r for r in store.search("tags.`study.kind` = 'scratch'") if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["study.run_folder"] == str(scratch.root.resolve())
+    children = store.search(f"tags.`study.step_key` = '{recorded['key']}'")
+    trained = pd.read_csv(scratch.round("seed-1").model("mobilenetv2").methods)["method"].unique()
+    assert sorted(c.info.run_name for c in children) == sorted(f"seed-1/mobilenetv2/{m}" for m in trained)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     for notebook in ("01_data_audit.ipynb", "02_cnn.ipynb", "03_mobilenetv2.ipynb"):
         printed = run_by_hand(notebook, params_file, out, overrides=change)
         assert f"showing the results of {scratch.root}" in printed and TRAINING_LINE not in printed
@@ -218,7 +228,8 @@ def test_notebooks_by_hand_never_write_the_published_run_and_train_only_what_cha
     assert [label for label, entry in record.items() if not entry["reused"]] == ["05_report.ipynb",
                                                                                  run.REPORT_STEP]
     after = tree_digest(published)
-    unchanged = {name for name in before if not name.startswith(("notebooks/05", "report.", "steps.json"))
+    unchanged = {name for name in before
+                 if not name.startswith(("notebooks/05", "report.", "steps.json", "tracking.json"))
                  and not name.endswith(".lock")}  # a cache's lock file is its folder's own, never copied
     assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
     assert not any(interactive.SCRATCH_DIR in name for name in after)

@@ -18,6 +18,7 @@ from helpers import NO_AUGMENTATION, write_first_round_split, write_params
 
 from lib.core.config import load_params
 from lib.core.paths import PROJECT_ROOT
+from lib.core.tracking_store import Store, default_uri
 
 TRAIN_TWICE = """
 import json, sys
@@ -285,7 +286,15 @@ def test_the_study_across_two_processes_gives_the_predictions_of_two_devices_in_
         "01_data_audit.ipynb", "rounds/seed-42/02_cnn.ipynb", "rounds/seed-42/03_mobilenetv2.ipynb"]
     assert not (own / "comparison").exists() and not (own / "report.html").exists()
     assert sorted(p.name for p in (tmp_path / "together").iterdir()) == [
-        ".locks", ".processes", ".runs", "report.html", "report.pdf", "tiny"]  # the store's locks and versions
+        ".locks", ".processes", ".runs", "mlartifacts", "mlruns.db", "mlruns.db.lock", "report.html", "report.pdf",
+        "tiny"]  # the store's locks and versions, the MLflow store
+    # process 0 alone logs the run to MLflow: one parent run, a child per training
+    store = Store(default_uri(tmp_path / "together"), "product-image-study")
+    runs = store.search("")
+    assert [r.info.run_name for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["tiny"]
+    trained = sum(pd.read_csv(published / "rounds" / "seed-42" / model / "methods.csv")["method"].nunique()
+                  for model in ("cnn", "mobilenetv2"))
+    assert len(runs) == 1 + trained, "each training logged once, by process 0"
 
 
 def test_a_run_across_processes_needs_jax_and_one_step_at_a_time(tmp_path, tiny_params, capsys):
