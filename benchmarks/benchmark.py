@@ -263,6 +263,7 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     import numpy as np
 
     from lib.core.minority import METHODS
+    from lib.core.step import StepRun
     from lib.data import audit, rounds, split
     from lib.data.sources import load_records
     from lib.training import activation_cache, experiment, models
@@ -276,7 +277,7 @@ def part_memory(params_file: Path, work: Path, which: str) -> dict:
     name, kinds = next(iter(rounds.assign_round_splits(images, np.arange(len(images)), params).items()))
     split.write_split_manifest(images.assign(split=kinds["used"]), run_paths(params).round(name).split_manifest)
     start = time.perf_counter()
-    prepared = experiment.prepare(str(variant), "mobilenetv2")  # the data path, and below its activation cache
+    prepared = experiment.prepare(StepRun(params, run_paths(params)), "mobilenetv2")  # the data path, then its cache
     for _ in prepared.training_stream(METHODS["class_weight"]):  # one augmented epoch of the CNN's stream
         pass
     model, base = models.build_mobilenet_v2(prepared.n_classes, params.data.image_size, params.mobilenet_v2)

@@ -41,7 +41,9 @@ from lib.pipeline.execute import StepFailed
 from lib.pipeline.job import step_request
 from lib.pipeline.keys import RunInputs, run_inputs, step_key
 from lib.pipeline.progress import RunProgress
+from lib.pipeline import tracking
 from lib.pipeline.schedule import run_steps
+from lib.pipeline.sweep import run_sweep
 from lib.pipeline.steps import REPORT_STEP, STEPS, PlannedStep, planned_steps
 from lib.pipeline.interactive import remove_scratch_runs
 from lib.report import render as rendering
@@ -152,16 +154,17 @@ def job_request(planned: PlannedStep, key: str, *, params_path: Path, staging: R
 
 
 def run_study(params_file: str | Path, force: bool = False, render: bool = True,
-              overrides: dict | list[str] | None = None, jobs: int = 1,
-              where: Coordinates | None = None, wait: bool = False, verbose: bool = False) -> dict[str, dict]:
+              overrides: dict | list[str] | None = None, jobs: int = 1, where: Coordinates | None = None,
+              wait: bool = False, verbose: bool = False, reuse_from: Path | None = None) -> dict[str, dict]:
     """Validate the params (with ``overrides``: `lib.core.config.load_params`), then `run_validated`."""
     return run_validated(load_params(params_file, overrides), params_file, overrides, force, render, jobs, where, wait,
-                         verbose)
+                         verbose, reuse_from)
 
 
+@tracking.marks_failed_runs
 def run_validated(params, params_file: str | Path, overrides: dict | list[str] | None = None, force: bool = False,
                   render: bool = True, jobs: int = 1, where: Coordinates | None = None,
-                  wait: bool = False, verbose: bool = False) -> dict[str, dict]:
+                  wait: bool = False, verbose: bool = False, reuse_from: Path | None = None) -> dict[str, dict]:
     """Holding the run's lock, run (or reuse) every step of ``params`` (loaded from ``params_file`` with
     ``overrides``) in a staging folder, render, publish.
 
@@ -175,6 +178,9 @@ def run_validated(params, params_file: str | Path, overrides: dict | list[str] |
     every process's devices, each process feeding its share of every batch. Process 0 writes the run and
     publishes it; another process runs the audit and the model steps (which their training needs) in its own
     folder (`process_run`) and publishes nothing.
+
+    ``reuse_from``: a finished run folder whose steps a run without a folder of its own reuses where their keys
+    match (a sweep's earlier run). Process 0 logs the run to MLflow (`lib.pipeline.tracking`).
 
     While it runs, each step's progress and the run's time left are shown (`lib.pipeline.progress`), without the
     frameworks' start-up chatter unless ``verbose``.
@@ -190,15 +196,18 @@ def run_validated(params, params_file: str | Path, overrides: dict | list[str] |
     link.parent.mkdir(parents=True, exist_ok=True)
     with run_store.run_lock(link, wait, on_wait=lambda message: print(message, flush=True)):
         run_store.recover(link)
-        staging, unfinished = run_store.stage(link)
-        previous = store.read_json(RunPaths(link).steps, "delete it: every step of the run is then computed again",
-                                   default={}) | unfinished
+        staging, unfinished = run_store.stage(link, reuse_from=reuse_from)
+        copied_from = link if link.is_dir() or reuse_from is None else Path(reuse_from)
+        previous = store.read_json(RunPaths(copied_from).steps, "delete it: every step of the run is then computed "
+                                   "again", default={}) | unfinished
         store.write_json(staging.params_used, params.study_values())
         store.write_json(staging.overrides, override_words(overrides))
+        tracker = tracking.begin(params, Path(params_file).resolve(), overrides, backend, staging) \
+            if writes_the_run else None
         plan = study_plan(params, staging, writes_the_run)
         watch = RunProgress(plan, params, previous, verbose=verbose, jobs=jobs, shows=writes_the_run)
-        book = StepBook(staging, previous, plan, params, run_inputs(params, backend, where.processes if across else 1),
-                        force, watch)
+        inputs = run_inputs(params, backend, where.processes if across else 1)
+        book = StepBook(staging, previous, plan, params, inputs, force, watch)
         request = functools.partial(job_request, params_path=Path(params_file).resolve(), staging=staging,
                                     backend=backend, overrides=overrides, where=where, watch=watch)
         with watch:
@@ -208,6 +217,8 @@ def run_validated(params, params_file: str | Path, overrides: dict | list[str] |
         if render and writes_the_run:
             render_report(params, staging, record)
         run_store.publish(staging, link, params.reports_dir if writes_the_run else None)
+        if tracker is not None:
+            tracker.published(RunPaths(link), inputs.data_listing)
     return record
 
 
@@ -230,6 +241,16 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="change one param by its dotted name, e.g. --set mobilenet_v2.dropout=0.4 (repeatable; the value "
         "is read as YAML: 0.4, true, null, [42, 43]); validated with the params file, recorded in overrides.json",
+    )
+    parser.add_argument(
+        "--sweep",
+        dest="sweeps",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="run every combination of the swept values as a run of its own, named from its values, e.g. --sweep "
+        "cnn.dropout=0.3,0.5 (repeatable; values read as --set reads them), then compare them "
+        "(reports/comparisons/<run_name>-sweep/comparison.html); steps the runs share are computed once",
     )
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="run up to N steps whose inputs are ready at once, each on its own GPUs or share of the "
@@ -280,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.assets:
             for path in seed_keras_cache(args.assets).values():
                 print(f"offline copy in Keras' cache: {path}")
+        if args.sweeps:
+            return sweep(args, where, started)
         record = run_validated(params, args.params_file, args.overrides, force=args.force, jobs=args.jobs,
                                where=where, wait=args.wait, verbose=args.verbose)
     except (ParamsError, FileNotFoundError, ValueError, DistributionError, store.LockHeld) as error:
@@ -298,6 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted{where}\n{UNCHANGED}", file=sys.stderr)
         return 130
     print_summary(record, params, started, publishes=where is None or where.index == 0)
+    return 0
+
+
+def sweep(args, where: Coordinates | None, started: float) -> int:
+    """``--sweep``: every combination as a run of its own (`lib.pipeline.sweep`), then their comparison page."""
+    folders, page = run_sweep(run_study, args.params_file, args.overrides, args.sweeps,
+                              writes_pages=where is None or where.index == 0, force=args.force, jobs=args.jobs,
+                              where=where, wait=args.wait, verbose=args.verbose)
+    print(f"\nSweep: {len(folders)} runs in {time.perf_counter() - started:.1f} s: "
+          + ", ".join(folder.name for folder in folders) + (f"\nComparison: {page}" if page else ""))
     return 0
 
 

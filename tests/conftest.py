@@ -55,13 +55,15 @@ def prepare_experiment(tmp_path, tiny_params):
     """``prepare_experiment(model_name, augmentation=True, **sections)``: a split written by the audit's
     lib functions for `image_folder`, and `lib.training.experiment.prepare` run on it."""
     from lib.core.config import load_params
+    from lib.core.paths import run_paths
+    from lib.core.step import StepRun
     from lib.training import experiment
 
     def prepare(model_name: str, augmentation: bool = True, **sections):
         values = tiny_params | sections | ({} if augmentation else {"augmentation": NO_AUGMENTATION})
-        params_file = write_params(tmp_path / f"{model_name}.yaml", values)
-        write_first_round_split(load_params(params_file))
-        return experiment.prepare(str(params_file), model_name)
+        params = load_params(write_params(tmp_path / f"{model_name}.yaml", values))
+        write_first_round_split(params)
+        return experiment.prepare(StepRun(params, run_paths(params)), model_name)
 
     return prepare
 

@@ -71,6 +71,17 @@ def serving(run: Path, port: int | None = None, timeout: float = 180, log: Path 
             server.kill()
 
 
+def missing_browser() -> str:
+    """Why a browser test cannot run here ("" when it can): no Chromium, or no Playwright."""
+    import importlib.util
+
+    if not CHROMIUM.is_file():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run installs it)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed (it is in requirements.lock)"
+    return ""
+
+
 @contextmanager
 def chromium_page(width: int = 1280, height: int = 900):
     """A page in headless Debian Chromium, driven by Playwright."""

@@ -6,4 +6,5 @@
     probe_check   fine-tuned MobileNetV2 against its linear probe on validation: paired interval, warning, words
     errors        the test images worth looking at: side by side, top losses, most-confused pairs, discordant
     explain       Grad-CAM maps (for any image) of the examples the report shows
+    run_comparison  finished runs side by side: params that differ, metrics, rounds, steps, paired tests
 """

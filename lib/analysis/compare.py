@@ -5,9 +5,9 @@ learning curves, paired outcomes. All rounds together (`load_all_rounds`) give t
 statistics: means, spreads and bootstrap intervals over rounds, McNemar's test per round,
 calibration of the pooled test predictions, and the minority-class method comparison.
 
-The comparison notebook computes all of it once (`compute_comparison`) and writes it under
-the run's ``comparison/`` folder (`write_comparison`); the report reads it from there
-(`read_comparison`) and computes no statistic of its own. The significance rule is stated
+The comparison notebook computes all of it once and writes it under the run's ``comparison/``
+folder (`compute_comparison`); the report reads it from there (`read_comparison`) and computes
+no statistic of its own. The significance rule is stated
 once, in `significance_rule`, and applied once, in `verdict`, at the params' levels
 (``evaluation.confidence``, ``evaluation.alpha``), which the verdict records for the report's words.
 """
@@ -23,6 +23,7 @@ import pandas as pd
 from lib.analysis import calibration, probe_check
 from lib.analysis.stats import mcnemar_exact, paired_difference_bootstrap, percent, round_metrics, rounds_bootstrap
 from lib.core.paths import RoundPaths, RunPaths
+from lib.core.step import StepRun
 from lib.core.study import MODELS, PROBE_MODEL, PROBE_NAME, StudyModel
 from lib.data.rounds import evaluation_rounds
 from lib.training.evaluate import confusion_table
@@ -443,10 +444,11 @@ _INDEX_COLUMNS = {"per_round": 0, "summary": 2, "difference": 1, "mcnemar": 1, "
                   "agreement": 1, "confusion": 0, "probe_check": 1}
 
 
-def compute_comparison(paths: RunPaths, params) -> Comparison:
-    """Every statistic of the study, from the model notebooks' files of every round of the run at ``paths``, whose
-    params (`lib.core.config.Params`) give its rounds, the bootstrap's seed (``seed``) and the levels
-    (``evaluation.confidence``, ``evaluation.alpha``)."""
+def compute_comparison(run: StepRun) -> Comparison:
+    """Every statistic of the study, from the model notebooks' files of every round of the run at ``run.paths``,
+    whose params give its rounds, the bootstrap's seed (``seed``) and the levels (``evaluation.confidence``,
+    ``evaluation.alpha``); each table written as a CSV file under ``comparison/``, the verdict as JSON."""
+    paths, params = run.paths, run.params
     rounds, seed, levels = evaluation_rounds(params.evaluation), params.seed, params.evaluation
     all_rounds = load_all_rounds(paths, rounds)
     first = all_rounds[rounds.first.name]
@@ -456,7 +458,7 @@ def compute_comparison(paths: RunPaths, params) -> Comparison:
     calibration = calibration_by_model(all_rounds)
     confusion = {name: table.rename_axis(index="true", columns="predicted").stack().rename("count").reset_index()
                  for name, table in confusion_counts(first).items()}
-    return Comparison(
+    comparison = Comparison(
         per_round=per_round_table(probed), summary=summary, difference=difference, mcnemar=tests,
         support=test_support(all_rounds), methods=method_comparison(paths, rounds),
         calibration=pd.DataFrame({"ece": {name: c["ece"] for name, c in calibration.items()}}).rename_axis("model"),
@@ -467,18 +469,17 @@ def compute_comparison(paths: RunPaths, params) -> Comparison:
         verdict=verdict(summary, tests, difference, levels.confidence, levels.alpha),
         probe_check=probe_checks(probed, paths, seed, levels.confidence),
     )
-
-
-def write_comparison(comparison: Comparison, paths: RunPaths) -> None:
-    """Every table as a CSV file under ``comparison/``, and the verdict as JSON."""
     paths.comparison_dir.mkdir(parents=True, exist_ok=True)
     for name, index_columns in _INDEX_COLUMNS.items():
         getattr(comparison, name).to_csv(paths.comparison_table(name), index=index_columns > 0)
     paths.comparison_verdict.write_text(json.dumps(comparison.verdict, indent=2) + "\n")
+    return comparison
 
 
-def read_comparison(paths: RunPaths) -> Comparison:
-    """What `write_comparison` wrote; a missing file names the notebook that writes it."""
+def read_comparison(run: StepRun) -> Comparison:
+    """What `compute_comparison` returned, from the files it wrote in ``run.paths``; a missing file names the
+    notebook that writes it."""
+    paths = run.paths
     if not paths.comparison_verdict.is_file():
         raise FileNotFoundError(f"{paths.comparison_verdict} is missing: run the comparison notebook first")
     tables = {}

@@ -20,8 +20,10 @@ from keras import ops
 
 from lib.analysis.compare import load_results
 from lib.analysis.errors import discordant_images, explanation_examples, most_confused, side_by_side, top_losses
+from lib.core.step import StepRun
 from lib.core.study import MODELS
 from lib.data.images import load_rgb
+from lib.data.rounds import evaluation_rounds
 from lib.data.split import read_split
 from lib.training.models import load_trained_model
 
@@ -367,8 +369,8 @@ def classes_to_show(predictions_by_model: dict[str, pd.DataFrame], class_names: 
     return [name for name in class_names if name in chosen]
 
 
-def compute_explanations(models: dict[str, tuple[keras.Model, pd.DataFrame]], class_names: list[str],
-                         rare_class: str, image_size, top_k: int = 3) -> Explanations:
+def explain_models(models: dict[str, tuple[keras.Model, pd.DataFrame]], class_names: list[str],
+                   rare_class: str, image_size, top_k: int = 3) -> Explanations:
     """Explanations of the models (by display name: the trained model and its test predictions, all on the
     same test images): the examples (of `classes_to_show`), top losses, confusions and disagreements, and
     Grad-CAM maps of every image shown, each for the class the model predicted (after its post-processing)."""
@@ -389,33 +391,34 @@ def compute_explanations(models: dict[str, tuple[keras.Model, pd.DataFrame]], cl
                         discordant_images(predictions), maps, relpaths)
 
 
-def first_round_explanations(paths, rounds, image_size) -> Explanations:
-    """`compute_explanations` of the study's models (`lib.core.study.MODELS`) in the first round (`lib.data.rounds.Rounds`)
-    of the run at ``paths``, the rare class being the one with the fewest images in its split."""
+_EXPLANATION_TABLES = ("examples", "top_losses", "most_confused", "discordant")
 
-    first = paths.round(rounds.first.name)
+
+def compute_explanations(run: StepRun) -> Explanations:
+    """`explain_models` of the study's models (`lib.core.study.MODELS`) in the first round of the run at
+    ``run.paths`` (its rounds: ``run.params``' evaluation), at the params' image size, the rare class being the
+    one with the fewest images in its split; the tables written as CSV files in the run's ``comparison/``
+    folder, the maps as one .npz."""
+    params, paths = run.params, run.paths
+    first = paths.round(evaluation_rounds(params.evaluation).first.name)
     results = load_results(first)
     models = {model.title: (load_trained_model(first.model(model.name).model), results[model.name].predictions)
               for model in MODELS.values()}
     rare_class = read_split(first.split_manifest)["label"].value_counts().idxmin()
-    return compute_explanations(models, next(iter(results.values())).class_names, rare_class, image_size)
-
-
-_EXPLANATION_TABLES = ("examples", "top_losses", "most_confused", "discordant")
-
-
-def write_explanations(explanations: Explanations, paths) -> None:
-    """The tables as CSV files in the run's ``comparison/`` folder (`lib.core.paths.RunPaths`), the maps as one .npz."""
+    explanations = explain_models(models, next(iter(results.values())).class_names, rare_class,
+                                  params.data.image_size)
     paths.comparison_dir.mkdir(parents=True, exist_ok=True)
     for name in _EXPLANATION_TABLES:
         getattr(explanations, name).to_csv(paths.comparison_table(name), index=False)
-    models = list(explanations.maps)
-    np.savez_compressed(paths.grad_cam_maps, models=np.array(models), relpaths=np.array(explanations.relpaths),
-                        **{f"map_{i}": explanations.maps[m].astype("float16") for i, m in enumerate(models)})
+    names = list(explanations.maps)
+    np.savez_compressed(paths.grad_cam_maps, models=np.array(names), relpaths=np.array(explanations.relpaths),
+                        **{f"map_{i}": explanations.maps[m].astype("float16") for i, m in enumerate(names)})
+    return explanations
 
 
-def read_explanations(paths) -> Explanations:
-    """What `write_explanations` wrote (maps as float32)."""
+def read_explanations(run: StepRun) -> Explanations:
+    """What `compute_explanations` wrote in ``run.paths`` (maps as float32)."""
+    paths = run.paths
     if not paths.grad_cam_maps.is_file():
         raise FileNotFoundError(f"{paths.grad_cam_maps} is missing: run the comparison notebook first")
     tables = {name: pd.read_csv(paths.comparison_table(name), keep_default_na=False, na_values=[""])

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from lib.core.backends import BACKENDS
 from lib.core.minority import METHODS, SELECTION_METRICS
-from lib.core.overrides import nested_overrides, override_words
+from lib.core.overrides import laid_over, nested_overrides, override_words
 from lib.core.paths import PROJECT_ROOT, RESERVED_RUN_NAMES
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -30,6 +30,7 @@ UnitInterval = Annotated[float, Field(ge=0.0, lt=1.0)]
 MAX_GROUP_SIZE = 50  # see SplitParams.max_group_size and README's calibration note
 MAX_GROUP_SHARE = 0.1  # below the test share (0.15), so that every class has groups for each fold
 RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+TrackingURI = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:")]
 
 
 class ParamsError(ValueError):
@@ -52,13 +53,9 @@ class GroceryStoreParams(_Section):
     """Which part of the Grocery Store dataset (Klasson et al., 2019) to study."""
 
     label_level: Literal["coarse", "fine"] = "coarse"
-    classes: list[str] | None = Field(
-        default=None, description="Class names to keep; null keeps every class."
-    )
+    classes: list[str] | None = Field(default=None, description="Class names to keep; null keeps every class.")
     max_per_class: dict[str, Annotated[int, Field(ge=1)]] = Field(
-        default_factory=dict,
-        description="Sample these classes down to at most this many images (seeded).",
-    )
+        default_factory=dict, description="Sample these classes down to at most this many images (seeded).")
 
     @model_validator(mode="after")
     def _capped_classes_are_kept(self) -> GroceryStoreParams:
@@ -91,10 +88,7 @@ class DataParams(_Section):
         description="Leave out classes with fewer usable images than this (listed in the audit); null: "
         "a class too small to split stops the run with a message instead.",
     )
-    image_size: tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)]] = (
-        224,
-        224,
-    )
+    image_size: tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)]] = (224, 224)
 
     @field_validator("directory", "manifest")
     @classmethod
@@ -392,6 +386,19 @@ class ReportParams(_Section):
     )
 
 
+class TrackingParams(_Section):
+    """Where the run is logged for browsing and comparing runs (MLflow, `lib.pipeline.tracking`): a view of the
+    run folders, never an input of a step, so that changing it reuses every step."""
+
+    enabled: bool = Field(default=True, description="Log every published run and every step a notebook computes "
+                          "by hand; false logs nothing.")
+    uri: TrackingURI | None = Field(default=None, description="An MLflow tracking URI (sqlite:///reports/mlruns.db, "
+                                    "http://host:5000; a relative SQLite path is from the project root); null: "
+                                    "MLFLOW_TRACKING_URI when set, else sqlite:///<reports_dir>/mlruns.db.")
+    experiment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
+        default="product-image-study", description="The MLflow experiment the runs are logged under.")
+
+
 class Params(_Section):
     """All parameters of one run of the study."""
 
@@ -413,6 +420,7 @@ class Params(_Section):
     cnn: CNNParams = CNNParams()
     mobilenet_v2: MobileNetV2Params = MobileNetV2Params()
     report: ReportParams = ReportParams()
+    tracking: TrackingParams = TrackingParams()
 
     @field_validator("run_name")
     @classmethod
@@ -432,8 +440,10 @@ class Params(_Section):
         return json.loads(self.model_dump_json())
 
     def study_values(self) -> dict:
-        """Every value that shapes the results: all but where they are kept (``reports_dir``, ``scratch_runs_kept``)."""
-        return {key: value for key, value in self.to_dict().items() if key not in ("reports_dir", "scratch_runs_kept")}
+        """Every value that shapes the results: all but where they are kept and logged (``reports_dir``,
+        ``scratch_runs_kept``, ``tracking``)."""
+        return {key: value for key, value in self.to_dict().items()
+                if key not in ("reports_dir", "scratch_runs_kept", "tracking")}
 
     def fingerprint(self) -> str:
         """A short hash of the study's values: two runs with the same fingerprint used the same params
@@ -455,25 +465,14 @@ def _format_errors(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _merged(defaults: dict, overrides: dict) -> dict:
-    """``overrides`` laid over ``defaults``, section by section, so a file names only what it changes."""
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(defaults.get(key), dict) and defaults[key]:
-            merged[key] = _merged(defaults[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def parse_params(values: dict | None, source: str = "params") -> Params:
     """Validate a dict of parameters; every field it leaves out, at any depth, takes its default."""
     values = dict(values or {})
     for section, strong in STRONG_PROTOCOLS.items():  # a strong protocol's settings, under the file's own
         if isinstance(values.get(section), dict) and values[section].get("protocol") == "strong":
-            values[section] = _merged(strong, values[section])
+            values[section] = laid_over(strong, values[section])
     try:
-        return Params.model_validate(_merged(Params().model_dump(mode="json"), values))
+        return Params.model_validate(laid_over(Params().model_dump(mode="json"), values))
     except ValidationError as error:
         raise ParamsError(_format_errors(error, source)) from None
 
@@ -497,4 +496,4 @@ def load_params(path: str | Path, overrides: dict[str, object] | list[str] | Non
     except ValueError as error:
         raise ParamsError(str(error)) from None
     source = f"{path} with overrides {', '.join(override_words(overrides))}" if changes else str(path)
-    return parse_params(_merged(values or {}, changes), source=source)
+    return parse_params(laid_over(values or {}, changes), source=source)

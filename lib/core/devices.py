@@ -2,7 +2,7 @@
 
 `visible_devices` describes what this process's Keras backend sees (GPU model and count, or
 the CPU's cores), for the precision choice (`lib.training.models.auto_precision`) and the record
-(`lib.training.experiment.evaluate_and_save`, the report's methods table). `data_parallel` is the one
+(`lib.training.experiment.compute_evaluation`, the report's methods table). `data_parallel` is the one
 place where several devices come in: around each training (`lib.training.experiment.train_each_method`)
 it opens Keras' ``DataParallel`` distribution under JAX, or a ``tf.distribute.MirroredStrategy``
 scope under TensorFlow, so that the model is built, compiled and fitted over every device, each
@@ -59,7 +59,7 @@ class Devices:
         return ", ".join(f"{n} × {name}" for name, n in Counter(self.names).items())
 
     def to_dict(self) -> dict:
-        """What `lib.training.experiment.evaluate_and_save` records in metrics.json under ``runtime``."""
+        """What `lib.training.experiment.compute_evaluation` records in metrics.json under ``runtime``."""
         return asdict(self) | {"count": self.count, "replicas": self.replicas, "description": self.describe()}
 
 

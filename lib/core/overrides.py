@@ -68,3 +68,14 @@ def changed_fields(before: dict, after: dict) -> list[str]:
     """The dotted names whose values differ between two params dicts (``Params.study_values``)."""
     old, new = _dotted(before), _dotted(after)
     return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+
+
+def laid_over(defaults: dict, changes: dict) -> dict:
+    """``changes`` laid over ``defaults``, section by section, so a file names only what it changes."""
+    merged = dict(defaults)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict) and defaults[key]:
+            merged[key] = laid_over(defaults[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -29,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 # What the study writes at the top of reports_dir besides the runs (`lib.pipeline.store`): no run may take their names.
-RESERVED_RUN_NAMES = frozenset({"report.html", "report.pdf", "README.md"})
+RESERVED_RUN_NAMES = frozenset({"report.html", "report.pdf", "README.md", "mlruns.db", "mlartifacts", "comparisons"})
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ perceptual hash (near-duplicates). Everything else here works on that table.
 The audit's recipe, as the audit notebook and ``benchmarks/audit_scale.py`` both run it: `inspect_records`
 and `curate` (the usable images), `duplicate_pairs` (exact, pHash and feature pairs; the features are
 MobileNetV2's, `lib.training.features.audit_features`), `group_duplicates` (near-duplicate groups within
-each class) and `split_rounds` (every round's split and its leaks); `write_outputs` saves what later steps
-and a notebook opened on the finished audit read (`read_duplicate_pairs`).
+each class) and `split_rounds` (every round's split and its leaks). Its results (`lib.core.step`): the pairs
+(`compute_duplicate_pairs` / `read_duplicate_pairs`) and what later steps read (`compute_audit` / `read_audit`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from lib.core import progress
 from lib.core.provenance import manifest_sha256
+from lib.core.step import StepRun
 from lib.data.groups import chained_groups, near_duplicate_groups, similar_feature_pairs
 from lib.data.images import to_rgb, truncated_files_refused
 from lib.data.rounds import assign_round_splits
@@ -201,10 +202,19 @@ def duplicate_pairs(images: pd.DataFrame, features: np.ndarray, audit_params) ->
                      ignore_index=True)
 
 
-def read_duplicate_pairs(paths) -> pd.DataFrame:
-    """The pairs a finished audit wrote (`write_outputs`), as `duplicate_pairs` gave them: rows of the image table,
-    which the same inputs give again."""
-    return pd.read_csv(paths.duplicate_pairs)
+def compute_duplicate_pairs(run: StepRun, images: pd.DataFrame, features) -> pd.DataFrame:
+    """`duplicate_pairs` of ``images`` at ``run.params``' thresholds, on ``features(images, params, spill_dir)``
+    (`lib.training.features.audit_features`, which ``lib.data`` stands below), written to ``data/``."""
+    params, paths = run.params, run.paths
+    pairs = duplicate_pairs(images, features(images, params, paths.interim_dir), params.audit)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    pairs.to_csv(paths.duplicate_pairs, index=False)
+    return pairs
+
+
+def read_duplicate_pairs(run: StepRun) -> pd.DataFrame:
+    """The pairs `compute_duplicate_pairs` wrote: rows of the image table, which the same inputs give again."""
+    return pd.read_csv(run.paths.duplicate_pairs)
 
 
 def group_duplicates(images: pd.DataFrame, pairs: pd.DataFrame, split_params) -> tuple[np.ndarray, np.ndarray]:
@@ -441,19 +451,18 @@ def summarize(images: pd.DataFrame, pairs: pd.DataFrame) -> dict:
     }
 
 
-def write_outputs(
-    images: pd.DataFrame, pairs: pd.DataFrame, splits: dict[str, dict[str, pd.Series]], leaks: pd.DataFrame,
-    paths, params, warnings_found: pd.DataFrame | None = None, chained: np.ndarray | None = None,
+def compute_audit(
+    run: StepRun, images: pd.DataFrame, pairs: pd.DataFrame, splits: dict[str, dict[str, pd.Series]],
+    leaks: pd.DataFrame, warnings_found: pd.DataFrame | None = None, chained: np.ndarray | None = None,
 ) -> dict:
     """Write each round's split manifest, the image table, the excluded files, the warnings, the
-    duplicate pairs, the near-duplicates across classes and the summary.
+    near-duplicates across classes and the summary into ``run.paths``; returns the summary.
 
     ``images["split"]`` is the first round's split (what the audit's figures show); ``pairs``: `duplicate_pairs`;
     ``chained`` the groups chaining would have made (`group_duplicates`), for the summary's before/after.
-    Returns the summary.
     """
-    pairs.to_csv(paths.duplicate_pairs, index=False)
-    pairs = describe_pairs(pairs, images)
+    paths, params, pairs = run.paths, run.params, describe_pairs(pairs, images)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
 
     manifests = {
         name: write_split_manifest(images.assign(split=kinds["used"]), paths.round(name).split_manifest)
@@ -484,3 +493,8 @@ def write_outputs(
     }
     paths.audit_summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def read_audit(run: StepRun) -> dict:
+    """The summary `compute_audit` returned, from the run's ``data/audit.json``."""
+    return json.loads(run.paths.audit_summary.read_text())

@@ -42,6 +42,7 @@ from lib.deploy.finished_run import (
     max_image_pixels,
     read_image,
 )
+from lib.deploy.registry import register_exports
 from lib.training.evaluate import classification_metrics
 
 TOLERANCE = 1e-4  # float32 ONNX vs float32 Keras, probabilities after post-processing
@@ -187,12 +188,16 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of " + ", ".join(MODELS))
     parser.add_argument("--check-images", type=int, help="test images compared between runtimes (default: all)")
     args = parser.parse_args(argv)
+    described = {}
     try:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            print(summary_line(export_model(args.run, name, args.check_images)), flush=True)
+            described[name] = export_model(args.run, name, args.check_images)
+            print(summary_line(described[name]), flush=True)
     except (RunError, ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    for version in register_exports(args.run, described):
+        print(f"registered in MLflow: {version}")
     return 0
 
 

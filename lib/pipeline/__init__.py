@@ -8,4 +8,6 @@
     interactive  a notebook opened by hand: reuse the published step, or compute into a scratch run
     store        the run store: the run's lock, staging, publish as one atomic switch, recovery after a kill
     progress     what a person watching a run sees: each step's progress, the time left, no start-up noise
+    tracking     every run in MLflow: a parent run per run, a child per training, read from the run folder
+    sweep        a sweep's runs one after another, each reusing the nearest finished run, then their page
 """

@@ -37,7 +37,8 @@ from lib.core.backends import resolve_backend
 from lib.core.config import Params, load_params
 from lib.core.overrides import changed_fields
 from lib.core.paths import RunPaths, copy_run, run_paths
-from lib.pipeline import keys
+from lib.core.step import StepRun
+from lib.pipeline import keys, tracking
 from lib.pipeline import store as run_store
 from lib.pipeline.execute import RUNNER_PID_VARIABLE
 from lib.pipeline.schedule import prerequisites
@@ -51,61 +52,52 @@ class EarlierStepNeeded(RuntimeError):
     """This step reads results that neither the published run nor the scratch run holds for these params."""
 
 
-@dataclass
-class NotebookRun:
-    """Where one notebook execution reads and writes. ``reuses``: it shows ``folder``'s results and writes
-    nothing; otherwise it computes into ``folder`` (the runner's staging folder, or the scratch run)."""
+@dataclass(kw_only=True)
+class NotebookRun(StepRun):
+    """One notebook execution: the `lib.core.step.StepRun` its cells take (``reuses``: it shows ``paths``'
+    results and writes nothing; otherwise it computes into ``paths``, the runner's staging folder or the
+    scratch run), the step it runs, the published run, and why it reuses or computes."""
 
-    params: Params
     planned: PlannedStep
-    folder: RunPaths
     published: RunPaths
-    reuses: bool
     by_hand: bool
-    key: str | None
     reason: str
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
-
-    @property
-    def run_dir(self) -> str:
-        """The run folder the notebook's lib calls take (`lib.core.paths.run_paths`)."""
-        return str(self.folder.root)
-
-    @property
-    def round_name(self) -> str | None:
-        return self.planned.round_name
 
     def describe(self) -> str:
         """What a person at the notebook needs first: the run it reads, reuse or compute and why, where it writes."""
         if not self.by_hand:
-            return f"run by ./run_all.sh: computing into {self.folder.root}"
+            return f"run by ./run_all.sh: computing into {self.paths.root}"
         step = self.planned.title
         if self.reuses:
-            shown = self.folder.root
+            shown = self.paths.root
             if shown == self.published.root:  # the published version, by the name a person knows it
                 shown = f"{run_paths(self.params).root} (version {shown.name})"
             return (f"{step}: showing the results of {shown}\n"
                     f"reused, nothing is trained or written: {self.reason}")
         return (f"{step}: computing, because {self.reason}\n"
-                f"writing into the scratch run {self.folder.root} (the published run {self.published.root} "
+                f"writing into the scratch run {self.paths.root} (the published run {self.published.root} "
                 "is never written by a notebook run by hand)")
 
     def finished(self) -> None:
         """The notebook's last cell, run by hand: check the key again (code edited while the notebook ran changes
         it), then record a step computed by hand in its scratch run, so that the notebooks after it (and this one,
-        run again with the same inputs) reuse it; release the scratch run. Says what it did."""
+        run again with the same inputs) reuse it, and log it to MLflow (`lib.pipeline.tracking`); release the scratch
+        run. Says what it did."""
         if not self.by_hand:
             return
         try:
-            if keys.step_key(self.planned, self.params, self.folder, _inputs(self.params)) != self.key:
+            if keys.step_key(self.planned, self.params, self.paths, _inputs(self.params)) != self.key:
                 shown = "what it shows is from before the change; " if self.reuses else ""
                 print(f"not recorded: this step's inputs changed since the notebook opened (lib code, packages, data "
                       f"or params); {shown}run the notebook again from the top")
             elif not self.reuses:
-                record = _steps(self.folder)
+                record = _steps(self.paths)
                 record[self.planned.label] = {"key": self.key, "seconds": None, "reused": False, "by_hand": True}
-                store.write_json(self.folder.steps, record)
-                print(f"recorded in the scratch run {self.folder.root}")
+                store.write_json(self.paths.steps, record)
+                tracking.log_step_by_hand(self.params, self.paths, self.planned.label, self.key,
+                                          resolve_backend(self.params.training.backend))
+                print(f"recorded in the scratch run {self.paths.root}")
         finally:
             self.lock.close()
 
@@ -240,9 +232,10 @@ def _open_by_hand(params: Params, planned: PlannedStep) -> NotebookRun:
     key = keys.step_key(planned, params, reading, inputs)
     if _recorded(reading, planned, key):
         which = "the scratch run" if reading is scratch else "the published run"
-        return NotebookRun(params, planned, reading, published, reuses=True, by_hand=True, key=key,
+        return NotebookRun(params, reading, planned.round_name, key, reuses=True, planned=planned,
+                           published=published, by_hand=True,
                            reason=f"this step's inputs are those {which} recorded for it")
-    notebook = NotebookRun(params, planned, scratch, published, reuses=False, by_hand=True, key=None,
+    notebook = NotebookRun(params, scratch, planned.round_name, planned=planned, published=published, by_hand=True,
                            reason=_why_computed(params, published, planned))
     notebook.lock.enter_context(_scratch_lock(scratch))
     if not _scratch_is_current(published, scratch):
@@ -259,7 +252,9 @@ def _open_by_hand(params: Params, planned: PlannedStep) -> NotebookRun:
 def open_notebook(notebook: str, params_file: str | Path, run_dir: str | Path | None = None,
                   round_name: str | None = None, step_key: str | None = None,
                   overrides: dict | None = None) -> NotebookRun:
-    """Where the notebook ``notebook`` (e.g. "02_cnn.ipynb") reads and writes, from its parameters cell.
+    """Where the notebook ``notebook`` (e.g. "02_cnn.ipynb") reads and writes, from its parameters cell: the
+    `NotebookRun` its cells pass to the step's functions (the params are loaded here, once per step), whose
+    `lib.core.step.StepRun.result` computes each result or reads it back.
 
     ``run_dir`` set (the runner): compute there under the runner's key ``step_key``; the kernel ends with the
     runner. ``run_dir`` None (by hand): reuse the published run's results, or its scratch run's, when this step's
@@ -273,5 +268,5 @@ def open_notebook(notebook: str, params_file: str | Path, run_dir: str | Path | 
         return _open_by_hand(params, planned)
     if RUNNER_PID_VARIABLE in os.environ:  # a killed runner leaves no kernel writing into its staging folder
         store.die_with_parent(int(os.environ[RUNNER_PID_VARIABLE]))
-    return NotebookRun(params, planned, run_paths(params, run_dir), run_paths(params), reuses=False, by_hand=False,
-                       key=step_key, reason="run by ./run_all.sh")
+    return NotebookRun(params, run_paths(params, run_dir), planned.round_name, step_key, planned=planned,
+                       published=run_paths(params), by_hand=False, reason="run by ./run_all.sh")

@@ -56,12 +56,12 @@ def progress_of(staging: Path) -> Path:
     return staging / PROGRESS_FILE
 
 
-def stage(link: Path, say=print) -> tuple[RunPaths, dict]:
+def stage(link: Path, say=print, reuse_from: Path | None = None) -> tuple[RunPaths, dict]:
     """The staging folder of the run published at ``link``, and what an unfinished run left there.
 
     An unfinished run (its progress file there): resumed, the steps it finished reusable under their recorded
-    keys. Else a fresh copy of the published run (what unchanged steps reuse), or an empty folder. Call it holding
-    `run_lock`.
+    keys. Else a fresh copy of the published run (what unchanged steps reuse), or of ``reuse_from`` where nothing
+    is published yet (a sweep's earlier run), or an empty folder. Call it holding `run_lock`.
     """
     staging = RunPaths(staging_of(link))
     progress = progress_of(staging.root)
@@ -70,8 +70,9 @@ def stage(link: Path, say=print) -> tuple[RunPaths, dict]:
         return staging, store.read_json(progress, f"delete the folder {staging.root} to start the run afresh "
                                                   "(its finished steps are then computed again)")
     shutil.rmtree(staging.root, ignore_errors=True)
-    if link.is_dir():
-        copy_run(link, staging.root)
+    source = link if link.is_dir() or reuse_from is None else Path(reuse_from)
+    if source.is_dir():
+        copy_run(source, staging.root)
     staging.root.mkdir(parents=True, exist_ok=True)
     store.write_json(progress, {})
     return staging, {}

@@ -7,5 +7,6 @@
     data_prose   the words about the data: what the images show, class sizes, the audit's findings
     tables       the protocol as configured, the statistics, the methods, the steps: as tables
     references   the works a report cites
+    run_comparison  the comparison page of finished runs (./compare_runs.sh, a sweep's page)
     report.css   the report's page style (HTML and PDF)
 """

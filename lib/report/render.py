@@ -50,7 +50,11 @@ def render(executed_notebook: Path, html_path: Path, pdf_path: Path, title: str)
     say), the HTML alone is written, a note says why, and None is returned; a PDF of an earlier
     run is removed, so that the report's HTML and PDF always come from one run.
     """
-    html = render_html(executed_notebook, title)
+    return write_pages(render_html(executed_notebook, title), html_path, pdf_path)
+
+
+def write_pages(html: str, html_path: Path, pdf_path: Path) -> int | None:
+    """Write a standalone HTML page, and its PDF where WeasyPrint can print (`render`); the PDF's page count."""
     html_path.write_text(html, encoding="utf-8")
     try:
         import weasyprint  # noqa: F401 - loads Pango through cffi: OSError where the system lacks it

@@ -2,10 +2,11 @@
 
 `prepare` reads one evaluation round's split, decodes it, and builds the validation stream;
 `train_each_method` trains one model per minority-class method the round trains (reusing
-what an interrupted run finished); `validate` and `choose_method` compare the methods on the
-validation split; `evaluate_and_save` scores the chosen model on the test split and writes
+what an interrupted run finished); `validate` and `compute_choice` compare the methods on the
+validation split; `compute_evaluation` scores the chosen model on the test split and writes
 the model's artefacts (model, history, predictions, metrics, params), which are all that
-later steps read.
+later steps read. `read_choice` and `read_evaluation` give back what those two returned, from their
+files (`lib.core.step`: a notebook opened by hand on a finished step trains nothing).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import pandas as pd
 
 from lib.core import minority, progress
 from lib.core.backends import check_active_backend, visible_gpus
-from lib.core.config import Params, load_params
+from lib.core.config import Params
 from lib.core.devices import (Devices, data_parallel, missing_gpu_warning, on_this_process,
                               visible_devices)
 from lib.core.distribution import join_from_environment
-from lib.core.paths import ModelPaths, RoundPaths, RunPaths, run_paths
+from lib.core.paths import ModelPaths, RoundPaths, RunPaths
 from lib.core.provenance import set_seed
+from lib.core.step import StepRun
 from lib.core.study import StudyModel, study_model
 from lib.data.augmentation import build_augmentation
 from lib.data.inputs import data_workers, evaluation_stream, training_stream
@@ -131,22 +133,21 @@ class Experiment:
         return [str(table.loc[table["chosen"], "method"].iloc[0])]
 
 
-def prepare(params_file: str, model_name: str, run_dir: str | None = None, round_name: str | None = None,
-            step_key: str | None = None, overrides: dict | None = None, writes: bool = True) -> Experiment:
+def prepare(run: StepRun, model_name: str) -> Experiment:
     """Seed everything with the round's seed, read and decode its split, and build the validation stream.
 
-    ``round_name`` None is the first round (what a notebook opened in Jupyter runs).
-    ``step_key``: the runner's key of this step's inputs (`lib.pipeline.keys.step_key`); each method's
-    training is saved under it, so that a run interrupted part-way through a step reuses the
-    methods it had finished (None: always train). ``overrides``: params changed by dotted name
-    (`lib.core.config.load_params`). ``writes`` False: the run folder is only read (a notebook opened by hand
-    showing a finished step): no folder is made and the pixel cache is not written.
+    ``run``: the step's `lib.core.step.StepRun` (a notebook's `lib.pipeline.interactive.NotebookRun`), whose
+    params are used as they are, never loaded again. Its ``round_name`` None is the first round; its ``key``, the
+    runner's key of this step's inputs (`lib.pipeline.keys.step_key`), is the one each method's training is
+    saved under, so that a run interrupted part-way through a step reuses the methods it had finished (None:
+    always train). ``run.reuses``: the run folder is only read (a notebook opened by hand showing a finished
+    step): no folder is made and the pixel cache is not written.
     """
     study_model(model_name)  # a model the study does not have stops here, naming those it has
-    params = load_params(params_file, overrides)
-    check_active_backend(params.training.backend, f"{params_file}: training.backend")
+    params, writes = run.params, not run.reuses
+    check_active_backend(params.training.backend)
     rounds = evaluation_rounds(params.evaluation)
-    round_ = rounds.named(round_name)
+    round_ = rounds.named(run.round_name)
     # A kernel of a run across processes joins the others before anything computes (`lib.run.run_study`)
     where = join_from_environment() if writes else None
     devices = visible_devices()  # across processes: every process's devices
@@ -154,7 +155,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         progress.warn(missing)
     set_seed(round_.seed, deterministic=params.training.deterministic)
     set_precision(params.training.precision, devices)
-    paths = run_paths(params, run_dir)
+    paths = run.paths
     split = paths.round(round_.name).split_manifest
     data = load_study_data(read_split(split), params.data.image_size, cache_dir=paths.interim_dir, write_cache=writes)
     experiment = Experiment(
@@ -166,7 +167,7 @@ def prepare(params_file: str, model_name: str, run_dir: str | None = None, round
         data=data,
         val_ds=evaluation_stream(data.val, len(data.class_names), params.training.batch_size,
                                  data_workers(params.training.data_workers, devices.platform != "cpu")),
-        step_key=step_key,
+        step_key=run.key,
         devices=devices,
         shard=(0, 1) if where is None else (where.index, where.processes),
     )
@@ -191,6 +192,9 @@ class TrainedModel:
     parameters: dict[str, int]
     postprocessing: minority.Postprocessing
     val_probabilities: np.ndarray | None  # None: read back from a finished step, whose choice is made
+    # What it trained on while the step computes (MobileNetV2: `lib.training.activation_cache`'s inputs, whose
+    # summary the metrics record and whose frozen features the probe reuses); None: the CNN, or read back.
+    inputs: object | None = None
 
 
 def validate(experiment: Experiment, method: str, model: keras.Model, history: pd.DataFrame,
@@ -272,12 +276,15 @@ def methods_table(experiment: Experiment, trained: dict[str, TrainedModel]) -> p
     return pd.DataFrame(rows).assign(minority_class=rare)
 
 
-def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> tuple[TrainedModel, pd.DataFrame]:
-    """The method whose model scores best on validation, and the comparison table (`methods_table`, written to
-    ``methods.csv`` in the first round).
+def compute_choice(experiment: Experiment,
+                   train: Callable[[Experiment], dict[str, TrainedModel]]) -> tuple[TrainedModel, pd.DataFrame]:
+    """Train the round's methods (``train``: the model's recipe, `lib.training.recipes`), and return the one whose
+    model scores best on validation, with the comparison table (`methods_table`, written to ``methods.csv`` in
+    the first round).
 
     The table also holds each method's test scores, for the record: they play no part in the choice.
     """
+    trained = train(experiment)
     progress.report("stage", text="choosing the method on the validation split")
     table = methods_table(experiment, trained)
     chosen = minority.best_method(table, experiment.params.minority.selection_metric, list(trained))
@@ -287,10 +294,10 @@ def choose_method(experiment: Experiment, trained: dict[str, TrainedModel]) -> t
     return trained[chosen], table
 
 
-def saved_choice(experiment: Experiment) -> tuple[TrainedModel, pd.DataFrame]:
-    """What `choose_method` returned when the step ran, read from the files it wrote: the kept model with its
-    history, parameters and post-processing, and the methods table (the first round's ``methods.csv``; a later
-    round, which trains one method, gets that method's row again from its validation predictions)."""
+def read_choice(experiment: Experiment) -> tuple[TrainedModel, pd.DataFrame]:
+    """What `compute_choice` returned when the step ran, read from the files the step wrote: the kept model with
+    its history, parameters and post-processing, and the methods table (the first round's ``methods.csv``; a
+    later round, which trains one method, gets that method's row again from its validation predictions)."""
     files = experiment.model_paths
     metrics = json.loads(files.metrics.read_text())
     method, model = metrics["minority_method"], load_trained_model(files.model)
@@ -302,21 +309,17 @@ def saved_choice(experiment: Experiment) -> tuple[TrainedModel, pd.DataFrame]:
     return chosen, methods_table(experiment, {method: chosen}).assign(chosen=True)
 
 
-def saved_evaluation(experiment: Experiment) -> tuple[dict, pd.DataFrame]:
-    """What `evaluate_and_save` returned when the step ran: (metrics, test predictions), read from its files."""
+def read_evaluation(experiment: Experiment) -> tuple[dict, pd.DataFrame]:
+    """What `compute_evaluation` returned when the step ran: (metrics, test predictions), read from its files."""
     files = experiment.model_paths
     return json.loads(files.metrics.read_text()), pd.read_csv(files.predictions)
 
 
-def evaluate_and_save(
-    experiment: Experiment,
-    trained: TrainedModel,
-    training_inputs: dict | None = None,
-) -> tuple[dict, pd.DataFrame]:
+def compute_evaluation(experiment: Experiment, trained: TrainedModel) -> tuple[dict, pd.DataFrame]:
     """Score the chosen model on the test split and write every artefact; returns (metrics, predictions).
 
-    The test probabilities pass through the method's post-processing (fitted on validation).
-    ``training_inputs`` says what the model trained on (e.g. `lib.training.activation_cache`'s cache summary).
+    The test probabilities pass through the method's post-processing (fitted on validation). The metrics
+    record what the model trained on (``trained.inputs``: e.g. `lib.training.activation_cache`'s cache summary).
     """
     progress.report("stage", text="testing the chosen model, saving it")
     test, names = experiment.data.test, experiment.data.class_names
@@ -338,7 +341,7 @@ def evaluate_and_save(
         "precision": keras.config.dtype_policy().name,
         "runtime": experiment.devices.to_dict() | {"batch_size": experiment.params.training.batch_size,
                                                    "deterministic": experiment.params.training.deterministic},
-        "training_inputs": training_inputs or {"activation_cache": False},
+        "training_inputs": {"activation_cache": False} if trained.inputs is None else trained.inputs.summary(),
     }
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(files.trainings_dir, ignore_errors=True)  # the step is complete: nothing left to resume

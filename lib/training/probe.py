@@ -108,7 +108,7 @@ def frozen_features(data: StudyData, params: Params, seed: int,
 
 @dataclass
 class ProbeResult:
-    """The probe of one round: its test metrics (as `lib.training.experiment.evaluate_and_save` writes a model's,
+    """The probe of one round: its test metrics (as `lib.training.experiment.compute_evaluation` writes a model's,
     with both models' validation scores in ``metrics['validation']``), its test predictions, and the class each
     validation image is given by the fine-tuned model and by the probe (`validation_table`)."""
 
@@ -138,19 +138,19 @@ def validation_table(split, fine_tuned: np.ndarray, probe: np.ndarray, class_nam
                          "fine_tuned": names[fine_tuned.argmax(axis=1)], "probe": names[probe.argmax(axis=1)]})
 
 
-def fit_and_save(experiment: Experiment, chosen: TrainedModel, inputs=None) -> ProbeResult:
+def compute_probe(experiment: Experiment, chosen: TrainedModel) -> ProbeResult:
     """Train the probe of this round with the chosen model's minority-class method, score it on the test
     split, compare it with the chosen (fine-tuned) model on validation, and write its files
     (`lib.core.paths.ModelPaths.probe_predictions`, ``probe_metrics``, ``probe_validation``).
 
-    ``chosen``: the `lib.training.experiment.TrainedModel` the round keeps; ``inputs``: what it trained on
-    (`lib.training.recipes.mobilenet_v2_by_method`), whose cached frozen features are reused.
+    ``chosen``: the `lib.training.experiment.TrainedModel` the round keeps; the cached frozen features of what it
+    trained on (``chosen.inputs``, `lib.training.recipes.mobilenet_v2_by_method`) are reused.
     """
     progress.report("stage", text="the linear probe")
     data, names, params = experiment.data, experiment.data.class_names, experiment.params
     method = minority.METHODS[chosen.method]
     start = time.perf_counter()
-    cached = inputs.clean_pooled() if inputs is not None else {}
+    cached = chosen.inputs.clean_pooled() if chosen.inputs is not None else {}
     features, from_cache = frozen_features(data, params, experiment.round.seed, cached), sorted(cached)
     feature_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -186,8 +186,8 @@ def fit_and_save(experiment: Experiment, chosen: TrainedModel, inputs=None) -> P
     return ProbeResult(metrics, predictions, validation)
 
 
-def saved_result(experiment: Experiment) -> ProbeResult:
-    """What `fit_and_save` returned when the step ran, read from the files it wrote."""
+def read_probe(experiment: Experiment) -> ProbeResult:
+    """What `compute_probe` returned when the step ran, read from the files it wrote."""
     files = experiment.round_paths.model(PROBE_MODEL.name)
     return ProbeResult(json.loads(files.probe_metrics.read_text()), pd.read_csv(files.probe_predictions),
                        pd.read_csv(files.probe_validation))

@@ -17,9 +17,10 @@ training stream). Everything around the fits (data, validation, choice, test, fi
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from lib.core.minority import MinorityMethod
-from lib.training.activation_cache import ActivationCache, PixelInputs, ReusedInputs, phase_inputs
+from lib.training.activation_cache import ReusedInputs, phase_inputs
 from lib.training.experiment import Experiment, TrainedModel, train_each_method, validate
 from lib.training.models import build_cnn, build_mobilenet_v2, parameter_counts, unfreeze_top
 from lib.training.train import combine_phases, fit_phase
@@ -39,9 +40,9 @@ def cnn_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
     return train_each_method(experiment, train)
 
 
-def mobilenet_v2_by_method(experiment: Experiment) -> tuple[dict[str, TrainedModel],
-                                                            ActivationCache | PixelInputs | ReusedInputs]:
-    """MobileNetV2, both phases, once per minority-class method this round trains; and what it trained on.
+def mobilenet_v2_by_method(experiment: Experiment) -> dict[str, TrainedModel]:
+    """MobileNetV2, both phases, once per minority-class method this round trains, each with what it trained on
+    (``inputs``: `lib.training.activation_cache.phase_inputs`, or `ReusedInputs` when every training was reused).
 
     The frozen layers' activations are cached once and shared by every method's model.
     """
@@ -79,4 +80,4 @@ def mobilenet_v2_by_method(experiment: Experiment) -> tuple[dict[str, TrainedMod
     if inputs is None:  # every training was reused: report the inputs the first one recorded
         first = experiment.model_paths.training(next(iter(trained)))
         inputs = ReusedInputs(json.loads(first.inputs.read_text()))
-    return trained, inputs
+    return {name: replace(model, inputs=inputs) for name, model in trained.items()}

@@ -227,21 +227,26 @@ def test_a_truncated_file_is_refused_even_after_weasyprint_turned_pil_lenient(tm
         ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
-def test_the_audits_recipe_finds_pairs_groups_and_splits_and_saves_the_pairs_it_reads_back(tmp_path, image_folder):
-    """`duplicate_pairs`, `group_duplicates` and `split_rounds`, as the audit notebook and the audit-scale benchmark
-    run them; the pairs `write_outputs` saves are those `read_duplicate_pairs` gives a notebook opened on the run."""
+def test_the_audits_recipe_finds_pairs_groups_and_splits_and_reads_back_what_it_wrote(tmp_path, image_folder):
+    """`compute_duplicate_pairs`, `group_duplicates` and `split_rounds`, as the audit notebook runs them (the
+    audit-scale benchmark: `duplicate_pairs`); the pairs and the summary the computes write are those
+    `read_duplicate_pairs` and `read_audit` give a notebook opened on the run."""
     from lib.core.config import parse_params
     from lib.core.paths import run_paths
+    from lib.core.step import StepRun
 
     params = parse_params({"reports_dir": str(tmp_path / "reports"), "evaluation": {"seeds": [1, 2]},
                            "split": {"max_group_share": 0.5},  # a class of 12 images may hold a group of 2
                            "data": {"source": "folder", "directory": str(image_folder)}})
+    run = StepRun(params, run_paths(params))
     images, warnings_found = audit.curate(audit.inspect_records(sources.scan_class_folders(image_folder), MAX_PIXELS),
                                           params.data, params.audit)
     copy = images.index[images["label"] == "alpha"][:2]  # two rows of one class made feature twins
     features = np.eye(len(images))[images["usable"].to_numpy()] + 0.0
     features[copy[1]] = features[copy[0]]
-    pairs = audit.duplicate_pairs(images, features, params.audit)
+    asked = []
+    pairs = audit.compute_duplicate_pairs(run, images, lambda *arguments: asked.append(arguments) or features)
+    assert len(asked) == 1 and asked[0][0] is images and asked[0][1:] == (params, run.paths.interim_dir)
     assert pairs[pairs["kind"] == "feature"][["a", "b"]].values.tolist() == [list(copy)]
     images["group"], chained = audit.group_duplicates(images, pairs, params.split)
     assert images.loc[copy[0], "group"] == images.loc[copy[1], "group"] and len(chained) == len(images)
@@ -249,9 +254,8 @@ def test_the_audits_recipe_finds_pairs_groups_and_splits_and_saves_the_pairs_it_
     assert list(splits) == list(leaks.index) == ["seed-1", "seed-2"]
     assert (leaks["pairs across splits (used)"] == 0).all(), "a group stays on one side of each split"
 
-    paths = run_paths(params)
-    paths.data_dir.mkdir(parents=True)
     images["split"] = splits["seed-1"]["used"]
-    summary = audit.write_outputs(images, pairs, splits, leaks, paths, params, warnings_found, chained)
-    assert summary["feature_duplicate_pairs"] == 1 and paths.round("seed-2").split_manifest.is_file()
-    pd.testing.assert_frame_equal(audit.read_duplicate_pairs(paths), pairs, check_dtype=False)
+    summary = audit.compute_audit(run, images, pairs, splits, leaks, warnings_found, chained)
+    assert summary["feature_duplicate_pairs"] == 1 and run.paths.round("seed-2").split_manifest.is_file()
+    pd.testing.assert_frame_equal(audit.read_duplicate_pairs(run), pairs, check_dtype=False)
+    assert audit.read_audit(run) == summary

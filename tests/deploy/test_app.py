@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -29,16 +28,9 @@ def _photo(tmp_path: Path) -> Path:
     return tmp_path / "shelf photo.jpg"
 
 
-def _missing_browser() -> str:
-    if not app_browser.CHROMIUM.is_file():
-        return f"no Chromium at {app_browser.CHROMIUM} (apt-get install chromium; .ci/run installs it)"
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed (it is in requirements.lock)"
-    return ""
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(bool(_missing_browser()), reason=_missing_browser() or "browser present")
+@pytest.mark.skipif(bool(app_browser.missing_browser()),
+                    reason=app_browser.missing_browser() or "browser present")
 def test_upload_in_a_real_browser_shows_both_models_predictions(finished_run, tmp_path):
     photo, not_an_image = _photo(tmp_path), tmp_path / "notes.txt"
     not_an_image.write_text("not a photo\n")

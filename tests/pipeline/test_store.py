@@ -376,13 +376,13 @@ def test_by_hand_an_override_of_the_split_stops_the_model_notebook_naming_the_au
     assert not scratch.root.exists(), "nothing computed on the published split"
     # the audit by hand, with the same overrides, computes the split into the scratch run; then the CNN can run
     audit = interactive.open_notebook("01_data_audit.ipynb", tiny_params_file, overrides=SPLIT_OVERRIDE)
-    assert not audit.reuses and audit.folder == scratch
+    assert not audit.reuses and audit.paths == scratch
     for round_name in ("seed-42", "seed-43", "seed-44"):  # what the audit writes: each round's split, redrawn
         scratch.round(round_name).split_manifest.parent.mkdir(parents=True, exist_ok=True)
         scratch.round(round_name).split_manifest.write_text("path,label,split\n")
     audit.finished()
     cnn = interactive.open_notebook("02_cnn.ipynb", tiny_params_file, overrides=SPLIT_OVERRIDE)
-    assert not cnn.reuses and cnn.folder == scratch
+    assert not cnn.reuses and cnn.paths == scratch
 
 
 def test_a_notebook_computing_by_hand_holds_its_scratch_run(tiny_params_file, stand_ins):
@@ -391,12 +391,12 @@ def test_a_notebook_computing_by_hand_holds_its_scratch_run(tiny_params_file, st
     with pytest.raises(store.LockHeld, match="is being written by process"):
         interactive.open_notebook("02_cnn.ipynb", tiny_params_file, overrides={"cnn.dropout": 0.3})
     lines = interactive.remove_scratch_runs(load_params(tiny_params_file).reports_dir)
-    assert first.folder.root.is_dir() and lines[0].startswith("kept")
+    assert first.paths.root.is_dir() and lines[0].startswith("kept")
     first.finished()
     again = interactive.open_notebook("02_cnn.ipynb", tiny_params_file, overrides={"cnn.dropout": 0.3})
-    assert again.reuses and again.folder == first.folder, "recorded: shown, not computed again"
+    assert again.reuses and again.paths == first.paths, "recorded: shown, not computed again"
     assert interactive.remove_scratch_runs(load_params(tiny_params_file).reports_dir)[0].startswith("removed")
-    assert not first.folder.root.exists()
+    assert not first.paths.root.exists()
 
 
 def test_a_step_interrupted_by_hand_is_never_shown_as_reused(tiny_params_file, stand_ins):
@@ -428,8 +428,8 @@ def test_a_scratch_run_made_from_an_older_published_run_is_made_again(tiny_param
     Image.fromarray(np.full((40, 48, 3), 9, np.uint8)).save(image)
     run.run_study(tiny_params_file)
     after = interactive.open_notebook("02_cnn.ipynb", tiny_params_file, overrides={"cnn.dropout": 0.3})
-    assert not after.reuses and "scratch.json" in {p.name for p in after.folder.root.iterdir()}
-    record = json.loads((after.folder.root / "scratch.json").read_text())
+    assert not after.reuses and "scratch.json" in {p.name for p in after.paths.root.iterdir()}
+    record = json.loads((after.paths.root / "scratch.json").read_text())
     assert record["copied_from"] == str(published(tiny_params_file).root.resolve())
 
 
@@ -443,7 +443,7 @@ def test_a_lib_change_while_a_notebook_is_open_is_said_and_not_recorded(tiny_par
     monkeypatch.setattr(keys, "step_key", lambda *args: real(*args) + "-after-an-edit")
     notebook.finished()
     assert "not recorded: this step's inputs changed since the notebook opened" in capsys.readouterr().out
-    assert "rounds/seed-42/02_cnn.ipynb" not in json.loads(notebook.folder.steps.read_text())
+    assert "rounds/seed-42/02_cnn.ipynb" not in json.loads(notebook.paths.steps.read_text())
 
 
 def test_old_scratch_runs_are_pruned(tiny_params_file, stand_ins):
@@ -453,9 +453,9 @@ def test_old_scratch_runs_are_pruned(tiny_params_file, stand_ins):
     for dropout in (0.1, 0.2, 0.3, 0.35, 0.4, 0.45)[: kept + 2]:  # the default (0.5) would show the published run
         notebook = interactive.open_notebook("02_cnn.ipynb", tiny_params_file, overrides={"cnn.dropout": dropout})
         notebook.finished()
-        folders.append(notebook.folder.root)
+        folders.append(notebook.paths.root)
         used = time.time() - 1000 + len(folders)  # in the order they were used, whatever the clock's resolution
-        os.utime(notebook.folder.root, (used, used))
+        os.utime(notebook.paths.root, (used, used))
     assert [f.exists() for f in folders] == [False] * 2 + [True] * kept, [(f.name, f.exists()) for f in folders]
 
 

@@ -307,9 +307,10 @@ def shell_flags(script: Path) -> set[str]:
 
 
 # Programs the pages call that are not the project's: no parser of ours to check them against.
-OTHER_PROGRAMS = {"mkdir", "cp", "cd", "sha256sum", "sbatch", "scontrol", "head", "srun", "jupyter", "pytest"}
-# Flags of other programs that the pages name (Slurm's, XLA's).
-OTHER_FLAGS = {"--nodes", "--ntasks-per-node", "--gpus-per-node", "--xla_gpu_deterministic_ops"}
+OTHER_PROGRAMS = {"mkdir", "cp", "cd", "sha256sum", "sbatch", "scontrol", "head", "srun", "jupyter", "pytest", "mlflow"}
+# Flags of other programs that the pages name (Slurm's, XLA's, MLflow's).
+OTHER_FLAGS = {"--nodes", "--ntasks-per-node", "--gpus-per-node", "--xla_gpu_deterministic_ops",
+               "--backend-store-uri"}
 
 
 def shell_commands(block: str) -> list[str]:

@@ -18,6 +18,7 @@ from helpers import NO_AUGMENTATION, write_first_round_split, write_params
 
 from lib.core.config import load_params
 from lib.core.paths import PROJECT_ROOT
+from lib.core.tracking_store import Store, default_uri
 
 TRAIN_TWICE = """
 import json, sys
@@ -27,6 +28,9 @@ if sys.argv[2] == "tensorflow":  # before anything starts TensorFlow's devices
     tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
                                                [tf.config.LogicalDeviceConfiguration()] * 2)
 from lib.core import devices
+from lib.core.config import load_params
+from lib.core.paths import run_paths
+from lib.core.step import StepRun
 from lib.training import experiment, recipes
 
 
@@ -39,13 +43,13 @@ def model_replicas(model) -> int:  # over how many devices the variables are lai
     return strategy.num_replicas_in_sync if strategy is not None else 1
 
 
-report = {}
-for model_name, train in (("cnn", recipes.cnn_by_method), ("mobilenetv2", lambda e: recipes.mobilenet_v2_by_method(e)[0])):
+report, params = {}, load_params(sys.argv[1])
+for model_name, train in (("cnn", recipes.cnn_by_method), ("mobilenetv2", recipes.mobilenet_v2_by_method)):
     runs = []
     for attempt in range(2):
-        study = experiment.prepare(sys.argv[1], model_name)
+        study = experiment.prepare(StepRun(params, run_paths(params)), model_name)
         trained = train(study)["class_weight"]
-        metrics, predictions = experiment.evaluate_and_save(study, trained)
+        metrics, predictions = experiment.compute_evaluation(study, trained)
         runs.append(predictions.filter(like="p_").to_numpy())
     report[model_name] = {
         "devices": study.devices.to_dict(),
@@ -282,7 +286,15 @@ def test_the_study_across_two_processes_gives_the_predictions_of_two_devices_in_
         "01_data_audit.ipynb", "rounds/seed-42/02_cnn.ipynb", "rounds/seed-42/03_mobilenetv2.ipynb"]
     assert not (own / "comparison").exists() and not (own / "report.html").exists()
     assert sorted(p.name for p in (tmp_path / "together").iterdir()) == [
-        ".locks", ".processes", ".runs", "report.html", "report.pdf", "tiny"]  # the store's locks and versions
+        ".locks", ".processes", ".runs", "mlartifacts", "mlruns.db", "mlruns.db.lock", "report.html", "report.pdf",
+        "tiny"]  # the store's locks and versions, the MLflow store
+    # process 0 alone logs the run to MLflow: one parent run, a child per training
+    store = Store(default_uri(tmp_path / "together"), "product-image-study")
+    runs = store.search("")
+    assert [r.info.run_name for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["tiny"]
+    trained = sum(pd.read_csv(published / "rounds" / "seed-42" / model / "methods.csv")["method"].nunique()
+                  for model in ("cnn", "mobilenetv2"))
+    assert len(runs) == 1 + trained, "each training logged once, by process 0"
 
 
 def test_a_run_across_processes_needs_jax_and_one_step_at_a_time(tmp_path, tiny_params, capsys):

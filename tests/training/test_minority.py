@@ -84,11 +84,11 @@ def test_both_models_train_with_mixup_and_the_first_round_compares_it(prepare_ex
     cnn = prepare_experiment("cnn", cnn={"conv_filters": [4], "dense_units": 8, "training": one_epoch}, minority=methods)
     mobilenet = prepare_experiment("mobilenetv2", minority=methods, mobilenet_v2={
         "weights": None, "dense_units": 8, "head": one_epoch, "fine_tune": one_epoch})
-    for experiment, trained in ((cnn, recipes.cnn_by_method(cnn)), (mobilenet, recipes.mobilenet_v2_by_method(mobilenet)[0])):
+    for experiment, trained in ((cnn, recipes.cnn_by_method(cnn)), (mobilenet, recipes.mobilenet_v2_by_method(mobilenet))):
         assert list(trained) == ["oversample", "mixup"]
         assert trained["mixup"].history["loss"].notna().all()
         np.testing.assert_allclose(trained["mixup"].val_probabilities.sum(axis=1), 1.0, atol=1e-5)
-        _, table = experiments.choose_method(experiment, trained)
+        _, table = experiments.compute_choice(experiment, lambda _: trained)
         assert set(table.loc[table["method"] == "mixup", "split"]) == {"val", "test"}
         assert table["chosen"].sum() == 2  # one method, its validation and test rows
 
@@ -196,7 +196,7 @@ def test_a_finished_training_is_reused_only_under_the_same_step_key(prepare_expe
 
     prepared.step_key = "key-2"  # other inputs: trained again
     assert experiments.saved_training(prepared, "class_weight") is None
-    experiments.evaluate_and_save(prepared, reused)
+    experiments.compute_evaluation(prepared, reused)
     assert not (prepared.model_paths.root / "methods").exists(), "a finished step keeps no resume files"
 
 

@@ -91,16 +91,19 @@ def test_frozen_features_reuse_what_the_cache_holds_for_clean_images_and_equal_a
         assert not np.allclose(cache.train["pooled"][0], features["train"], rtol=1e-2, atol=1e-2 * scale)
 
 
-def _chosen(experiment, val_predictions: np.ndarray) -> TrainedModel:
-    """A stand-in for the round's fine-tuned model: its validation predictions are ``val_predictions``."""
+def _chosen(experiment, val_predictions: np.ndarray, inputs) -> TrainedModel:
+    """A stand-in for the round's fine-tuned model, trained on ``inputs``: its validation predictions are
+    ``val_predictions``."""
     val_probabilities = np.eye(experiment.n_classes)[val_predictions]
-    return TrainedModel("class_weight", None, pd.DataFrame(), {}, Postprocessing("class_weight"), val_probabilities)
+    return TrainedModel("class_weight", None, pd.DataFrame(), {}, Postprocessing("class_weight"), val_probabilities,
+                        inputs)
 
 
-def test_fit_and_save_writes_predictions_as_the_models_do_and_the_validation_check(cached_experiment):
+def test_compute_probe_writes_predictions_as_the_models_do_and_the_validation_check_read_probe_reads(
+        cached_experiment):
     experiment, cache = cached_experiment(True)
     data, n = experiment.data, experiment.n_classes
-    perfect = probe.fit_and_save(experiment, _chosen(experiment, data.val.labels), cache)
+    perfect = probe.compute_probe(experiment, _chosen(experiment, data.val.labels, cache))
     files = experiment.model_paths
     saved = pd.read_csv(files.probe_predictions, keep_default_na=False)
     expected_columns = list(evaluate.predictions_table(data.test.rows, data.test.labels,
@@ -122,12 +125,16 @@ def test_fit_and_save_writes_predictions_as_the_models_do_and_the_validation_che
     assert (row["fine_tuned"], row["probe"]) == pytest.approx((check["fine_tuned"], check["probe"]))
     assert not row["below_probe"], "a model right on every validation image is never below"
 
-    wrong = probe.fit_and_save(experiment, _chosen(experiment, (data.val.labels + 1) % n), cache)
+    wrong = probe.compute_probe(experiment, _chosen(experiment, (data.val.labels + 1) % n, cache))
     assert wrong.metrics["validation"]["fine_tuned"] == 0.0
     assert (wrong.validation["fine_tuned"] != wrong.validation["true_label"]).all()
     # the comparison reads the probe as a model of its own
     loaded = compare.load_probe(experiment.round_paths)
     assert loaded.name == PROBE_NAME and loaded.metrics == wrong.metrics and len(loaded.predictions) == len(data.test)
+    read = probe.read_probe(experiment)  # what a notebook shown from the finished step gets back
+    assert read.metrics == wrong.metrics
+    pd.testing.assert_frame_equal(read.validation, wrong.validation)
+    pd.testing.assert_frame_equal(read.predictions, wrong.predictions, check_dtype=False)
 
 
 def _with_probe(rounds, probe_correct):

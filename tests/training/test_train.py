@@ -67,8 +67,8 @@ def test_the_strong_protocol_fine_tunes_the_whole_base_and_keeps_its_batchnorm_s
         "batch_size": 4, "precision": "float32"}, mobilenet_v2={
         "protocol": "strong", "weights": None, "dense_units": 8, "augmented_views": 1,
         "head": {"learning_rate": 1e-3, "epochs": 1, "patience": 1}, "fine_tune": two_epochs})
-    trained, inputs = recipes.mobilenet_v2_by_method(experiment)
-    model = trained["class_weight"].model
+    trained = recipes.mobilenet_v2_by_method(experiment)
+    model, inputs = trained["class_weight"].model, trained["class_weight"].inputs
     base = next(layer for layer in model.layers if layer.name.startswith("mobilenetv2"))
     assert list(trained["class_weight"].history["phase"]) == ["head", "fine-tune", "fine-tune"]
     changed = {weight.path: not np.array_equal(weight.numpy(), before)
@@ -82,7 +82,10 @@ def test_the_strong_protocol_fine_tunes_the_whole_base_and_keeps_its_batchnorm_s
 
 
 def test_a_model_the_study_does_not_have_is_named_before_any_work(tiny_params_file):
+    from lib.core.config import load_params
+    from lib.core.paths import run_paths
+    from lib.core.step import StepRun
     from lib.training.experiment import prepare
 
     with pytest.raises(ValueError, match="unknown model 'resnet': the study's models are cnn, mobilenetv2"):
-        prepare(str(tiny_params_file), "resnet")
+        prepare(StepRun(params := load_params(tiny_params_file), run_paths(params)), "resnet")
