@@ -84,14 +84,14 @@ def _shared_study_folder(config) -> Path:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Tests of the shared tiny study last, and its build started now, in its own process: the other tests run
-    while it is built."""
-    uses_study = [item for item in items if "tiny_study" in getattr(item, "fixturenames", ())]
-    if uses_study:
+    """The slow tests first, so that the workers share them out while there is still other work to even the load;
+    the tests of the shared tiny study last, its build started now, in its own process, to run while the others do."""
+    uses_study = {item for item in items if "tiny_study" in getattr(item, "fixturenames", ())}
+    items.sort(key=lambda item: 2 if item in uses_study else 0 if item.get_closest_marker("slow") else 1)
+    if uses_study and not config.option.collectonly:
         from shared_study import start
 
         start(_shared_study_folder(config))
-        items[:] = [item for item in items if item not in uses_study] + uses_study
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,8 @@ def _stand_in_jobs(monkeypatch, tmp_path, scenario: str) -> None:
     from lib.pipeline import schedule
 
     monkeypatch.setattr(schedule, "JOB_MODULE", "stand_in_jobs")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    tests = Path(__file__).parents[1]  # where stand_in_jobs.py is
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("STAND_IN_DIR", str(tmp_path))
     monkeypatch.setenv("STAND_IN", scenario)
 

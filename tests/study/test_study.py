@@ -1,5 +1,5 @@
 """The whole study, every notebook executed through papermill as ./run_all.sh runs them: outputs, reuse, resume,
-the dataset never written, another backend."""
+the dataset never written. (On JAX, across processes: tests/training/test_distribution.py.)"""
 
 import json
 import shutil
@@ -11,12 +11,10 @@ import pandas as pd
 import pytest
 from helpers import (
     TINY_CLASSES,
-    TINY_TRAINING,
     copy_of_the_study,
     make_class_folders,
     tree_digest,
     write_params,
-    write_tiny_study_params,
 )
 
 from lib import run
@@ -226,14 +224,11 @@ def test_assets_folder_seeds_the_keras_cache(tmp_path, monkeypatch):
     assert not (home / "models" / weights.name).exists()
 
 
-
-
-
-
 @pytest.mark.slow
 def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study, tmp_path, monkeypatch):
-    params_file, root, _, _ = tiny_study
-    before = _published(root.parent)
+    reports, values = copy_of_the_study(tiny_study, tmp_path)  # a copy: the failed run is logged to its MLflow store
+    params_file = write_params(tmp_path / "tiny.yaml", values)
+    before = _published(reports)
     # A damaged weights file in the Keras cache the kernels see: the audit fails.
     damaged = tmp_path / "keras_home" / "models" / MOBILENET_V2_WEIGHTS_NAME
     damaged.parent.mkdir(parents=True)
@@ -243,7 +238,7 @@ def test_a_failure_mid_run_leaves_the_previous_report_byte_identical(tiny_study,
         run.run_study(params_file, force=True)
     assert str(raised.value).startswith("01_data_audit.ipynb failed in cell")  # its near-duplicate features
     assert "could not be downloaded" in str(raised.value)  # the damaged copy is fetched again: offline, it fails
-    assert _published(root.parent) == before
+    assert _published(reports) == before
 
 
 @pytest.mark.slow
@@ -354,46 +349,6 @@ def test_a_rerun_reuses_every_step_but_the_report_and_force_reruns_them_all(tiny
     executed.clear()
     run.run_study(tiny_params_file, force=True)
     assert executed == labels
-
-
-@pytest.mark.slow
-def test_the_study_runs_on_jax_names_it_in_the_report_and_a_rerun_gives_identical_predictions(tmp_path, monkeypatch):
-    """``training.backend: jax`` in a process whose own Keras runs TensorFlow: every kernel gets JAX."""
-    import keras
-
-    from lib.core.devices import visible_devices
-
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    folder = make_class_folders(tmp_path / "images", TINY_CLASSES)
-    params_file = write_tiny_study_params(tmp_path, folder, "on_jax", evaluation={"seeds": [1]},
-                                          minority={"methods": ["class_weight"]},
-                                          training=TINY_TRAINING["training"] | {"backend": "jax"})
-    record = run.run_study(params_file)
-    assert not any(entry["reused"] for entry in record.values())
-    root = tmp_path / "reports" / "on_jax"
-    import jax
-
-    for name in ("cnn", "mobilenetv2"):
-        runtime = json.loads((root / "rounds" / "seed-1" / name / "metrics.json").read_text())["runtime"]
-        assert runtime["backend"] == "jax" and runtime["backend_version"] == jax.__version__
-        assert runtime["keras_version"] == keras.version() and runtime["deterministic"] is True
-    html = (root / "report.html").read_text()
-    assert keras.backend.backend() != "jax"  # the kernels' backend, not this process's
-    words = f"JAX {jax.__version__} (Keras {keras.version()}) on CPU, "
-    assert html.count(words) >= 3, "the methods table (both models) and the appendix name backend and device"
-    assert "training.backend: jax" in html and visible_devices().describe() in html
-
-    again = RunPaths(tmp_path / "again")
-    shutil.copytree(root, again.root)
-    for name in ("cnn", "mobilenetv2"):
-        shutil.rmtree(again.round("seed-1").model(name).root)
-    for planned in run.planned_steps(load_params(params_file)):
-        if planned.round_name == "seed-1":
-            job.execute_step(planned, params_file, again)
-    for name in ("cnn", "mobilenetv2"):
-        for table in ("predictions.csv", "methods.csv"):
-            pd.testing.assert_frame_equal(pd.read_csv(root / "rounds" / "seed-1" / name / table),
-                                          pd.read_csv(again.round("seed-1").model(name).root / table), check_exact=True)
 
 
 def test_without_weasyprint_the_html_report_is_published_and_no_pdf_of_an_earlier_run_stays(

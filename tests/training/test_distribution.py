@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -254,6 +255,21 @@ def _finished(process, timeout: int = 1500) -> str:
     return output
 
 
+def _assert_the_run_names_jax(run: Path) -> None:
+    """``training.backend: jax`` from a runner whose own Keras runs TensorFlow (no ``KERAS_BACKEND``): every kernel
+    got JAX, and the report's methods table (both models) and appendix name backend, version and device."""
+    import jax
+    import keras
+
+    for model in ("cnn", "mobilenetv2"):
+        runtime = json.loads((run / "rounds" / "seed-42" / model / "metrics.json").read_text())["runtime"]
+        assert runtime["backend"] == "jax" and runtime["backend_version"] == jax.__version__
+        assert runtime["keras_version"] == keras.version() and runtime["deterministic"] is True
+    html = (run / "report.html").read_text()
+    assert html.count(f"JAX {jax.__version__} (Keras {keras.version()}) on {runtime['description']}") >= 3
+    assert "training.backend: jax" in html
+
+
 @pytest.mark.slow
 def test_the_study_across_two_processes_gives_the_predictions_of_two_devices_in_one_process(tmp_path, tiny_params):
     values = tiny_params | {"evaluation": {"seeds": [42]},
@@ -280,6 +296,7 @@ def test_the_study_across_two_processes_gives_the_predictions_of_two_devices_in_
             pd.testing.assert_frame_equal(pd.read_csv(folder / name),
                                           pd.read_csv(reference / "rounds" / "seed-42" / model / name))
     assert (tmp_path / "together" / "report.html").is_file(), "process 0 publishes"
+    _assert_the_run_names_jax(reference)
     # Process 1 ran the audit and the model steps (what their training reads) in its own folder, published nothing
     own = tmp_path / "together" / ".processes" / "tiny-1"
     assert list(json.loads((own / "steps.json").read_text())) == [
