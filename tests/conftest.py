@@ -83,6 +83,7 @@ def _shared_study_folder(config) -> Path:
     return (base.parent if hasattr(config, "workerinput") else base) / "shared-tiny-study"
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: a run of fast tests builds no study
 def pytest_collection_modifyitems(session, config, items):
     """The slow tests first, so that the workers share them out while there is still other work to even the load;
     the tests of the shared tiny study last, its build started now, in its own process, to run while the others do."""
